@@ -1,0 +1,124 @@
+"""tierwise command line: each command a thin function over pipelines/, optimizers/ and metrics/.
+
+    python cli.py tiers [--tiers FILE] [--json]
+    python cli.py optimize TASK [--limit N] [--trials N] [--budget-usd X] [objective flags] [--out FILE]
+    python cli.py run ARTIFACT --input '{"message": "..."}' | --dataset FILE.jsonl [--json]
+    python cli.py report ARTIFACT_OR_STUDY [--out DIR]
+    python cli.py replay fit OUTCOMES [...] | replay apply POLICY OUTCOMES --decisions OUT.csv
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy/litellm load anywhere
+
+import typer  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compile DSPy programs into cost-aware cascades over model tiers.")
+replay_app = typer.Typer(no_args_is_help=True, help="Fit or apply a policy from recorded outcomes (no new calls).")
+app.add_typer(replay_app, name="replay")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def guarded(fn):
+    """User mistakes print one line naming what and where, exit 2, no traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pipelines.errors import TierwiseError
+
+        try:
+            return fn(*args, **kwargs)
+        except TierwiseError as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+@app.command()
+@guarded
+def tiers(tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML tiers file (default: local tiers)"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
+    """List the tier catalog with prices and availability (no weights are loaded)."""
+    from pipelines.tiers import load_catalog
+
+    catalog = load_catalog(tiers_file)
+    rows = []
+    for tier in catalog:
+        ok, why = tier.availability()
+        rows.append({**tier.to_dict(), "available": ok, "status": why})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'tier':<10} {'model':<28} {'$/1M in':>9} {'$/1M out':>9}  {'available':<9} status / price source")
+    for r in rows:
+        typer.echo(f"{r['name']:<10} {r['model']:<28} {r['input_per_1m']:>9.4f} {r['output_per_1m']:>9.4f}  "
+                   f"{'yes' if r['available'] else 'NO':<9} {r['status']}; {r['price_source']}")
+
+
+@app.command()
+@guarded
+def optimize(
+    task: str = typer.Argument(..., help="task short name (e.g. support) or path to a task .py file"),
+    dataset: Optional[Path] = typer.Option(None, help="labeled dev set (JSONL); default: the task's own"),
+    tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML tiers file (default: local tiers)"),
+    trials: int = typer.Option(200, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
+    seed: int = typer.Option(0, help="seed for sampling, the --limit subset and the holdout split"),
+    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="cap on uncached spend this run"),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),
+    match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching tier NAME"),
+    max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),
+    holdout: float = typer.Option(0.3, help="fraction of rows held out for the final check"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
+    out: Optional[Path] = typer.Option(None, help="artifact path (default TASK.tierwise.json)"),
+    limit: Optional[int] = typer.Option(None, help="optimize on a seeded sample of N rows"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+):
+    """Compile TASK: record outcomes per tier, search ladders and thresholds, write the artifact."""
+    from optimizers.live import OptimizeOptions
+    from optimizers.live import optimize as run_optimize
+    from optimizers.progress import LiveProgress
+    from optimizers.select import Objective
+    from optimizers.summary import render_text
+
+    options = OptimizeOptions(task=task, dataset=str(dataset) if dataset else None,
+                              tiers=str(tiers_file) if tiers_file else None, trials=trials, seed=seed,
+                              budget_usd=budget_usd, objective=Objective(min_quality, match_tier, max_cost_per_1k),
+                              holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit)
+    with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
+        summary = run_optimize(options, progress)
+    typer.echo(json.dumps(summary, indent=2) if as_json else render_text(summary))
+
+
+@app.command()
+@guarded
+def run(
+    artifact_path: Path = typer.Argument(..., metavar="ARTIFACT", help="compiled artifact (JSON)"),
+    input_json: Optional[str] = typer.Option(None, "--input", help="one input as a JSON object"),
+    dataset: Optional[Path] = typer.Option(None, help="JSONL of inputs (batch)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    ledger_path: Optional[Path] = typer.Option(None, "--ledger", help="append call records to this JSONL file"),
+):
+    """Run a compiled pipeline on one input or a JSONL batch, with a cost/tier summary."""
+    from pipelines.commands import run_artifact
+
+    run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo)
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""`cli.py optimize`: record outcomes, search policies with Optuna, choose, check on holdout, compile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optimizers.outcomes import Budget, OutcomeTable, evaluate, fit_scorers
+from optimizers.select import Candidate, Objective, choose
+from optimizers.study import completed, open_study, run_search
+from optimizers.summary import block, build_summary, split_rows
+from pipelines import artifact
+from pipelines.artifact import program_fingerprint
+from pipelines.cache import CallCache
+from pipelines.errors import ConfigError
+from pipelines.ledger import Ledger
+from pipelines.policy import Policy
+from pipelines.runtime import Runtime
+from pipelines.tasks import load_task, read_jsonl
+from pipelines.tiers import load_catalog
+
+WORK_DIR = Path(".tierwise")
+
+
+@dataclass
+class OptimizeOptions:
+    task: str
+    dataset: str | None = None
+    tiers: str | None = None
+    trials: int = 200
+    seed: int = 0
+    budget_usd: float | None = None
+    objective: Objective = None
+    holdout: float = 0.3
+    storage: str | None = None
+    out: str | None = None
+    limit: int | None = None
+    work_dir: Path = WORK_DIR
+    scripts: dict | None = None  # fake/ tiers (tests)
+
+
+def _rows(task, options) -> list[dict]:
+    path = options.dataset or task.default_dataset()
+    if path is None:
+        raise ConfigError(f"task {task.name} has no default dataset; pass --dataset")
+    rows = read_jsonl(path)
+    ids = [str(r["id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: row ids are not unique")
+    for row in rows:
+        try:
+            task.inputs(row)
+        except KeyError as e:
+            raise ConfigError(f"{path}: row {row['id']} lacks input field {e}") from None
+    if options.limit:
+        if options.limit < 4:
+            raise ConfigError("--limit must be at least 4")
+        rows = random.Random(options.seed).sample(rows, min(options.limit, len(rows)))
+    return rows
+
+
+def _study_name(task, program, catalog, rows, options) -> str:
+    ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
+                        "tiers": [t.identity() for t in catalog], "ids": sorted(str(r["id"]) for r in rows),
+                        "seed": options.seed, "holdout": options.holdout}, sort_keys=True)
+    return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def optimize(options: OptimizeOptions, progress=None) -> dict:
+    objective = options.objective or Objective()
+    task = load_task(options.task)
+    catalog = load_catalog(options.tiers)
+    if objective.match_tier is not None:
+        catalog[objective.match_tier]  # noqa: B018 - raises ConfigError naming the catalog
+    for tier in catalog:
+        ok, why = tier.availability()
+        if not ok:
+            raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
+    rows = _rows(task, options)
+    dev, hold = split_rows(rows, options.holdout, options.seed)
+    if len(dev) < 2:
+        raise ConfigError(f"only {len(dev)} dev rows after the holdout split; use more rows or a smaller --holdout")
+
+    work = Path(options.work_dir)
+    runtime = Runtime(catalog, cache=CallCache(work / "cache"), ledger=Ledger(work / "ledger.jsonl"),
+                      scripts=options.scripts)
+    program = task.build_program()
+    predictors = [name for name, _ in program.named_predictors()]
+    budget = Budget(options.budget_usd)
+    table = OutcomeTable(runtime, f"{task.source}|{program_fingerprint(program)}", work / "outcomes", budget)
+    progress = progress or _Silent()
+
+    # 1. The uniform baselines on every row: this records the full matrium of cells the search reads
+    #    (for programs whose predictors all read the example's inputs). Tier by tier keeps each
+    #    model's prompt cache warm.
+    baseline_rows = {}
+    progress.stage("recording outcomes", total=len(catalog) * len(rows))
+    for tier in catalog.names:
+        results = []
+        for row in dev + hold:
+            results += evaluate(task, program, Policy.uniform(predictors, tier), [row], table, catalog.names)
+            progress.advance(budget)
+        baseline_rows[tier] = results
+
+    def split_results(results):
+        by_id = {r.row_id: r for r in results}
+        return [by_id[str(r["id"])] for r in dev], [by_id[str(r["id"])] for r in hold]
+
+    # 2. Learned confidence scorers, fitted on dev cells only.
+    scorers = fit_scorers(task, table, dev, catalog.flagship.name)
+    estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
+
+    # 3. The search, scored from the table.
+    study = open_study(_study_name(task, program, catalog, rows, options), options.storage, options.seed)
+    dev_scores: dict[str, np.ndarray] = {}
+
+    def evaluate_dev(policy: Policy) -> tuple[float, float]:
+        results = evaluate(task, program, policy, dev, table, catalog.names, scorers)
+        scores = np.array([r.score for r in results])
+        dev_scores[json.dumps(policy.to_dict(), sort_keys=True)] = scores
+        return float(scores.mean()), float(np.mean([r.cost_usd for r in results]) * 1000)
+
+    progress.stage("searching policies", total=options.trials)
+    ran = run_search(study, evaluate_dev, predictors, catalog.names, estimators, options.trials,
+                     on_trial=lambda s, t: progress.trial(s, t, budget))
+
+    # 4. Choose among every complete trial (the baselines were enqueued first).
+    reference_name = objective.match_tier or catalog.flagship.name
+    cands = []
+    for t in completed(study):
+        policy = Policy.from_dict(t.user_attrs["policy"])
+        cands.append(Candidate(str(t.number), policy, t.values[0], t.values[1]))
+    ref_dev, _ = split_results(baseline_rows[reference_name])
+    ref_scores = np.array([r.score for r in ref_dev])
+    reference = Candidate(reference_name, Policy.uniform(predictors, reference_name), float(ref_scores.mean()),
+                          float(np.mean([r.cost_usd for r in ref_dev]) * 1000), ref_scores)
+    chosen, info = choose(cands, objective, reference)
+
+    # 5. Check the chosen point on the holdout, beside every uniform baseline.
+    chosen_hold = evaluate(task, program, chosen.policy, hold, table, catalog.names, scorers)
+    chosen_dev = evaluate(task, program, chosen.policy, dev, table, catalog.names, scorers)
+    baselines = {}
+    for tier, results in baseline_rows.items():
+        d, h = split_results(results)
+        baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
+                           "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True,
+                                            seed=options.seed)}
+    dev_block = block([r.score for r in chosen_dev], [r.cost_usd for r in chosen_dev])
+    hold_block = block([r.score for r in chosen_hold], [r.cost_usd for r in chosen_hold], with_ci=True,
+                       seed=options.seed)
+
+    notes = []
+    if not info["feasible"]:
+        notes.append("no searched policy met the objective on dev; the closest one was chosen")
+    ref_hold = baselines[reference_name]["holdout"]["quality"]
+    gap = hold_block["quality"] - ref_hold
+    notes.append(f"holdout quality {gap:+.3f} vs {reference_name}-only (dev noise {info['noise']:.3f})")
+
+    out_path = Path(options.out) if options.out else Path(f"{task.name}.tierwise.json")
+    summary = build_summary(
+        task=task.name, objective=objective.describe(reference_name), artifact=str(out_path),
+        policy=chosen.policy.describe(), dev=dev_block, holdout=hold_block, baselines=baselines,
+        reference=reference_name, paid_calls=budget.paid_calls,
+        full_matrix_calls=len(rows) * len(predictors) * len(catalog), trials=len(completed(study)),
+        spent_usd=budget.spent_usd, trials_run_now=ran, noise=info["noise"], study=study.study_name,
+        storage=options.storage or "default (.tierwise/studies.db)", cells_recorded=len(table.memo),
+        notes=notes,
+    )
+    body = artifact.build(task_source=task.source, program=program_state_source(task), catalog=catalog,
+                          policy=chosen.policy, scorers=scorers, summary=summary,
+                          metrics={"dev": dev_block, "holdout": hold_block},
+                          extra={"study": {"name": study.study_name, "storage": options.storage or "default"},
+                                 "dataset": str(options.dataset or task.default_dataset()),
+                                 "split": {"dev": [str(r["id"]) for r in dev],
+                                           "holdout": [str(r["id"]) for r in hold], "seed": options.seed}})
+    artifact.save(body, out_path)
+    runtime.close()
+    return summary
+
+
+def program_state_source(task):
+    """A fresh, unwrapped program: the artifact stores its DSPy state, not the cascade wrappers."""
+    return task.build_program()
+
+
+class _Silent:
+    def stage(self, name, total):
+        pass
+
+    def advance(self, budget):
+        pass
+
+    def trial(self, study, trial, budget):
+        pass

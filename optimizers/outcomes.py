@@ -1,0 +1,156 @@
+"""The outcome table of the live optimizer: every (example, predictor, tier) answer the search needs,
+made once through the disk cache and kept with its confidence signals, tokens, cost and latency.
+
+Trials are scored by running the program with the cascade reading rungs from this table: a trial
+whose cells are all recorded costs milliseconds and no tokens. A cell not yet recorded (for a
+program whose later predictors read earlier outputs) is made on demand, under the same budget.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass, field
+
+import diskcache
+import numpy as np
+
+from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, apply_policy, inputs_key
+from pipelines.confidence import LogisticScorer, normalize_answer
+from pipelines.errors import AllRungsFailed
+
+current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierwise_row", default=None)
+
+
+class Budget:
+    """Guards every uncached call: refuses one whose estimated price would pass the cap."""
+
+    def __init__(self, cap_usd: float | None):
+        self.cap_usd = cap_usd
+        self.spent_usd = 0.0
+        self.paid_calls = 0
+        self._lock = threading.Lock()
+
+    def check(self, tier, payload: dict) -> None:
+        if self.cap_usd is None:
+            return
+        prompt_chars = sum(len(m["content"]) for m in payload["messages"])
+        max_out = payload["config"].get("max_tokens") or tier.setting("max_tokens") or 256
+        estimate = tier.cost(prompt_chars // 3 + 1, max_out)  # generous: ~3 chars per token, full output
+        with self._lock:
+            if self.spent_usd + estimate > self.cap_usd:
+                raise BudgetExceeded(
+                    f"budget reached: spent ${self.spent_usd:.6f} of --budget-usd {self.cap_usd:g} in "
+                    f"{self.paid_calls} paid calls; the next call ({tier.name}, ~${estimate:.6f}) would pass it. "
+                    "Everything paid is cached: rerun with a larger budget to continue")
+
+    def record(self, cost_usd: float) -> None:
+        with self._lock:
+            self.spent_usd += cost_usd
+            self.paid_calls += 1
+
+
+@dataclass
+class Cell:
+    row_id: str
+    predictor: str
+    tier: str
+    outcome: RungOutcome
+
+
+class OutcomeTable:
+    """A RungSource for the cascade: recorded outcomes first, live calls for the rest."""
+
+    def __init__(self, runtime, namespace: str, directory=None, budget: Budget | None = None):
+        self.live = LiveRungs(runtime)
+        self.runtime = runtime
+        self.namespace = namespace
+        self.budget = budget or Budget(None)
+        self.store = diskcache.Cache(str(directory)) if directory else None
+        self.memo: dict[tuple, RungOutcome] = {}
+        self.cells: dict[tuple, Cell] = {}  # (row_id, predictor, tier) -> cell, for scorers and reports
+        self._lock = threading.Lock()
+        for engine_name in runtime.catalog.names:
+            runtime.engine(engine_name).guard = self._guard
+
+    def _guard(self, tier, payload):
+        self.budget.check(tier, payload)
+
+    def __call__(self, name, predictor, tier, kwargs, estimator) -> RungOutcome:
+        key = (name, tier, inputs_key(kwargs))
+        outcome = self.memo.get(key)
+        if outcome is None:
+            store_key = f"{self.namespace}|{self.runtime.catalog[tier].identity()}|{key[0]}|{key[2]}"
+            stored = self.store.get(store_key) if self.store is not None else None
+            if stored is not None:
+                outcome = RungOutcome.from_dict(stored)
+            else:
+                outcome = self.live(name, predictor, tier, kwargs, "logprob_mean")
+                for record in outcome.records:
+                    if not record.cache_hit:
+                        self.budget.record(record.cost_usd)
+                outcome = RungOutcome.from_dict(outcome.to_dict())  # the same shape a stored cell has
+                if self.store is not None:
+                    self.store.set(store_key, outcome.to_dict())
+            with self._lock:
+                self.memo[key] = outcome
+        row = current_row.get()
+        if row is not None:
+            self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome))
+        return outcome
+
+
+@dataclass
+class RowResult:
+    row_id: str
+    segment: str
+    score: float
+    cost_usd: float
+    latency_s: float
+    steps: list = field(default_factory=list)
+    prediction: object = None
+
+
+def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_names: list[str],
+             scorers: dict | None = None) -> list[RowResult]:
+    """Run `program` under `policy` on each row, rungs answered from `table`."""
+    apply_policy(program, policy, table, tier_names, scorers)
+    results = []
+    for row in rows:
+        trail: list = []
+        tokens = [_trail_var.set(trail), current_row.set(row)]
+        try:
+            prediction = program(**task.inputs(row))
+            score = task.metric(row, prediction)
+        except AllRungsFailed:
+            prediction, score = None, 0.0
+        finally:
+            _trail_var.reset(tokens[0])
+            current_row.reset(tokens[1])
+        results.append(RowResult(str(row["id"]), str(row.get("segment", "all")), score,
+                                 sum(s.cost_usd for s in trail), sum(s.latency_s for s in trail), trail, prediction))
+    return results
+
+
+def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str) -> dict[str, LogisticScorer]:
+    """Per predictor, P(answer right | features) from the recorded cells of `rows`. Correctness is the
+    task's per-predictor check where it has one, else agreement with the top tier's answer."""
+    by_id = {str(r["id"]): r for r in rows}
+    scorers = {}
+    predictors = sorted({c.predictor for c in table.cells.values()})
+    for name in predictors:
+        X, y = [], []
+        for (row_id, pred_name, tier), cell in table.cells.items():
+            if pred_name != name or row_id not in by_id or not cell.outcome.ok or not cell.outcome.features:
+                continue
+            right = task.predictor_correct(name, by_id[row_id], cell.outcome.outputs)
+            if right is None:
+                top = table.cells.get((row_id, name, top_tier))
+                if top is None or not top.outcome.ok:
+                    continue
+                right = normalize_answer(cell.outcome.outputs) == normalize_answer(top.outcome.outputs)
+            X.append(cell.outcome.features)
+            y.append(float(right))
+        if len(y) >= 10 and 0 < sum(y) < len(y):
+            scorers[name] = LogisticScorer().fit(np.asarray(X), np.asarray(y))
+    return scorers

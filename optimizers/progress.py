@@ -1,0 +1,43 @@
+"""Live progress on stderr: calls made, money spent, trials, best point so far."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class LiveProgress:
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.console = Console(file=sys.stderr)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                                 console=self.console, transient=False, disable=not enabled)
+        self.task_id = None
+        self.best = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task_id is not None:
+            self.progress.update(self.task_id, completed=self.progress.tasks[self.task_id].total)
+        self.task_id = self.progress.add_task(name, total=total, status="")
+
+    def advance(self, budget) -> None:
+        self.progress.update(self.task_id, advance=1,
+                             status=f"paid calls {budget.paid_calls}  spent ${budget.spent_usd:.6f}")
+
+    def trial(self, study, trial, budget) -> None:
+        quality, cost = trial.values
+        if self.best is None or quality > self.best[0] or (quality == self.best[0] and cost < self.best[1]):
+            self.best = (quality, cost)
+        self.progress.update(self.task_id, advance=1,
+                             status=f"best quality {self.best[0]:.3f} at ${self.best[1]:.6f}/1k  "
+                                    f"paid calls {budget.paid_calls}")

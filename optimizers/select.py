@@ -1,0 +1,93 @@
+"""Choosing the operating point from the evaluated policies, and the statistics around it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.errors import ConfigError
+
+
+@dataclass
+class Objective:
+    """What the user asked for. Default: lowest cost whose quality is at least the reference's
+    (flagship-only unless `match_tier`), within the dev set's noise."""
+
+    min_quality: float | None = None
+    match_tier: str | None = None
+    max_cost_per_1k: float | None = None
+
+    def __post_init__(self):
+        if sum(x is not None for x in (self.min_quality, self.match_tier, self.max_cost_per_1k)) > 1:
+            raise ConfigError("give at most one of --min-quality, --match-tier, --max-cost-per-1k")
+        if self.min_quality is not None and not 0 <= self.min_quality <= 1:
+            raise ConfigError("--min-quality must lie in [0, 1]")
+        if self.max_cost_per_1k is not None and self.max_cost_per_1k < 0:
+            raise ConfigError("--max-cost-per-1k must not be negative")
+
+    def describe(self, reference: str) -> str:
+        if self.min_quality is not None:
+            return f"lowest cost with quality >= {self.min_quality:g}"
+        if self.max_cost_per_1k is not None:
+            return f"highest quality with cost per 1k <= {self.max_cost_per_1k:g}"
+        return f"lowest cost with quality >= {reference}-only quality (within noise)"
+
+
+@dataclass
+class Candidate:
+    key: str  # trial number or baseline name
+    policy: object
+    quality: float
+    cost_per_1k: float
+    scores: np.ndarray | None = None  # per-row metric values
+
+
+def standard_error(scores) -> float:
+    scores = np.asarray(scores, float)
+    if len(scores) < 2:
+        return 0.0
+    return float(scores.std(ddof=1) / math.sqrt(len(scores)))
+
+
+def pareto_front(cands: list[Candidate]) -> list[Candidate]:
+    """Candidates no other beats on both quality (higher) and cost (lower)."""
+    ordered = sorted(cands, key=lambda c: (c.cost_per_1k, -c.quality))
+    front, best_q = [], -math.inf
+    for c in ordered:
+        if c.quality > best_q + 1e-12:
+            front.append(c)
+            best_q = c.quality
+    return front
+
+
+def choose(cands: list[Candidate], objective: Objective, reference: Candidate) -> tuple[Candidate, dict]:
+    """The chosen candidate and how: {'target_quality', 'noise', 'feasible'}."""
+    noise = standard_error(reference.scores) if reference.scores is not None else 0.0
+    if objective.max_cost_per_1k is not None:
+        feasible = [c for c in cands if c.cost_per_1k <= objective.max_cost_per_1k + 1e-12]
+        info = {"target_quality": None, "noise": noise, "feasible": bool(feasible)}
+        if not feasible:
+            return min(cands, key=lambda c: (c.cost_per_1k, -c.quality)), info
+        return max(feasible, key=lambda c: (round(c.quality, 12), -c.cost_per_1k)), info
+    target = objective.min_quality if objective.min_quality is not None else reference.quality - noise
+    feasible = [c for c in cands if c.quality >= target - 1e-12]
+    info = {"target_quality": target, "noise": noise, "feasible": bool(feasible)}
+    if not feasible:
+        return max(cands, key=lambda c: (c.quality, -c.cost_per_1k)), info
+    return min(feasible, key=lambda c: (c.cost_per_1k, -c.quality)), info
+
+
+def bootstrap_ci(scores, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[float]:
+    scores = np.asarray(scores, float)
+    if len(scores) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = scores[rng.integers(0, len(scores), size=(n_boot, len(scores)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return [float(lo), float(hi)]
+
+
+def savings_pct(cost: float, reference_cost: float) -> float:
+    return 0.0 if reference_cost <= 0 else 100.0 * (1 - cost / reference_cost)

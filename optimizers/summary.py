@@ -1,0 +1,78 @@
+"""The summary both `optimize` and `replay fit` print (and --json emits): one shape for both."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from optimizers.select import bootstrap_ci, savings_pct
+
+
+def split_rows(rows: list[dict], holdout: float, seed: int, key: str = "id") -> tuple[list, list]:
+    """Deterministic split by a hash of (seed, id): the same rows go to holdout on every rerun."""
+    if not 0 <= holdout < 1:
+        from pipelines.errors import ConfigError
+
+        raise ConfigError(f"--holdout must lie in [0, 1), got {holdout}")
+
+    def bucket(row) -> float:
+        digest = hashlib.sha256(f"{seed}:{row[key]}".encode()).hexdigest()
+        return int(digest[:8], 16) / 0xFFFFFFFF
+
+    dev = [r for r in rows if bucket(r) >= holdout]
+    hold = [r for r in rows if bucket(r) < holdout]
+    return dev, hold
+
+
+def block(scores, costs, with_ci: bool = False, seed: int = 0) -> dict:
+    scores, costs = np.asarray(scores, float), np.asarray(costs, float)
+    out = {"n": int(len(scores)),
+           "quality": float(scores.mean()) if len(scores) else float("nan"),
+           "cost_per_1k": float(costs.mean() * 1000) if len(costs) else float("nan")}
+    if with_ci:
+        out["quality_ci"] = bootstrap_ci(scores, seed=seed)
+    return out
+
+
+def build_summary(*, task: str, objective: str, artifact: str | None, policy: dict, dev: dict, holdout: dict,
+                  baselines: dict, reference: str, paid_calls: int, full_matrix_calls: int, trials: int,
+                  spent_usd: float, **extra) -> dict:
+    ref_cost = baselines[reference]["holdout"]["cost_per_1k"]
+    return {
+        "task": task, "objective": objective, "artifact": artifact, "policy": policy,
+        "dev": dev, "holdout": holdout, "baselines": baselines, "reference": reference,
+        "savings_pct": savings_pct(holdout["cost_per_1k"], ref_cost),
+        "paid_calls": int(paid_calls), "full_matrix_calls": int(full_matrix_calls),
+        "trials": int(trials), "spent_usd": float(spent_usd), **extra,
+    }
+
+
+def render_text(summary: dict) -> str:
+    """The human-readable summary: policy, dev/holdout, baselines, savings, calls."""
+    lines = [f"task: {summary['task']}    objective: {summary['objective']}"]
+    lines.append("policy:")
+    for name, p in summary["policy"].items():
+        ladder = " > ".join(p["ladder"])
+        extra = f"  (escalate when {p['estimator']} < {', '.join(f'{t:.3f}' for t in p['thresholds'])})" \
+            if p["thresholds"] else ""
+        lines.append(f"  {name:<16} {ladder}{extra}")
+    d, h = summary["dev"], summary["holdout"]
+    ci = h.get("quality_ci") or [float("nan")] * 2
+    lines.append(f"dev:      n={d['n']:<5} quality {d['quality']:.3f}   cost/1k ${d['cost_per_1k']:.6f}")
+    lines.append(f"holdout:  n={h['n']:<5} quality {h['quality']:.3f} [95% CI {ci[0]:.3f}-{ci[1]:.3f}]   "
+                 f"cost/1k ${h['cost_per_1k']:.6f}")
+    if "noise" in summary:
+        lines.append(f"dev noise (standard error of the reference's quality): {summary['noise']:.3f}")
+    lines.append("baselines (holdout):")
+    for name, b in summary["baselines"].items():
+        mark = "  <- reference" if name == summary["reference"] else ""
+        lines.append(f"  {name:<28} quality {b['holdout']['quality']:.3f}   cost/1k ${b['holdout']['cost_per_1k']:.6f}{mark}")
+    lines.append(f"savings vs {summary['reference']}: {summary['savings_pct']:.1f}% of holdout cost")
+    lines.append(f"paid calls: {summary['paid_calls']} (full matrix {summary['full_matrix_calls']})   "
+                 f"trials: {summary['trials']}   spent: ${summary['spent_usd']:.6f}")
+    if summary.get("artifact"):
+        lines.append(f"artifact: {summary['artifact']}")
+    for note in summary.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,23 @@
+"""tierwise run time: what production code imports. Never imports optuna or pandas at import time.
+
+    from pipelines import load
+    program = load("support.tierwise.json")
+    prediction = program(message="Where is my order A12345?")
+    program.last_trail   # tiers tried, confidences, cost of that call
+"""
+
+import os
+
+# Both dspy and litellm try to download a price map on first use; the shipped snapshot is enough
+# and nothing may reach the network unless a user configured an API model.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def load(path, **runtime_options):
+    """Load a compiled artifact and return a ready DSPy module (see pipelines.artifact.load_program)."""
+    from pipelines.artifact import load_program
+
+    return load_program(path, **runtime_options)
+
+
+__all__ = ["load"]

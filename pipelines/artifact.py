@@ -1,0 +1,151 @@
+"""Compiled artifact: one JSON file that production code loads. It never executes code from the file.
+
+Holds: the program's identity (task source to rebuild it, and a fingerprint of its predictor names
+and signatures), the DSPy state (instructions, demos), the tier catalog (model ids, prices,
+settings; never keys), the policy, fitted scorer parameters, the metrics it was compiled against,
+library versions, a schema version and a SHA-256 checksum over everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from pipelines.errors import ArtifactError, TierwiseError
+from pipelines.policy import Policy
+from pipelines.tiers import Catalog
+
+SCHEMA_VERSION = 1
+KIND = "tierwise-artifact"
+_SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
+
+
+def program_fingerprint(program) -> str:
+    """Predictor names and signatures (fields and instructions): what a policy and state are bound to."""
+    parts = []
+    for name, predictor in program.named_predictors():
+        sig = predictor.signature
+        parts.append({"name": name, "inputs": list(sig.input_fields), "outputs": list(sig.output_fields),
+                      "instructions": sig.instructions})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _versions() -> dict:
+    out = {}
+    for package in ("dspy", "optuna", "litellm", "xllamacpp", "tierwise"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _refuse_secrets(value, where="artifact") -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if any(word in str(key).lower() for word in _SECRET_WORDS) and inner:
+                raise ArtifactError(f"refusing to write {where}.{key}: secrets never go into an artifact")
+            _refuse_secrets(inner, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_secrets(item, where)
+
+
+def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Policy, scorers: dict | None = None,
+          metrics: dict | None = None, summary: dict | None = None, extra: dict | None = None) -> dict:
+    """The artifact's body (everything but the checksum)."""
+    body = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "program": {
+            "task": task_source,
+            "fingerprint": program_fingerprint(program) if program is not None else None,
+            "predictors": [n for n, _ in program.named_predictors()] if program is not None else list(policy.predictors),
+            "state": program.dump_state() if program is not None else None,
+        },
+        "catalog": catalog.to_dict(),
+        "policy": policy.to_dict(),
+        "scorers": {name: s.to_dict() for name, s in (scorers or {}).items()},
+        "metrics": metrics or {},
+        "summary": summary or {},
+        "versions": _versions(),
+        **(extra or {}),
+    }
+    _refuse_secrets(body)
+    return json.loads(json.dumps(body, default=str))  # plain JSON types only
+
+
+def save(body: dict, path: str | Path) -> Path:
+    """Write atomically with the checksum, so a crash never leaves half an artifact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {**body, "checksum": _checksum(body)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(document, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: str | Path) -> dict:
+    """Parse and verify an artifact: JSON, kind, schema version, checksum. Returns its body."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not a tierwise artifact (not valid JSON: {e})") from None
+    if not isinstance(document, dict) or document.get("kind") != KIND:
+        raise ArtifactError(f"{path}: not a tierwise artifact")
+    version = document.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ArtifactError(f"{path}: schema version {version} is newer than this tierwise understands "
+                            f"({SCHEMA_VERSION}); upgrade tierwise to load it")
+    checksum = document.pop("checksum", None)
+    if checksum != _checksum(document):
+        raise ArtifactError(f"{path}: checksum mismatch: the file was modified after it was compiled")
+    return document
+
+
+def load_program(path, *, task=None, cache=None, ledger=None, scripts=None):
+    """Rebuild the program, check it is the one compiled, restore its state and policy: ready to call.
+
+    `task` overrides the recorded task source (a name or a .py path); `cache`/`ledger` are a
+    pipelines.cache.CallCache and pipelines.ledger.Ledger; `scripts` drives fake/ tiers in tests."""
+    from pipelines.cascade import CompiledProgram
+    from pipelines.confidence import LogisticScorer
+    from pipelines.runtime import Runtime
+    from pipelines.tasks import load_task
+
+    body = read(path)
+    source = task or body["program"]["task"]
+    if not source:
+        raise ArtifactError(f"{path}: holds a replay policy, not a runnable program; use `cli.py replay apply`")
+    program = load_task(source).build_program()
+    expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
+    if expected != actual:
+        raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, task "
+                            f"{source!r} builds {actual}): predictor names or signatures changed; recompile")
+    try:
+        if body["program"].get("state"):
+            program.load_state(body["program"]["state"])
+        catalog = Catalog.from_dict(body["catalog"])
+        policy = Policy.from_dict(body["policy"]).validate(catalog.names)
+        scorers = {n: LogisticScorer.from_dict(d) for n, d in body.get("scorers", {}).items()}
+    except TierwiseError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed section is the file's fault, say which
+        raise ArtifactError(f"{path}: malformed artifact ({type(e).__name__}: {e})") from None
+    runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
+    compiled = CompiledProgram(program, policy, runtime, scorers)
+    compiled.artifact = body
+    return compiled

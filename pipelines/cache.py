@@ -1,0 +1,72 @@
+"""Disk cache of LM calls (diskcache), shared safely by threads and processes, with optional TTL.
+
+The key holds the tier's identity (model and generation settings) as well as the request: dspy's
+own cache key ignores the engine, so two tiers with one model string would share answers.
+A per-key lock spanning processes makes a second process wait for, then reuse, a call the first is
+already paying for, instead of paying it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import diskcache
+
+DEFAULT_DIR = Path(".tierwise") / "cache"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TIERWISE_CACHE_DIR", DEFAULT_DIR))
+
+
+def call_key(tier_identity: str, payload: dict) -> str:
+    blob = json.dumps({"tier": tier_identity, "request": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class CallCache:
+    """get/put of JSON-able responses by key. `enabled=False` turns caching off entirely."""
+
+    def __init__(self, directory: str | Path | None = None, ttl_s: float | None = None, enabled: bool = True):
+        self.directory = Path(directory) if directory else default_cache_dir()
+        self.ttl_s = ttl_s
+        self.enabled = enabled
+        self._store = None
+
+    @property
+    def store(self) -> diskcache.Cache:
+        if self._store is None:  # lazily, so a disabled or unused cache creates no folder
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._store = diskcache.Cache(str(self.directory), timeout=60, size_limit=2**34)
+        return self._store
+
+    def get(self, key: str):
+        if not self.enabled:
+            return None
+        return self.store.get(key)
+
+    def put(self, key: str, value) -> None:
+        if self.enabled:
+            self.store.set(key, value, expire=self.ttl_s)
+
+    @contextmanager
+    def claim(self, key: str):
+        """Hold the right to compute `key` across processes; others wait until it is stored."""
+        if not self.enabled:
+            yield
+            return
+        lock = diskcache.Lock(self.store, f"lock:{key}", expire=900)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,302 @@
+"""Cascade execution: wrap an unmodified DSPy program's predictors so each call climbs its ladder.
+
+Each predictor call runs its start tier, scores the answer's confidence, and escalates while the
+score is below that rung's threshold and a higher rung exists. A rung that errors, times out or
+returns an unparsable answer has failed: the next rung answers; if the top fails, the best earlier
+answer stands; if every rung failed, the catalog's other tiers are tried (deterministic fallback);
+only when all of them fail does the call raise, naming each failure.
+
+Where a rung's answer comes from is pluggable (`RungSource`): live calls through the runtime here;
+the optimizer plugs in its recorded outcome table, so trials and production share this logic.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import dspy
+
+from pipelines import confidence as conf
+from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
+from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError
+from pipelines.policy import Policy, PredictorPolicy
+
+AGREEMENT_SAMPLES = 2
+
+
+@dataclass
+class RungOutcome:
+    """One rung's answer (or failure) with what it cost and every confidence signal it has."""
+
+    tier: str
+    outputs: dict | None  # None when the rung failed
+    error: str = ""
+    scores: dict = field(default_factory=dict)  # estimator -> value in [0, 1] or None
+    features: list = field(default_factory=list)
+    cost_usd: float = 0.0  # the calls' price (what it costs in production, cached or not)
+    paid_usd: float = 0.0  # what was actually spent now (0 on cache hits)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    prediction: object = None  # live only: the dspy.Prediction
+    records: list = field(default_factory=list)  # live only: ledger records of its calls
+
+    @property
+    def ok(self) -> bool:
+        return self.outputs is not None
+
+    def to_dict(self) -> dict:
+        keys = ("tier", "outputs", "error", "scores", "features", "cost_usd", "paid_usd",
+                "prompt_tokens", "completion_tokens", "latency_s")
+        return {k: getattr(self, k) for k in keys}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RungOutcome":
+        return cls(**data)
+
+
+@dataclass
+class Step:
+    """One entry of a call's tier trail."""
+
+    predictor: str
+    rung: int
+    tier: str
+    confidence: float | None
+    threshold: float | None
+    decision: str  # accepted | escalated | failed | fallback
+    cost_usd: float
+    error: str = ""
+    tokens: int = 0
+    latency_s: float = 0.0
+
+
+RungSource = Callable[[str, dspy.Predict, str, dict, str], RungOutcome]
+
+
+def inputs_key(kwargs: dict) -> str:
+    return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def score_of(outcome: RungOutcome, estimator: str, scorer=None) -> float | None:
+    if estimator == "learned":
+        if scorer is None or not outcome.features:
+            return None
+        return float(scorer.predict_proba([outcome.features])[0])
+    return outcome.scores.get(estimator)
+
+
+def fallback_order(ladder: list[str], tier_names: list[str]) -> list[str]:
+    """Tiers outside the ladder: those above the start tier first (nearest first), then those below."""
+    start = tier_names.index(ladder[0]) if ladder[0] in tier_names else 0
+    rest = [t for t in tier_names if t not in ladder]
+    above = [t for t in rest if tier_names.index(t) > start]
+    below = [t for t in reversed(rest) if tier_names.index(t) < start]
+    return above + below
+
+
+def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutcome],
+               tier_names: list[str], use_fallback: bool = True, scorer=None) -> tuple[RungOutcome, list]:
+    """Climb one predictor's ladder. Returns the final outcome and [(outcome, Step), ...]."""
+    trail: list[tuple[RungOutcome, Step]] = []
+    best_so_far = None
+    last = len(pp.ladder) - 1
+    for i, tier in enumerate(pp.ladder):
+        outcome = answer(tier)
+        threshold = pp.thresholds[i] if i < last else None
+        if not outcome.ok:
+            trail.append((outcome, _step(name, i, outcome, None, threshold, "failed")))
+            continue
+        score = score_of(outcome, pp.estimator, scorer) if pp.estimator != "none" else None
+        if i == last or (score is not None and score >= threshold):
+            trail.append((outcome, _step(name, i, outcome, score, threshold, "accepted")))
+            return outcome, trail
+        trail.append((outcome, _step(name, i, outcome, score, threshold, "escalated")))
+        best_so_far = len(trail) - 1
+    if best_so_far is not None:  # the top rung failed: the best earlier answer stands
+        trail[best_so_far][1].decision = "fallback"
+        return trail[best_so_far][0], trail
+    if use_fallback:
+        for tier in fallback_order(pp.ladder, tier_names):
+            outcome = answer(tier)
+            decision = "fallback" if outcome.ok else "failed"
+            trail.append((outcome, _step(name, -1, outcome, None, None, decision)))
+            if outcome.ok:
+                return outcome, trail
+    failures = "; ".join(f"{o.tier}: {o.error}" for o, _ in trail)
+    raise AllRungsFailed(f"predictor {name!r}: every tier failed ({failures})")
+
+
+def _step(name, rung, outcome, score, threshold, decision) -> Step:
+    return Step(name, rung, outcome.tier, score, threshold, decision, outcome.cost_usd, outcome.error,
+                outcome.prompt_tokens + outcome.completion_tokens, outcome.latency_s)
+
+
+# --- live rungs: real calls through the runtime --------------------------------------------------
+
+
+class LiveRungs:
+    """Answers a rung by calling the predictor on the tier's LM (disk-cached, priced, logged)."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def __call__(self, name: str, predictor: dspy.Predict, tier: str, kwargs: dict, estimator: str) -> RungOutcome:
+        from pipelines.runtime import ADAPTER
+
+        lm = self.runtime.lm(tier)
+        trace: list = []
+        tokens = [current_trace.set(trace), current_predictor.set(name)]
+        try:
+            with dspy.context(adapter=ADAPTER):
+                prediction = _original_forward(predictor)(lm=lm, **kwargs)
+                outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
+                fields = [k for k in outputs if k not in conf.REASONING_FIELDS]
+                error = ""
+                if any(outputs[k] is None for k in fields):
+                    raise ValueError(f"missing output fields {[k for k in fields if outputs[k] is None]}")
+                if estimator == "agreement":
+                    agree = self._agreement(predictor, lm, kwargs, outputs)
+        except Exception as e:  # noqa: BLE001 - any failure of a rung hands over to the next one
+            _reraise_budget(e)
+            prediction, outputs, error = None, None, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        finally:
+            current_trace.reset(tokens[0])
+            current_predictor.reset(tokens[1])
+        tier_obj = self.runtime.catalog[tier]
+        outcome = RungOutcome(
+            tier=tier, outputs=outputs, error=error, prediction=prediction,
+            cost_usd=sum(tier_obj.cost(c.prompt_tokens, c.completion_tokens) for c in trace),
+            paid_usd=sum(c.record.cost_usd for c in trace),
+            prompt_tokens=sum(c.prompt_tokens for c in trace),
+            completion_tokens=sum(c.completion_tokens for c in trace),
+            latency_s=sum(c.record.latency_s for c in trace),
+            records=[c.record for c in trace],
+        )
+        if outputs is not None:
+            first = trace[0] if trace else None
+            scores = conf.logprob_scores(first.text, first.logprobs, fields) if first else {}
+            scores["self_report"] = conf.self_reported(outputs)
+            if estimator == "agreement":
+                scores["agreement"] = agree
+            outcome.scores = scores
+            rank = self.runtime.catalog.rank(tier) / max(len(self.runtime.catalog) - 1, 1)
+            outcome.features = conf.features(kwargs, outputs, scores, rank)
+        return outcome
+
+    def _agreement(self, predictor, lm, kwargs, outputs) -> float:
+        reference = conf.normalize_answer(outputs)
+        same = 0
+        for i in range(1, AGREEMENT_SAMPLES + 1):
+            token = current_sample.set(i)
+            try:
+                sample = _original_forward(predictor)(lm=lm, config={"temperature": 0.7}, **kwargs)
+                same += conf.normalize_answer({k: sample.get(k) for k in outputs}) == reference
+            except Exception:  # noqa: BLE001 - a failed sample simply does not agree
+                pass
+            finally:
+                current_sample.reset(token)
+        return same / AGREEMENT_SAMPLES
+
+
+def _reraise_budget(error: BaseException) -> None:
+    """A budget stop is not a failed rung: it must stop the whole run, even when dspy wrapped it."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, BudgetExceeded):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+
+
+# --- wrapping a program -------------------------------------------------------------------------
+
+
+def _original_forward(predictor):
+    return type(predictor).forward.__get__(predictor)
+
+
+_trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
+
+
+class CascadeForward:
+    """Replaces one predictor's `forward`: the predictor object, its name and state stay as they are."""
+
+    def __init__(self, name, predictor, pp: PredictorPolicy, source: RungSource, tier_names, fallback, scorer, ledger):
+        self.name, self.predictor, self.pp = name, predictor, pp
+        self.source, self.tier_names, self.fallback = source, tier_names, fallback
+        self.scorer, self.ledger = scorer, ledger
+
+    def __call__(self, **kwargs):
+        kwargs.pop("lm", None)  # the policy decides the tier
+        inputs = {k: v for k, v in kwargs.items() if k in self.predictor.signature.input_fields}
+        extra = {k: v for k, v in kwargs.items() if k not in inputs}
+
+        def answer(tier):
+            return self.source(self.name, self.predictor, tier, {**inputs, **extra}, self.pp.estimator)
+
+        outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer)
+        sink = _trail_var.get()
+        for rung_outcome, step in trail:
+            if sink is not None:
+                sink.append(step)
+            if self.ledger is not None:
+                for record in rung_outcome.records:
+                    self.ledger.annotate(record, rung=step.rung, estimator=self.pp.estimator,
+                                         confidence=step.confidence, threshold=step.threshold,
+                                         decision=step.decision, error=step.error)
+        if outcome.prediction is not None:
+            return outcome.prediction
+        return dspy.Prediction(**outcome.outputs)
+
+
+def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_names: list[str],
+                 scorers: dict | None = None, ledger=None) -> dspy.Module:
+    """Wrap every named predictor of `program` (in place) with its ladder from `policy`."""
+    names = [name for name, _ in program.named_predictors()]
+    missing = [n for n in names if n not in policy.predictors]
+    if missing:
+        raise ConfigError(f"policy has no entry for predictors {missing}; it covers {list(policy.predictors)}")
+    for name, predictor in program.named_predictors():
+        predictor.forward = CascadeForward(name, predictor, policy[name], source, tier_names, policy.fallback,
+                                           (scorers or {}).get(name), ledger)
+    return program
+
+
+class CompiledProgram(dspy.Module):
+    """A user's program with its policy applied. Calling it returns the program's prediction; the
+    tier trail and cost of the last call (in this thread) are on `last_trail` / `last_cost_usd`."""
+
+    def __init__(self, program: dspy.Module, policy: Policy, runtime, scorers: dict | None = None,
+                 source: RungSource | None = None):
+        super().__init__()
+        self.program = program
+        self.policy = policy
+        self.runtime = runtime
+        self.ledger = runtime.ledger if runtime is not None else None
+        apply_policy(program, policy, source or LiveRungs(runtime), runtime.catalog.names if runtime else [],
+                     scorers, self.ledger)
+        self._local = threading.local()
+
+    def forward(self, **kwargs):
+        trail: list[Step] = []
+        tokens = [_trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
+        try:
+            return self.program(**kwargs)
+        finally:
+            _trail_var.reset(tokens[0])
+            current_request_id.reset(tokens[1])
+            self._local.trail = trail
+
+    @property
+    def last_trail(self) -> list[Step]:
+        return getattr(self._local, "trail", [])
+
+    @property
+    def last_cost_usd(self) -> float:
+        return sum(step.cost_usd for step in self.last_trail)

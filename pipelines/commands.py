@@ -1,0 +1,92 @@
+"""`cli.py run`: a compiled artifact on one input or a JSONL batch, with a cost/tier summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+from pipelines.errors import AllRungsFailed, ConfigError
+from pipelines.ledger import Ledger
+
+
+def _inputs(input_json, dataset) -> list[dict]:
+    if bool(input_json) == bool(dataset):
+        raise ConfigError("give exactly one of --input '{...}' or --dataset FILE.jsonl")
+    if input_json:
+        try:
+            value = json.loads(input_json)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--input is not valid JSON ({e.msg})") from None
+        if not isinstance(value, dict):
+            raise ConfigError("--input must be a JSON object of input fields")
+        return [value]
+    from pipelines.tasks import read_jsonl
+
+    return read_jsonl(dataset)
+
+
+def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print) -> list[dict]:
+    from pipelines.artifact import load_program
+
+    program = load_program(path, ledger=Ledger(ledger_path) if ledger_path else None)
+    fields = _input_fields(program)
+    rows = _inputs(input_json, dataset)
+    outputs = []
+    iterator = rows
+    if len(rows) > 1 and not as_json:
+        from rich.progress import track
+
+        iterator = track(rows, description="running", console=_stderr_console())
+    for number, row in enumerate(iterator, 1):
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise ConfigError(f"input {number}: missing fields {missing}; the program takes {fields}")
+        try:
+            prediction = program(**{f: row[f] for f in fields})
+            result = {k: prediction[k] for k in prediction.keys() if k != "logprobs"}
+            error = ""
+        except AllRungsFailed as e:
+            result, error = None, str(e)
+        trail = [{"predictor": s.predictor, "tier": s.tier, "decision": s.decision,
+                  "confidence": s.confidence, "cost_usd": s.cost_usd} for s in program.last_trail]
+        outputs.append({"id": row.get("id", number), "output": result, "error": error,
+                        "cost_usd": sum(s["cost_usd"] for s in trail), "trail": trail})
+    summary = _summary(outputs, program.ledger)
+    if as_json:
+        echo(json.dumps({"results": outputs, "summary": summary}, indent=2, default=str))
+    else:
+        for out in outputs:
+            path_text = " ; ".join(f"{s['predictor']}:{s['tier']}({s['decision']})" for s in out["trail"])
+            echo(f"{out['id']}: {json.dumps(out['output'], default=str) if out['output'] else 'FAILED ' + out['error']}")
+            echo(f"    ${out['cost_usd']:.7f}  {path_text}")
+        echo(f"{summary['requests']} requests  cost ${summary['cost_usd']:.7f} (paid now ${summary['paid_usd']:.7f}, "
+             f"{summary['cache_hits']} cache hits)  answered by: "
+             + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items()))
+    return outputs
+
+
+def _input_fields(program) -> list[str]:
+    fields = []
+    for _, predictor in program.program.named_predictors():
+        fields += [f for f in predictor.signature.input_fields if f not in fields]
+    forward_args = program.program.forward.__code__.co_varnames[1:program.program.forward.__code__.co_argcount]
+    return list(forward_args) or fields
+
+
+def _summary(outputs, ledger) -> dict:
+    final = Counter()
+    for out in outputs:
+        for step in out["trail"]:
+            if step["decision"] in ("accepted", "fallback"):
+                final[f"{step['predictor']}:{step['tier']}"] += 1
+    records = ledger.records if ledger is not None else []
+    return {"requests": len(outputs), "cost_usd": sum(o["cost_usd"] for o in outputs),
+            "paid_usd": sum(r.cost_usd for r in records), "cache_hits": sum(r.cache_hit for r in records),
+            "failed": sum(1 for o in outputs if o["error"]), "final_tiers": dict(final)}
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(file=sys.stderr)

@@ -1,0 +1,33 @@
+"""The few named errors a user can cause. The CLI prints their message as one line and exits 2."""
+
+
+class TierwiseError(Exception):
+    """A user-facing problem: bad input, missing install, tampered file. Message says what and where."""
+
+
+class ConfigError(TierwiseError):
+    """A tiers file, policy, flag or task that cannot be used as given."""
+
+
+class DatasetError(TierwiseError):
+    """A dataset or outcome table row that cannot be read."""
+
+
+class MissingExtraError(TierwiseError):
+    """An optional install (e.g. the `local` extra) is needed for what was asked."""
+
+
+class ModelFileError(TierwiseError):
+    """A local model file is missing, truncated or fails its SHA-256 check."""
+
+
+class ArtifactError(TierwiseError):
+    """A compiled artifact that is tampered, of a newer schema, or built for another program."""
+
+
+class BudgetExceeded(TierwiseError):
+    """Optimization stopped because the next uncached call would pass --budget-usd."""
+
+
+class AllRungsFailed(TierwiseError):
+    """Every tier of a predictor's ladder failed; the message names each failure."""

@@ -1,0 +1,73 @@
+"""A policy is data: per predictor, a ladder of tiers, a confidence estimator and one threshold per
+rung that may escalate. The optimizer searches it, the artifact stores it, the runtime executes it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pipelines.errors import ConfigError
+
+ESTIMATORS = ("logprob_mean", "logprob_min", "agreement", "self_report", "learned", "none")
+
+
+@dataclass
+class PredictorPolicy:
+    ladder: list[str]  # start tier first, then escalation tiers
+    estimator: str = "none"
+    thresholds: list[float] = field(default_factory=list)  # accept rung i when confidence >= thresholds[i]
+
+    def validate(self, name: str, tier_names: list[str] | None = None) -> None:
+        where = f"policy for predictor {name!r}"
+        if not self.ladder:
+            raise ConfigError(f"{where}: empty ladder")
+        if len(set(self.ladder)) != len(self.ladder):
+            raise ConfigError(f"{where}: a tier appears twice in ladder {self.ladder}")
+        if tier_names is not None:
+            unknown = [t for t in self.ladder if t not in tier_names]
+            if unknown:
+                raise ConfigError(f"{where}: unknown tiers {unknown}; catalog has {tier_names}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"{where}: unknown estimator {self.estimator!r}; one of {ESTIMATORS}")
+        if len(self.thresholds) != len(self.ladder) - 1:
+            raise ConfigError(f"{where}: {len(self.ladder)} rungs need {len(self.ladder) - 1} thresholds, "
+                              f"got {len(self.thresholds)}")
+        if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ConfigError(f"{where}: thresholds must lie in [0, 1]")
+        if len(self.ladder) > 1 and self.estimator == "none":
+            raise ConfigError(f"{where}: a ladder of several tiers needs a confidence estimator")
+
+
+@dataclass
+class Policy:
+    predictors: dict[str, PredictorPolicy]
+    fallback: bool = True  # on failure of every rung, try the catalog's remaining tiers
+
+    def __getitem__(self, name: str) -> PredictorPolicy:
+        return self.predictors[name]
+
+    def validate(self, tier_names: list[str] | None = None) -> "Policy":
+        for name, p in self.predictors.items():
+            p.validate(name, tier_names)
+        return self
+
+    def to_dict(self) -> dict:
+        return {"predictors": {k: asdict(v) for k, v in self.predictors.items()}, "fallback": self.fallback}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Policy":
+        try:
+            predictors = {name: PredictorPolicy(list(p["ladder"]), p.get("estimator", "none"),
+                                                [float(t) for t in p.get("thresholds", [])])
+                          for name, p in data["predictors"].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"policy is malformed: {e}") from None
+        return cls(predictors, bool(data.get("fallback", True))).validate()
+
+    @classmethod
+    def uniform(cls, predictor_names, tier: str) -> "Policy":
+        return cls({name: PredictorPolicy([tier]) for name in predictor_names})
+
+    def describe(self) -> dict:
+        """The summary shape: {predictor: {ladder, estimator, thresholds}}."""
+        return {k: {"ladder": v.ladder, "estimator": v.estimator, "thresholds": [round(t, 4) for t in v.thresholds]}
+                for k, v in self.predictors.items()}

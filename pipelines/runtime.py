@@ -1,0 +1,79 @@
+"""Runtime: one place that turns tier names into ready dspy.LM objects over a shared cache and ledger."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import dspy
+
+from pipelines.backends import backend_for
+from pipelines.cache import CallCache
+from pipelines.engine import TierEngine
+from pipelines.ledger import Ledger
+from pipelines.tiers import Catalog, default_catalog
+
+class LenientChatAdapter(dspy.ChatAdapter):
+    """ChatAdapter that accepts a bare answer for a one-output signature (small models often drop the
+    field markers). Other parse failures stay failures: the cascade treats the rung as failed instead
+    of paying for a second JSON-mode attempt."""
+
+    def __init__(self):
+        super().__init__(use_json_adapter_fallback=False)
+
+    def parse(self, signature, completion):
+        try:
+            return super().parse(signature, completion)
+        except dspy.utils.exceptions.AdapterParseError:
+            fields = list(signature.output_fields)
+            text = completion.split("[[ ## completed ## ]]")[0].strip()
+            if len(fields) != 1 or not text:
+                raise
+            return {fields[0]: text}
+
+
+ADAPTER = LenientChatAdapter()
+# Generation ends at the completion marker: the tokens after it are never read, only paid for.
+STOP_MARKER = "[[ ## completed"
+
+
+class Runtime:
+    def __init__(self, catalog: Catalog | None = None, cache: CallCache | None = None,
+                 ledger: Ledger | None = None, scripts: dict | None = None):
+        self.catalog = catalog or default_catalog()
+        self.cache = cache if cache is not None else CallCache()
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.scripts = scripts  # fake/<name> tiers only
+        self._lms: dict[str, dspy.LM] = {}
+        self._engines: dict[str, TierEngine] = {}
+        self._lock = threading.Lock()
+
+    def engine(self, tier_name: str) -> TierEngine:
+        with self._lock:
+            if tier_name not in self._engines:
+                tier = self.catalog[tier_name]
+                self._engines[tier_name] = TierEngine(tier, backend_for(tier, self.scripts), self.cache, self.ledger)
+            return self._engines[tier_name]
+
+    def lm(self, tier_name: str) -> dspy.LM:
+        engine = self.engine(tier_name)
+        with self._lock:
+            if tier_name not in self._lms:
+                tier = engine.tier
+                wants_logprobs = tier.is_local or tier.model.startswith("fake/")
+                extra = {"logprobs": True, "top_logprobs": 1} if wants_logprobs else {}
+                self._lms[tier_name] = dspy.LM(
+                    tier.model, engine=engine, cache=False, num_retries=0,
+                    temperature=tier.setting("temperature"), max_tokens=tier.setting("max_tokens"),
+                    stop=tier.setting("stop") or [STOP_MARKER], **extra,
+                )
+            return self._lms[tier_name]
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self.cache.close()
+
+
+def project_dir() -> Path:
+    return Path(".tierwise")
