@@ -161,6 +161,8 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     gap = hold_block["quality"] - ref_hold
     notes.append(f"holdout quality {gap:+.3f} vs {reference_name}-only (dev noise {info['noise']:.3f})")
 
+    evaluation = _evaluation_record(task, table, catalog, dev, hold, chosen_dev + chosen_hold, baseline_rows, study,
+                                    reference_name, chosen)
     out_path = Path(options.out) if options.out else Path(f"{task.name}.tierwise.json")
     summary = build_summary(
         task=task.name, objective=objective.describe(reference_name), artifact=str(out_path),
@@ -177,10 +179,49 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
                           extra={"study": {"name": study.study_name, "storage": options.storage or "default"},
                                  "dataset": str(options.dataset or task.default_dataset()),
                                  "split": {"dev": [str(r["id"]) for r in dev],
-                                           "holdout": [str(r["id"]) for r in hold], "seed": options.seed}})
+                                           "holdout": [str(r["id"]) for r in hold], "seed": options.seed},
+                                 "evaluation": evaluation})
     artifact.save(body, out_path)
     runtime.close()
     return summary
+
+
+def _row_records(results, split_of) -> list[dict]:
+    return [{"row_id": r.row_id, "segment": r.segment, "split": split_of[r.row_id], "score": r.score,
+             "cost_usd": r.cost_usd, "latency_s": r.latency_s,
+             "steps": [{"predictor": s.predictor, "rung": s.rung, "tier": s.tier, "confidence": s.confidence,
+                        "threshold": s.threshold, "decision": s.decision, "cost_usd": s.cost_usd,
+                        "tokens": s.tokens, "error": s.error} for s in r.steps]}
+            for r in results]
+
+
+def _evaluation_record(task, table, catalog, dev, hold, chosen_results, baseline_rows, study, reference, chosen):
+    """What reports need, kept in the artifact: per-row results of the chosen policy and of each
+    uniform baseline (with tier trails), per-cell correctness by tier, and every trial."""
+    split_of = {str(r["id"]): "dev" for r in dev} | {str(r["id"]): "holdout" for r in hold}
+    by_id = {str(r["id"]): r for r in dev + hold}
+    cells = []
+    for (row_id, name, tier), cell in sorted(table.cells.items()):
+        if row_id not in by_id:
+            continue
+        o = cell.outcome
+        correct = task.predictor_correct(name, by_id[row_id], o.outputs) if o.ok else False
+        cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
+                      "predictor": name, "tier": tier, "ok": o.ok, "correct": correct,
+                      "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),
+                      "cost_usd": o.cost_usd, "tokens": o.prompt_tokens + o.completion_tokens,
+                      "latency_s": o.latency_s})
+    trials = [{"number": t.number, "quality": t.values[0], "cost_per_1k": t.values[1],
+               "policy": t.user_attrs.get("policy")} for t in completed(study)]
+    return {
+        "reference": reference,
+        "chosen_trial": chosen.key,
+        "tiers": catalog.names,
+        "chosen": _row_records(chosen_results, split_of),
+        "baselines": {tier: _row_records(results, split_of) for tier, results in baseline_rows.items()},
+        "cells": cells,
+        "trials": trials,
+    }
 
 
 def program_state_source(task):

@@ -91,6 +91,7 @@ def save(body: dict, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(document, f, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 
