@@ -17,7 +17,7 @@ import numpy as np
 
 from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, apply_policy, inputs_key
 from pipelines.confidence import LogisticScorer, normalize_answer
-from pipelines.errors import AllRungsFailed
+from pipelines.errors import AllRungsFailed, BudgetExceeded
 
 current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierwise_row", default=None)
 
