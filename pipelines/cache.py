@@ -3,12 +3,14 @@
 The key holds the tier's identity (model and generation settings) as well as the request: dspy's
 own cache key ignores the engine, so two tiers with one model string would share answers.
 A per-key lock spanning processes makes a second process wait for, then reuse, a call the first is
-already paying for, instead of paying it again.
+already paying for, instead of paying it again. The lock is an fcntl file lock, which the OS drops
+when its holder dies: a killed run never leaves a claim behind that would block the rerun.
 """
 
 from __future__ import annotations
 
 import hashlib
+import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -59,12 +61,17 @@ class CallCache:
         if not self.enabled:
             yield
             return
-        lock = diskcache.Lock(self.store, f"lock:{key}", expire=900)
-        lock.acquire()
+        # One lock file per bucket of keys (4096 buckets): flock conflicts between processes and
+        # between threads (each opens its own file description), and dies with its holder.
+        folder = self.directory / "claims"
+        folder.mkdir(parents=True, exist_ok=True)
+        bucket = hashlib.sha256(key.encode()).hexdigest()[:3]
+        fd = os.open(folder / f"{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            lock.release()
+            os.close(fd)  # releases the lock
 
     def close(self) -> None:
         if self._store is not None:
