@@ -179,6 +179,9 @@ def _price_map(model: str) -> tuple[float, float] | None:
 
 
 def tier_from_spec(spec: dict, where: str) -> Tier:
+    # Before the unknown-key checks, which would otherwise report a key as merely "unknown".
+    if "api_key" in spec or (isinstance(spec.get("settings"), dict) and "api_key" in spec["settings"]):
+        raise ConfigError(f"{where}: API keys belong in environment variables, never in a tiers file")
     unknown = set(spec) - {"name", "model", "input_per_1m", "output_per_1m", "settings"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
@@ -189,8 +192,6 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     bad = set(settings) - SETTING_KEYS
     if bad:
         raise ConfigError(f"{where}: unknown settings {sorted(bad)}; allowed: {sorted(SETTING_KEYS)}")
-    if any(k in spec for k in ("api_key",)) or "api_key" in settings:
-        raise ConfigError(f"{where}: API keys belong in environment variables, never in a tiers file")
     model = spec["model"]
     if model.startswith(LOCAL_PREFIX):
         from pipelines.local import LOCAL_MODELS
