@@ -202,6 +202,7 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
                               + ", ".join(LOCAL_PREFIX + k for k in LOCAL_MODELS))
         base = _local_tier(spec["name"], key, settings)
         prices, source = (base.input_per_1m, base.output_per_1m), base.price_source
+        settings = base.settings  # the local defaults (no retries, short answers) under the file's own
     elif model.startswith("fake/"):
         prices, source = (0.0, 0.0), "scripted"
     else:
