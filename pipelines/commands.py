@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections import Counter
@@ -70,8 +71,11 @@ def _input_fields(program) -> list[str]:
     fields = []
     for _, predictor in program.program.named_predictors():
         fields += [f for f in predictor.signature.input_fields if f not in fields]
-    forward_args = program.program.forward.__code__.co_varnames[1:program.program.forward.__code__.co_argcount]
-    return list(forward_args) or fields
+    # The program's own forward() names what it takes (read from the class: dspy warns when an
+    # instance's forward is touched outside a call).
+    params = inspect.signature(type(program.program).forward).parameters
+    named = [p for p in params if p != "self" and params[p].kind in (params[p].POSITIONAL_OR_KEYWORD, params[p].KEYWORD_ONLY)]
+    return named or fields
 
 
 def _summary(outputs, ledger) -> dict:

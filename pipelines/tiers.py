@@ -32,7 +32,7 @@ LOCAL_OUTPUT_PER_1M_PER_B = 0.40
 DEFAULT_SETTINGS = {"temperature": 0.0, "max_tokens": 256, "timeout_s": 120.0, "retries": 2}
 # Local tiers answer short fields; a predictor that needs more asks for it (dspy.Predict(..., max_tokens=N)).
 # They get no retries: a local failure is not transient, and the cascade falls back instead.
-LOCAL_SETTINGS = {"max_tokens": 40, "retries": 0, "timeout_s": 300.0}
+LOCAL_SETTINGS = {"max_tokens": 24, "retries": 0, "timeout_s": 300.0}
 SETTING_KEYS = {"temperature", "max_tokens", "timeout_s", "retries", "backoff_s", "top_p", "stop"}
 
 
