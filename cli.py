@@ -116,6 +116,52 @@ def run(
     run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo)
 
 
+@replay_app.command("fit")
+@guarded
+def replay_fit(
+    outcomes: Path = typer.Argument(..., help="outcome table: CSV, JSONL or Parquet, one row per id x model"),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),
+    match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching MODEL"),
+    max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),
+    holdout: float = typer.Option(0.3, help="fraction of ids held out for the final check"),
+    trials: int = typer.Option(300, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
+    seed: int = typer.Option(0, help="seed for sampling and the holdout split"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
+    out: Optional[Path] = typer.Option(None, help="policy artifact path (default STEM.replay.tierwise.json)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+):
+    """Search ladders and thresholds over recorded outcomes (no calls), write the policy artifact."""
+    from optimizers.replay import ReplayOptions, fit
+    from optimizers.select import Objective
+    from optimizers.summary import render_text
+
+    fitted = fit(ReplayOptions(str(outcomes), Objective(min_quality, match_tier, max_cost_per_1k), holdout, trials,
+                               seed, storage, str(out) if out else None))
+    typer.echo(json.dumps(fitted.summary, indent=2) if as_json else render_text(fitted.summary))
+
+
+@replay_app.command("apply")
+@guarded
+def replay_apply(
+    policy: Path = typer.Argument(..., help="policy artifact written by `replay fit`"),
+    outcomes: Path = typer.Argument(..., help="outcome table to replay the policy on"),
+    decisions: Optional[Path] = typer.Option(None, "--decisions", help="write one decision per id to this CSV"),
+):
+    """Replay a fitted policy on an outcome table: per-id decisions, quality and cost per 1k."""
+    from optimizers.replay import apply, decision_stats, write_decisions
+
+    rows, body = apply(policy, outcomes)
+    stats = decision_stats(rows)
+    typer.echo(f"ids: {stats['n']}   quality {stats['quality']:.4f}   cost/1k ${stats['cost_per_1k']:.6f}")
+    held = set(body["replay"]["split"]["holdout"])
+    subset = [d for d in rows if d.id in held]
+    if subset:
+        h = decision_stats(subset)
+        typer.echo(f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}")
+    if decisions:
+        typer.echo(f"decisions: {write_decisions(rows, decisions)}")
+
+
 def main():
     app()
 

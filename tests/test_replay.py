@@ -1,0 +1,274 @@
+"""Replay: outcome tables, the vectorized ladder against pipelines.cascade.run_ladder, fit, apply, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from optimizers.replay import PREDICTOR, ReplayOptions, apply, fit, split_ids
+from optimizers.replay_eval import Signals, agreement_confidence, learned_confidence, run_ladder_vectorized
+from optimizers.replay_signals import NONE, ReplayScorer, answers_agree, feature_row, final_number
+from optimizers.replay_table import load_outcomes
+from optimizers.select import Objective
+from pipelines import artifact
+from pipelines.errors import DatasetError
+from pipelines.policy import PredictorPolicy
+
+COLUMNS = ["id", "input", "model", "output", "score", "cost_usd"]
+COSTS = {"cheap": 0.0001, "mid": 0.001, "big": 0.01}
+
+
+def synthetic_rows(n=240, seed=7) -> list[dict]:
+    """60% easy sums that every model gets right; on hard ones `cheap` guesses and hedges, `mid` is right
+    half the time, `big` always. A cheap>big cascade reaches big's quality at well under half its cost."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(1, 99), rng.randint(1, 99)
+        question, truth = f"What is {a} plus {b}?", a + b
+        hard = rng.random() < 0.4
+        mid_right = not hard or rng.random() < 0.5
+        answers = {
+            "cheap": (f"Perhaps it is {truth + 1}, not sure.", 0.0) if hard else (f"{a} + {b} = {truth}. #### {truth}", 1.0),
+            "mid": (f"{a} + {b} = {truth}. #### {truth}", 1.0) if mid_right else (f"#### {truth - 10}", 0.0),
+            "big": (f"Adding: {a} + {b} = {truth}. #### {truth}", 1.0),
+        }
+        for model, (output, score) in answers.items():
+            rows.append({"id": f"q{i:03d}", "input": question, "model": model, "output": output, "score": score,
+                         "cost_usd": COSTS[model]})
+    return rows
+
+
+def write_csv(path, rows, columns=COLUMNS):
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def test_csv_jsonl_parquet_load_the_same_matrix(tmp_path):
+    rows = synthetic_rows(20)
+    paths = [write_csv(tmp_path / "t.csv", rows), write_jsonl(tmp_path / "t.jsonl", rows)]
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    paths.append(tmp_path / "t.parquet")
+    matrices = [load_outcomes(p) for p in paths]
+    for m in matrices:
+        assert m.models == ["cheap", "mid", "big"]  # by average cost, not by name
+        assert m.n == 20 and m.score.shape == (20, 3)
+        assert np.array_equal(m.score, matrices[0].score) and np.array_equal(m.cost, matrices[0].cost)
+        assert m.outputs == matrices[0].outputs
+    assert matrices[0].cost[0].tolist() == [0.0001, 0.001, 0.01]
+
+
+def test_costs_priced_from_tokens_and_price_map(tmp_path):
+    from pipelines.tiers import _price_map
+
+    price = _price_map("gpt-4o-mini")
+    assert price is not None and price[0] > 0
+    path = tmp_path / "t.csv"
+    path.write_text("id,model,score,prompt_tokens,completion_tokens,cost_usd\n"
+                    "a,gpt-4o-mini,1,1000,200,\n"
+                    "a,house-model,0,10,10,0.5\n")
+    m = load_outcomes(path)
+    j = m.models.index("gpt-4o-mini")
+    assert m.cost[0, j] == pytest.approx((1000 * price[0] + 200 * price[1]) / 1e6, rel=1e-12)
+    assert m.cost[0, m.models.index("house-model")] == 0.5
+
+
+@pytest.mark.parametrize("body, message", [
+    ("id,model,score,cost_usd\na,x,1,0.1\n,x,1,0.1\n", "row 2 (line 3): missing id"),
+    ("id,model,score,cost_usd\na,x,1,0.1\nb,,1,0.1\n", "row 2 (line 3): missing model"),
+    ("id,model,score,cost_usd\na,x,1,0.1\nb,x,high,0.1\n", "row 2 (line 3): score 'high' is not a number"),
+    ("id,model,score,cost_usd\na,x,1,0.1\nb,x,1,0.1\na,x,0,0.2\n",
+     "row 3 (line 4): duplicate row for id 'a' and model 'x' (first at row 1 (line 2))"),
+    ("id,model,score,prompt_tokens,completion_tokens\na,no-such-model-zz,1,5,5\n",
+     "row 1 (line 2): no cost_usd and no known price for model 'no-such-model-zz'"),
+    ("id,model,score,cost_usd\na,x,1,0.1\na,y,1,0.2\nb,x,1,0.1\n",
+     "1 of 2 ids lack a row for some model (e.g. id 'b' has none for 'y')"),
+])
+def test_bad_rows_name_file_and_row(tmp_path, body, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(DatasetError) as err:
+        load_outcomes(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "a", "model": "x", "score": 1, "cost_usd": 0}\n{"id": "b", "model": "x"}\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl: line 2: missing score"):
+        load_outcomes(path)
+
+
+# --- signals and ladder semantics ----------------------------------------------------------------
+
+
+def test_agreement_compares_final_numbers_then_text():
+    assert final_number("so 3 + 4 = 7 eggs.\n#### 1,200") == 1200.0
+    assert final_number("She makes $18 every day.") == 18.0
+    assert answers_agree("The total is 18 dollars.", "#### 18")
+    assert not answers_agree("#### 18", "#### 19")
+    assert answers_agree("Paris!", "paris") and not answers_agree("Paris", "Lyon")
+    assert not answers_agree("", "")  # no text: nothing to agree on
+    assert not answers_agree("#### 3", "three")
+
+
+def test_vectorized_ladder_matches_run_ladder(tmp_path):
+    from pipelines.cascade import RungOutcome, run_ladder
+
+    m = load_outcomes(write_csv(tmp_path / "t.csv", synthetic_rows(60)))
+    signals = Signals.of(m)
+    scorer = ReplayScorer(m.models).fit(signals.base, signals.agree, m.score)
+    conf = {"agreement": agreement_confidence(signals), "learned": learned_confidence(scorer, signals)}
+    index = {name: j for j, name in enumerate(m.models)}
+    rng = random.Random(3)
+    for _ in range(40):
+        ladder = sorted(rng.sample(m.models, rng.randint(1, 3)), key=index.get)
+        estimator = rng.choice(["agreement", "learned"]) if len(ladder) > 1 else "none"
+        pp = PredictorPolicy(ladder, estimator, [rng.random() for _ in ladder[1:]])
+        run = run_ladder_vectorized(pp, index, conf, m.score, m.cost)
+        for q in range(m.n):
+            called = []
+
+            def answer(tier):
+                j, prev = index[tier], index[called[-1]] if called else NONE
+                called.append(tier)
+                agrees = prev != NONE and bool(signals.agree[q, j, prev])
+                return RungOutcome(tier=tier, outputs={"answer": "x"}, scores={"agreement": float(agrees)},
+                                   features=feature_row(j, signals.base[q, j], prev, agrees),
+                                   cost_usd=m.cost[q, j])
+
+            final, _ = run_ladder(PREDICTOR, pp, answer, m.models, use_fallback=False, scorer=scorer)
+            assert final.tier == ladder[run.final_rung[q]]
+            assert run.cost[q] == sum(m.cost[q, index[t]] for t in called)
+            assert run.score[q] == m.score[q, index[final.tier]]
+
+
+# --- fit and apply -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("replay")
+    table = write_csv(tmp / "synthetic.csv", synthetic_rows())
+    result = fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=60, seed=0,
+                               storage=f"sqlite:///{tmp / 'studies.db'}", out=str(tmp / "policy.json")))
+    return tmp, table, result
+
+
+def test_fit_finds_the_cascade(fitted):
+    _, _, result = fitted
+    s = result.summary
+    assert s["reference"] == "big"  # best single model on the training rows
+    # The cheapest way to big's quality: cheap everywhere, mid where cheap hedges, big where mid is wrong too.
+    assert s["policy"][PREDICTOR]["ladder"] == ["cheap", "mid", "big"]
+    assert s["policy"][PREDICTOR]["estimator"] == "learned"
+    assert s["holdout"]["quality"] == 1.0 == s["baselines"]["big"]["holdout"]["quality"]
+    m, hold = result.matrix, result.hold_idx
+    cheap_wrong, mid_wrong = (m.score[hold, 0] == 0).mean(), (m.score[hold, 1] == 0).mean()
+    assert 0.3 < cheap_wrong < 0.5 and s["baselines"]["cheap"]["holdout"]["quality"] == 1 - cheap_wrong
+    # the scorer escalates exactly the wrong answers: cost = cheap + mid where cheap is wrong + big where mid is
+    ideal = 1000 * (COSTS["cheap"] + cheap_wrong * COSTS["mid"] + mid_wrong * COSTS["big"])
+    assert s["holdout"]["cost_per_1k"] == pytest.approx(ideal, rel=1e-9)
+    assert s["savings_pct"] == pytest.approx(100 * (1 - ideal / 10.0), rel=1e-9)
+    assert s["savings_pct"] > 60
+    assert s["paid_calls"] == 0 and s["full_matrix_calls"] == 240 * 3 and s["trials"] == 60
+    assert s["dev"]["n"] + s["holdout"]["n"] == 240
+    assert set(s) >= {"task", "objective", "artifact", "policy", "dev", "holdout", "baselines", "reference",
+                      "savings_pct", "paid_calls", "full_matrix_calls", "trials", "spent_usd"}
+    assert set(s["baselines"]) == {"cheap", "mid", "big"}
+
+
+def test_artifact_verifies_and_refuses_tampering(fitted):
+    tmp, _, result = fitted
+    body = artifact.read(result.summary["artifact"])
+    assert body["program"]["task"] is None and body["replay"]["models"] == ["cheap", "mid", "big"]
+    assert len(body["replay"]["split"]["holdout"]) == result.summary["holdout"]["n"]
+    text = (tmp / "policy.json").read_text().replace('"cheap"', '"mid"', 1)
+    (tmp / "tampered.json").write_text(text)
+    with pytest.raises(Exception, match="checksum mismatch"):
+        artifact.read(tmp / "tampered.json")
+
+
+def test_apply_recomputes_fitted_holdout_exactly(fitted):
+    tmp, table, result = fitted
+    runner = CliRunner()
+    out = tmp / "decisions.csv"
+    res = runner.invoke(cli.app, ["replay", "apply", result.summary["artifact"], str(table), "--decisions", str(out)])
+    assert res.exit_code == 0, res.output
+    with out.open() as f:
+        decisions = {r["id"]: r for r in csv.DictReader(f)}
+    assert len(decisions) == 240
+    hold_ids = [result.matrix.ids[i] for i in result.hold_idx]
+    scores = np.array([float(decisions[i]["score"]) for i in hold_ids])
+    costs = np.array([float(decisions[i]["cost_usd"]) for i in hold_ids])
+    assert scores.mean() == result.summary["holdout"]["quality"]
+    assert costs.mean() * 1000 == pytest.approx(result.summary["holdout"]["cost_per_1k"], rel=1e-12)
+    for rid in hold_ids:
+        called = decisions[rid]["models_called"].split(";")
+        assert called[-1] == decisions[rid]["final_model"]
+        assert float(decisions[rid]["cost_usd"]) == pytest.approx(sum(COSTS[m] for m in called), rel=1e-12)
+    h = result.summary["holdout"]
+    assert f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}" in res.output
+
+
+def test_objectives_min_quality_and_budget(fitted, tmp_path):
+    _, table, _ = fitted
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    capped = fit(ReplayOptions(str(table), Objective(max_cost_per_1k=0.5), trials=40, storage=storage,
+                               out=str(tmp_path / "a.json"))).summary
+    assert capped["dev"]["cost_per_1k"] <= 0.5  # only cheap (0.1/1k) fits; cheap>mid costs 1.1
+    assert capped["policy"][PREDICTOR]["ladder"] == ["cheap"]
+    matched = fit(ReplayOptions(str(table), Objective(match_tier="mid"), trials=40, storage=storage,
+                                out=str(tmp_path / "b.json"))).summary
+    assert matched["reference"] == "mid"
+    assert matched["dev"]["quality"] >= matched["baselines"]["mid"]["dev"]["quality"] - 0.05
+    assert matched["dev"]["cost_per_1k"] < matched["baselines"]["mid"]["dev"]["cost_per_1k"]
+
+
+# --- CLI errors ----------------------------------------------------------------------------------
+
+
+def test_cli_bad_table_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("id,model,score,cost_usd\na,x,1,0.1\nb,x,oops,0.1\n")
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines == [f"error: {path}: row 2 (line 3): score 'oops' is not a number"]
+
+
+def test_cli_unknown_match_tier_and_wrong_artifact(fitted, tmp_path):
+    _, table, _ = fitted
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(table), "--match-tier", "gpt-9",
+                                       "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    assert res.exit_code == 2 and "--match-tier 'gpt-9' is not a model" in res.output
+    (tmp_path / "x.json").write_text("{}")
+    res = CliRunner().invoke(cli.app, ["replay", "apply", str(tmp_path / "x.json"), str(table)])
+    assert res.exit_code == 2 and res.output.strip() == f"error: {tmp_path / 'x.json'}: not a tierwise artifact"
+
+
+def test_split_is_by_id_and_deterministic(fitted):
+    _, _, result = fitted
+    dev, hold = split_ids(result.matrix, 0.3, 0)
+    assert set(dev).isdisjoint(hold) and len(dev) + len(hold) == 240
+    assert np.array_equal(hold, result.hold_idx)
