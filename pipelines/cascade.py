@@ -237,8 +237,13 @@ class CascadeForward:
         inputs = {k: v for k, v in kwargs.items() if k in self.predictor.signature.input_fields}
         extra = {k: v for k, v in kwargs.items() if k not in inputs}
 
+        scored = set(self.pp.ladder[:-1])  # only rungs that may escalate need a confidence
+
         def answer(tier):
-            return self.source(self.name, self.predictor, tier, {**inputs, **extra}, self.pp.estimator)
+            # "none" for the top rung and catalog fallbacks: their confidence decides nothing, and
+            # the agreement estimator would pay for extra samples on the dearest tier for it.
+            estimator = self.pp.estimator if tier in scored else "none"
+            return self.source(self.name, self.predictor, tier, {**inputs, **extra}, estimator)
 
         outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer)
         sink = _trail_var.get()
