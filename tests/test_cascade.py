@@ -1,0 +1,430 @@
+"""Cascade execution with scripted fake tiers: when it escalates, how it falls back, what the ledger
+and the tier trail say, and that it wraps real DSPy programs (several predictors, nested modules,
+ChainOfThought, threads) without rewriting them."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import dspy
+import numpy as np
+import pytest
+
+from conftest import answer, fake_catalog, make_runtime, user_text
+from pipelines import confidence as conf
+from pipelines.cascade import CompiledProgram, RungOutcome, fallback_order, run_ladder
+from pipelines.confidence import LogisticScorer
+from pipelines.errors import AllRungsFailed, ConfigError
+from pipelines.policy import Policy, PredictorPolicy
+
+# --- run_ladder on its own: the decision logic, exact ------------------------------------------
+
+
+def source(scores=None, failing=(), calls=None):
+    """answer(tier) with logprob_mean = scores[tier]; tiers in `failing` fail."""
+    calls = [] if calls is None else calls
+
+    def answer_tier(tier):
+        calls.append(tier)
+        if tier in failing:
+            return RungOutcome(tier, None, error=f"boom on {tier}")
+        return RungOutcome(tier, {"answer": tier}, scores={"logprob_mean": (scores or {}).get(tier)},
+                           cost_usd=0.001)
+
+    return answer_tier, calls
+
+
+def ladder(tiers, thresholds=(), estimator="logprob_mean"):
+    return PredictorPolicy(list(tiers), estimator if len(tiers) > 1 else "none", list(thresholds))
+
+
+TIERS = ["a", "b", "c", "d"]
+
+
+def test_one_rung_accepts_whatever_it_gets():
+    answer_tier, calls = source({"a": 0.01})
+    outcome, trail = run_ladder("p", ladder(["a"]), answer_tier, TIERS)
+    assert outcome.tier == "a" and calls == ["a"]
+    assert [(s.tier, s.decision, s.confidence, s.threshold) for _, s in trail] == [("a", "accepted", None, None)]
+
+
+@pytest.mark.parametrize("score, expected_tier, expected_calls", [
+    (0.5999, "b", ["a", "b"]),  # below the threshold: escalate
+    (0.6, "a", ["a"]),  # equal: accept
+    (0.6001, "a", ["a"]),
+    (None, "b", ["a", "b"]),  # no confidence signal: escalate
+])
+def test_two_rungs_escalate_exactly_below_threshold(score, expected_tier, expected_calls):
+    answer_tier, calls = source({"a": score, "b": 0.1})
+    outcome, trail = run_ladder("p", ladder(["a", "b"], [0.6]), answer_tier, TIERS)
+    assert outcome.tier == expected_tier and calls == expected_calls
+    assert trail[0][1].confidence == score and trail[0][1].threshold == 0.6
+    assert trail[0][1].decision == ("accepted" if expected_tier == "a" else "escalated")
+    assert trail[-1][1].decision == "accepted"
+
+
+def test_three_rungs_each_with_its_own_threshold():
+    pp = ladder(["a", "b", "c"], [0.8, 0.6])
+    answer_tier, calls = source({"a": 0.7, "b": 0.6, "c": 1.0})
+    outcome, trail = run_ladder("p", pp, answer_tier, TIERS)
+    assert outcome.tier == "b" and calls == ["a", "b"]
+    assert [(s.rung, s.decision, s.threshold) for _, s in trail] == [(0, "escalated", 0.8), (1, "accepted", 0.6)]
+    answer_tier, calls = source({"a": 0.1, "b": 0.2, "c": 0.0})
+    outcome, trail = run_ladder("p", pp, answer_tier, TIERS)
+    assert outcome.tier == "c" and calls == ["a", "b", "c"]
+    assert [s.decision for _, s in trail] == ["escalated", "escalated", "accepted"]
+    assert [s.threshold for _, s in trail] == [0.8, 0.6, None]
+
+
+def test_failed_rung_hands_over_to_the_next():
+    answer_tier, calls = source({"b": 0.0, "c": 0.9}, failing={"a"})
+    outcome, trail = run_ladder("p", ladder(["a", "b", "c"], [0.9, 0.5]), answer_tier, TIERS)
+    assert outcome.tier == "c" and calls == ["a", "b", "c"]
+    assert [s.decision for _, s in trail] == ["failed", "escalated", "accepted"]
+    assert trail[0][1].error == "boom on a"
+
+
+def test_top_rung_failure_keeps_the_best_earlier_answer():
+    answer_tier, calls = source({"a": 0.1, "b": 0.2}, failing={"c"})
+    outcome, trail = run_ladder("p", ladder(["a", "b", "c"], [0.9, 0.9]), answer_tier, TIERS)
+    assert outcome.tier == "b" and calls == ["a", "b", "c"]  # no catalog fallback needed
+    assert [s.decision for _, s in trail] == ["escalated", "fallback", "failed"]
+
+
+def test_catalog_fallback_when_every_rung_failed():
+    assert fallback_order(["b", "c"], TIERS) == ["d", "a"]  # above the start tier first, then below
+    assert fallback_order(["c"], TIERS) == ["d", "b", "a"]
+    answer_tier, calls = source({"d": 0.0}, failing={"b", "c"})
+    outcome, trail = run_ladder("p", ladder(["b", "c"], [0.5]), answer_tier, TIERS)
+    assert outcome.tier == "d" and calls == ["b", "c", "d"]
+    assert [(s.tier, s.rung, s.decision) for _, s in trail] == [("b", 0, "failed"), ("c", 1, "failed"),
+                                                                 ("d", -1, "fallback")]
+
+
+def test_every_tier_failed_raises_naming_each_failure():
+    answer_tier, calls = source(failing=set(TIERS))
+    with pytest.raises(AllRungsFailed) as err:
+        run_ladder("classify", ladder(["b", "c"], [0.5]), answer_tier, TIERS)
+    assert calls == ["b", "c", "d", "a"]
+    message = str(err.value)
+    assert "predictor 'classify'" in message
+    for tier in TIERS:
+        assert f"{tier}: boom on {tier}" in message
+    answer_tier, calls = source(failing=set(TIERS))
+    with pytest.raises(AllRungsFailed):
+        run_ladder("p", ladder(["b"]), answer_tier, TIERS, use_fallback=False)
+    assert calls == ["b"]
+
+
+# --- live: a DSPy program over scripted tiers -----------------------------------------------------
+
+
+class QA(dspy.Module):
+    def __init__(self, signature="question -> answer"):
+        super().__init__()
+        self.qa = dspy.Predict(signature)
+
+    def forward(self, question):
+        return self.qa(question=question)
+
+
+def question_of(messages) -> str:
+    found = re.search(r"\[\[ ## question ## \]\]\n(.*?)\n\n", user_text(messages), re.S)
+    return found.group(1) if found else ""
+
+
+def compiled(tmp_path, policy, script, tiers=("a", "b", "c"), program=None, settings=None, **kw):
+    runtime = make_runtime(tmp_path, fake_catalog(*tiers, **(settings or {})), script, **kw)
+    return CompiledProgram(program or QA(), policy, runtime), runtime
+
+
+def by_tier(**outputs):
+    """Script: tier -> (text, confidence) or an exception (called, so each call gets a fresh one)."""
+    calls = []
+
+    def script(tier, messages):
+        calls.append(tier)
+        out = outputs[tier]
+        return out() if callable(out) else out
+
+    return script, calls
+
+
+@pytest.mark.parametrize("threshold, final, calls", [(0.5, "a", ["a"]), (0.51, "b", ["a", "b"])])
+def test_live_escalation_uses_the_answer_token_confidence(tmp_path, threshold, final, calls):
+    script, seen = by_tier(a=(answer(answer="from a"), 0.5), b=(answer(answer="from b"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [threshold])}),
+                                script)
+    prediction = program(question="q1")
+    assert prediction.answer == f"from {final}" and seen == calls
+    trail = program.last_trail
+    assert [s.tier for s in trail] == calls
+    assert trail[0].confidence == pytest.approx(0.5)
+    assert trail[0].decision == ("accepted" if final == "a" else "escalated")
+    # the ledger holds one priced record per call, annotated with the cascade's decision
+    records = runtime.ledger.records
+    assert [(r.tier, r.predictor, r.rung, r.estimator, r.decision) for r in records] == [
+        (t, "qa", i, "logprob_mean", s.decision) for i, (t, s) in enumerate(zip(calls, trail))]
+    assert records[0].confidence == pytest.approx(0.5) and records[0].threshold == threshold
+    assert all(r.cost_usd > 0 and r.prompt_tokens > 0 and r.completion_tokens == 12 for r in records)  # 1 per word
+    assert program.last_cost_usd == pytest.approx(sum(r.cost_usd for r in records))
+    assert len({r.request_id for r in records}) == 1 and records[0].request_id
+
+
+def test_live_fallback_on_error(tmp_path):
+    script, seen = by_tier(a=lambda: RuntimeError("server on fire"), b=(answer(answer="ok"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)
+    assert program(question="q").answer == "ok"
+    assert [(s.tier, s.decision) for s in program.last_trail] == [("a", "failed"), ("b", "accepted")]
+    assert "server on fire" in program.last_trail[0].error
+    assert seen == ["a", "b"]
+
+
+def test_live_fallback_on_timeout(tmp_path):
+    script, seen = by_tier(a=("sleep:3:" + answer(answer="too late"), 0.99), b=(answer(answer="on time"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script,
+                                settings={"a": {"timeout_s": 0.2}})
+    assert program(question="q").answer == "on time"
+    first = program.last_trail[0]
+    assert (first.tier, first.decision) == ("a", "failed")
+    assert "timed out after 0.2s" in first.error
+    # the late answer was never cached: asking again calls tier a again (and times out again)
+    program(question="q")
+    assert seen.count("a") == 2
+
+
+def test_live_fallback_on_unparsable_answer(tmp_path):
+    script, seen = by_tier(a=("I think the answer is probably 42", 0.99),
+                           b=(answer(answer="42", explanation="17+25"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script,
+                                program=QA("question -> answer, explanation"))
+    prediction = program(question="What is 17+25?")
+    assert (prediction.answer, prediction.explanation) == ("42", "17+25")
+    assert [(s.tier, s.decision) for s in program.last_trail] == [("a", "failed"), ("b", "accepted")]
+    assert "AdapterParseError" in program.last_trail[0].error
+
+
+def test_lenient_adapter_accepts_a_bare_answer_for_one_output(tmp_path):
+    script, _ = by_tier(a=("  42  ", 0.8))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script)
+    assert program(question="q").answer == "42"
+
+
+def test_live_top_rung_failure_keeps_earlier_answer(tmp_path):
+    script, seen = by_tier(a=(answer(answer="cheap guess"), 0.3), b=lambda: TimeoutError("gateway"))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.9])}), script,
+                          tiers=("a", "b"))
+    assert program(question="q").answer == "cheap guess"
+    assert [(s.tier, s.decision) for s in program.last_trail] == [("a", "fallback"), ("b", "failed")]
+
+
+def test_live_all_failed_names_each_tier(tmp_path):
+    script, seen = by_tier(a=lambda: RuntimeError("A down"), b=lambda: RuntimeError("B down"),
+                           c=lambda: RuntimeError("C down"))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)
+    with pytest.raises(AllRungsFailed) as err:
+        program(question="q")
+    assert seen == ["a", "b", "c"]  # c only as catalog fallback
+    for tier, text in (("a", "A down"), ("b", "B down"), ("c", "C down")):
+        assert re.search(rf"{tier}: \w+: .*{text}", str(err.value))
+
+
+def test_live_catalog_fallback_tier_answers(tmp_path):
+    script, seen = by_tier(a=lambda: RuntimeError("A down"), b=(answer(answer="b saves the day"), 0.2),
+                           c=(answer(answer="c"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script)
+    assert program(question="q").answer == "b saves the day"
+    assert seen == ["a", "b"]
+    assert [(s.tier, s.rung, s.decision) for s in program.last_trail] == [("a", 0, "failed"), ("b", -1, "fallback")]
+    assert [(r.tier, r.decision) for r in runtime.ledger.records] == [("b", "fallback")]
+
+
+def test_policy_must_cover_every_predictor(tmp_path):
+    with pytest.raises(ConfigError, match=r"no entry for predictors \['qa'\]"):
+        compiled(tmp_path, Policy({"other": PredictorPolicy(["a"])}), by_tier()[0])
+
+
+class Inner(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.extract = dspy.Predict("question -> number")
+
+    def forward(self, question):
+        return self.extract(question=question)
+
+
+class Pipeline(dspy.Module):
+    """Nested module, a ChainOfThought and a plain predictor reading an earlier output."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Inner()
+        self.answer = dspy.ChainOfThought("question, number -> answer")
+        self.label = dspy.Predict("answer -> label")
+
+    def forward(self, question):
+        number = self.inner(question=question).number
+        result = self.answer(question=question, number=number)
+        return dspy.Prediction(number=number, answer=result.answer, reasoning=result.reasoning,
+                               label=self.label(answer=result.answer).label)
+
+
+def pipeline_script(calls):
+    def script(tier, messages):
+        outputs = messages[0]["content"].split("Your output fields are:")[1].split("All interactions")[0]
+        calls.append((tier, outputs.strip()))
+        if "`number`" in outputs:
+            return answer(number="17"), 0.95
+        if "`reasoning`" in outputs:
+            return answer(reasoning="17 plus 25 is 42", answer="42" if tier == "c" else "41"), \
+                (0.9 if tier == "c" else 0.4)
+        return answer(label="even" if tier == "b" else "odd"), 0.7
+
+    return script
+
+
+def test_several_predictors_nested_modules_and_chain_of_thought(tmp_path):
+    program = Pipeline()
+    assert [n for n, _ in program.named_predictors()] == ["inner.extract", "answer.predict", "label"]
+    policy = Policy({
+        "inner.extract": PredictorPolicy(["a"]),
+        "answer.predict": PredictorPolicy(["a", "c"], "logprob_mean", [0.5]),
+        "label": PredictorPolicy(["b"]),
+    })
+    calls = []
+    compiled_program, runtime = compiled(tmp_path, policy, pipeline_script(calls), program=program)
+    prediction = compiled_program(question="What is 17+25?")
+    assert (prediction.number, prediction.answer, prediction.label) == ("17", "42", "even")
+    assert prediction.reasoning == "17 plus 25 is 42"
+    assert [t for t, _ in calls] == ["a", "a", "c", "b"]
+    assert [(s.predictor, s.tier, s.decision) for s in compiled_program.last_trail] == [
+        ("inner.extract", "a", "accepted"), ("answer.predict", "a", "escalated"),
+        ("answer.predict", "c", "accepted"), ("label", "b", "accepted")]
+    assert [r.predictor for r in runtime.ledger.records] == ["inner.extract", "answer.predict", "answer.predict",
+                                                             "label"]
+    # the predictors are wrapped in place: same objects, same names, no rewrite of the program
+    assert compiled_program.program is program
+
+
+def test_answer_confidence_excludes_reasoning_and_field_markers():
+    text = answer(reasoning="long thoughts here", answer="42")
+    pieces = re.findall(r"\s*\S+", text)
+    logprobs = [(p, math.log(0.9) if p.strip() == "42" else math.log(0.1)) for p in pieces]
+    scores = conf.logprob_scores(text, logprobs, ["answer"])
+    assert scores["logprob_mean"] == pytest.approx(0.9) and scores["logprob_min"] == pytest.approx(0.9)
+    assert conf.logprob_scores(text, logprobs, ["reasoning"])["logprob_mean"] == pytest.approx(0.1)
+    assert conf.logprob_scores("", [], ["answer"]) == {"logprob_mean": None, "logprob_min": None}
+
+
+def hard_easy_script(tier, messages):
+    q = question_of(messages)
+    n = int(q.split()[-1])
+    easy = n % 2 == 0
+    if tier == "a":
+        return answer(answer=f"a{n}"), (0.9 if easy else 0.2)
+    return answer(answer=f"b{n}"), 0.9
+
+
+def test_threads_each_see_their_own_last_trail(tmp_path):
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])})
+    program, runtime = compiled(tmp_path, policy, hard_easy_script, tiers=("a", "b"))
+    barrier = threading.Barrier(4)
+
+    def ask(n):
+        barrier.wait()  # all four threads inside the program at once
+        prediction = program(question=f"question {n}")
+        return n, prediction.answer, [(s.tier, s.decision) for s in program.last_trail], program.last_cost_usd
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ask, range(4)))
+    for n, got, trail, cost in results:
+        if n % 2 == 0:
+            assert got == f"a{n}" and trail == [("a", "accepted")]
+        else:
+            assert got == f"b{n}" and trail == [("a", "escalated"), ("b", "accepted")]
+        assert cost > 0
+    assert program.last_trail == []  # the main thread made no call
+    assert len(runtime.ledger.records) == 6
+    assert len({r.request_id for r in runtime.ledger.records}) == 4
+
+
+def test_dspy_parallel(tmp_path):
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])})
+    program, runtime = compiled(tmp_path, policy, hard_easy_script, tiers=("a", "b"))
+    examples = [dspy.Example(question=f"question {n}").with_inputs("question") for n in range(6)]
+    results = dspy.Parallel(num_threads=3, disable_progress_bar=True)([(program, ex) for ex in examples])
+    assert [r.answer for r in results] == ["a0", "b1", "a2", "b3", "a4", "b5"]
+    assert sorted(r.tier for r in runtime.ledger.records) == ["a"] * 6 + ["b"] * 3
+
+
+# --- estimators ---------------------------------------------------------------------------------
+
+
+def test_self_report_estimator(tmp_path):
+    script, seen = by_tier(a=(answer(answer="41", confidence="85"), 0.99),
+                           b=(answer(answer="42", confidence="0.97"), 0.5))
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "self_report", [0.9])})
+    program, _ = compiled(tmp_path, policy, script, program=QA("question -> answer, confidence"))
+    assert program(question="q").answer == "42"
+    steps = program.last_trail
+    assert [s.confidence for s in steps] == [pytest.approx(0.85), pytest.approx(0.97)]
+    assert steps[0].decision == "escalated"
+    assert conf.self_reported({"confidence": "about 250%"}) == 1.0
+    assert conf.self_reported({"confidence": "-3"}) == 0.0
+    assert conf.self_reported({"confidence": "unsure"}) is None
+
+
+def test_agreement_estimator_samples_have_their_own_cache_keys(tmp_path):
+    answers = iter(["42", "42", "41"])  # first answer, then two samples: one agrees
+
+    def script(tier, messages):
+        return (answer(answer=next(answers)) if tier == "a" else answer(answer="42")), 0.9
+
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "agreement", [0.75])})
+    program, runtime = compiled(tmp_path, policy, script, tiers=("a", "b"))
+    assert program(question="q").answer == "42"
+    steps = program.last_trail
+    assert steps[0].confidence == pytest.approx(0.5) and steps[0].decision == "escalated"
+    # the top rung's confidence decides nothing: it is asked once, no samples
+    assert [r.tier for r in runtime.ledger.records] == ["a", "a", "a", "b"]
+    a_records = [r for r in runtime.ledger.records if r.tier == "a"]
+    assert len(a_records) == 3 and not any(r.cache_hit for r in a_records)  # 3 distinct keys, 3 paid calls
+    assert steps[0].cost_usd == pytest.approx(sum(r.cost_usd for r in a_records))
+    # the same request again: all three come from the cache, same agreement
+    program(question="q")
+    again = runtime.ledger.records[4:]
+    assert [r.cache_hit for r in again] == [True] * 4
+    assert program.last_trail[0].confidence == pytest.approx(0.5)
+
+
+def test_learned_estimator(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, len(conf.FEATURES)))
+    y = (X[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(float)
+    scorer = LogisticScorer().fit(X, y)
+    restored = LogisticScorer.from_dict(scorer.to_dict())
+    assert np.allclose(restored.predict_proba(X), scorer.predict_proba(X))
+    assert ((scorer.predict_proba(X) > 0.5) == y).mean() >= 0.85
+
+    script, _ = by_tier(a=(answer(answer="x"), 0.3), b=(answer(answer="y"), 0.9))
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "learned", [0.5])})
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b"), script)
+    program = CompiledProgram(QA(), policy, runtime, scorers={"qa": restored})
+    program(question="q")
+    first = program.last_trail[0]
+    features = conf.features({"question": "q"}, {"answer": "x"}, {"logprob_mean": 0.3, "logprob_min": 0.3}, 0.0)
+    assert 0.0 <= first.confidence <= 1.0
+    assert first.confidence == pytest.approx(float(restored.predict_proba([features])[0]))
+    assert first.decision == ("accepted" if first.confidence >= 0.5 else "escalated")
+
+
+def test_estimator_values_lie_in_unit_interval():
+    text = answer(answer="a b c")
+    for c in (1e-12, 0.3, 1.0):
+        pieces = re.findall(r"\s*\S+", text)
+        scores = conf.logprob_scores(text, [(p, math.log(c)) for p in pieces], ["answer"])
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+        assert scores["logprob_mean"] == pytest.approx(c)
