@@ -116,6 +116,24 @@ def run(
     run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo)
 
 
+@app.command()
+@guarded
+def report(
+    source: str = typer.Argument(..., metavar="ARTIFACT_OR_STUDY",
+                                 help="compiled artifact (.json), ledger (.jsonl) or Optuna study name"),
+    out: Path = typer.Option(Path("tierwise-report"), help="folder for the CSVs, pareto.png and report.html"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL holding the study"),
+    split: str = typer.Option("all", help="rows for the per-predictor and segment tables: all, dev or holdout"),
+):
+    """Trade-off report: savings, routing-fairness audit per segment, per-predictor tiers, Pareto front."""
+    from metrics.report import load_report, render_text, write_report
+
+    result = load_report(source, storage=storage, split=split)
+    typer.echo(render_text(result))
+    written = write_report(result, out)
+    typer.echo(f"\nwrote {len(written)} files to {out}/: {', '.join(sorted(written))}")
+
+
 @replay_app.command("fit")
 @guarded
 def replay_fit(
