@@ -1,0 +1,196 @@
+"""Compiled artifact: round trip into a fresh process, tamper/mismatch/schema errors, no secrets,
+no code execution on load, and the run-time import boundary (no optuna, no pandas)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import fake_catalog, last_json_line, run_python
+from pipelines import artifact
+from pipelines.artifact import build, load_program, read, save
+from pipelines.cache import CallCache
+from pipelines.errors import ArtifactError
+from pipelines.ledger import Ledger
+from pipelines.policy import Policy, PredictorPolicy
+from pipelines.tasks import load_task
+from pipelines.tiers import load_catalog
+from tests.fakes import support_rows, support_script, write_tiers
+
+def support_policy():
+    return Policy({"classify": PredictorPolicy(["small", "big"], "logprob_mean", [0.9]),
+                   "extract": PredictorPolicy(["small"])})
+
+
+def compile_support(tmp_path, policy=None, **extra):
+    catalog = load_catalog(write_tiers(tmp_path))
+    body = build(task_source="support", program=load_task("support").build_program(), catalog=catalog,
+                 policy=policy or support_policy(), metrics={"dev": {"quality": 0.9}}, **extra)
+    return save(body, tmp_path / "support.tierwise.json")
+
+
+def sample_messages(k=6):
+    rows = list(support_rows().values())
+    hard = [r for r in rows if r["difficulty"] != "simple"][:k // 2]
+    easy = [r for r in rows if r["difficulty"] == "simple"][:k - len(hard)]
+    return [r["message"] for r in hard + easy]
+
+
+RUN_IN_FRESH_PROCESS = """
+import json, sys
+from pipelines.artifact import load_program
+from pipelines.cache import CallCache
+from tests.fakes import support_script
+program = load_program(sys.argv[1], cache=CallCache(sys.argv[2]), scripts={"*": support_script()})
+out = []
+for message in json.loads(sys.argv[3]):
+    p = program(message=message)
+    out.append({"intent": p.intent, "order_id": p.order_id, "tiers": [s.tier for s in program.last_trail],
+                "cost": program.last_cost_usd})
+print(json.dumps({"results": out, "modules": sorted(m for m in ("optuna", "pandas") if m in sys.modules)}))
+"""
+
+
+def test_round_trip_in_a_fresh_process_gives_the_same_outputs(tmp_path):
+    path = compile_support(tmp_path)
+    messages = sample_messages()
+    program = load_program(path, cache=CallCache(tmp_path / "cache-here"), ledger=Ledger(),
+                           scripts={"*": support_script()})
+    here = []
+    for message in messages:
+        p = program(message=message)
+        here.append({"intent": p.intent, "order_id": p.order_id, "tiers": [s.tier for s in program.last_trail],
+                     "cost": program.last_cost_usd})
+    # the hard rows escalate classify to big, the simple ones stay on small
+    rows = support_rows()
+    for message, result in zip(messages, here):
+        escalates = rows[message]["difficulty"] != "simple"
+        assert result["tiers"] == (["small", "big", "small"] if escalates else ["small", "small"])
+        assert result["intent"] == rows[message]["intent"]  # small where it is right, big where it is not
+        assert (result["order_id"] == rows[message]["order_id"]) == (not escalates)  # extract stays on small
+    out = last_json_line(run_python(RUN_IN_FRESH_PROCESS, str(path), str(tmp_path / "cache-there"),
+                                    json.dumps(messages)).stdout)
+    assert out["modules"] == []  # the fresh process ran the artifact without optuna or pandas
+    assert [{**r, "cost": pytest.approx(r["cost"])} for r in here] == out["results"]
+
+
+def test_artifact_records_what_production_needs(tmp_path):
+    body = read(compile_support(tmp_path))
+    assert body["kind"] == "tierwise-artifact" and body["schema_version"] == artifact.SCHEMA_VERSION
+    assert body["program"]["task"] == "support"
+    assert body["program"]["predictors"] == ["classify", "extract"]
+    assert [t["name"] for t in body["catalog"]] == ["small", "big"]
+    assert body["policy"]["predictors"]["classify"] == {"ladder": ["small", "big"], "estimator": "logprob_mean",
+                                                        "thresholds": [0.9]}
+    assert body["versions"]["dspy"] == "3.4.1"
+    assert "checksum" not in body  # read() verified and removed it
+
+
+def test_tampered_file_fails_its_checksum(tmp_path):
+    path = compile_support(tmp_path)
+    document = json.loads(path.read_text())
+    document["policy"]["predictors"]["classify"]["thresholds"] = [0.0]  # never escalate: cheaper, worse
+    path.write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="checksum mismatch: the file was modified after it was compiled"):
+        load_program(path)
+    path.write_text(path.read_text()[:-40])
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        read(path)
+    with pytest.raises(ArtifactError, match="artifact not found"):
+        read(tmp_path / "missing.json")
+
+
+def test_program_with_a_different_fingerprint_is_refused(tmp_path):
+    path = compile_support(tmp_path)
+    other = tmp_path / "support_v2.py"
+    source = Path(load_task("support").module.__file__).read_text()
+    assert "Copy it exactly." in source
+    other.write_text(source.replace("Copy it exactly.", "Copy it exactly, in capitals."))  # instructions changed
+    with pytest.raises(ArtifactError) as err:
+        load_program(path, task=str(other))
+    assert "compiled for a different program" in str(err.value) and "recompile" in str(err.value)
+
+
+def test_newer_schema_is_refused_with_upgrade_hint(tmp_path):
+    body = read(compile_support(tmp_path))
+    body["schema_version"] = artifact.SCHEMA_VERSION + 1
+    path = save(body, tmp_path / "future.json")  # a valid checksum: only the version is wrong
+    with pytest.raises(ArtifactError, match=r"schema version 2 is newer than this tierwise understands \(1\); "
+                                            "upgrade tierwise"):
+        load_program(path)
+
+
+def test_not_an_artifact(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"hello": "world"}))
+    with pytest.raises(ArtifactError, match="not a tierwise artifact"):
+        read(path)
+
+
+def test_policy_naming_unknown_tiers_is_refused(tmp_path):
+    body = read(compile_support(tmp_path))
+    body["policy"]["predictors"]["extract"]["ladder"] = ["gigantic"]
+    path = save(body, tmp_path / "bad-policy.json")
+    with pytest.raises(Exception, match="unknown tiers \\['gigantic'\\]"):
+        load_program(path)
+
+
+@pytest.mark.parametrize("where", ["catalog", "extra"])
+def test_api_keys_are_never_written(tmp_path, where):
+    catalog = fake_catalog("small", "big")
+    extra = None
+    if where == "catalog":
+        t = catalog.tiers[0]
+        catalog.tiers[0] = type(t)(t.name, t.model, t.input_per_1m, t.output_per_1m, {"api_key": "sk-live-123"})
+    else:
+        extra = {"provider": {"Authorization": "Bearer sk-live-123"}}
+    with pytest.raises(ArtifactError, match="secrets never go into an artifact"):
+        build(task_source="support", program=load_task("support").build_program(), catalog=catalog,
+              policy=support_policy(), extra=extra)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_saved_artifact_holds_no_key_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-should-not-leak")
+    path = compile_support(tmp_path)
+    assert "sk-env-should-not-leak" not in path.read_text()
+
+
+LOAD_UNDER_AUDIT = """
+import json, sys
+from pipelines.artifact import load_program
+from tests.fakes import support_script
+load_program(sys.argv[1], scripts={"*": support_script()})  # warm: imports happen here
+events = []
+def hook(event, args):
+    if event in ("exec", "compile", "pickle.find_class", "marshal.loads", "subprocess.Popen", "os.system"):
+        events.append(event)
+sys.addaudithook(hook)
+program = load_program(sys.argv[1], scripts={"*": support_script()})
+print(json.dumps({"events": events, "marker": __import__("os").path.exists(sys.argv[2])}))
+"""
+
+
+def test_loading_never_executes_code_from_the_file(tmp_path):
+    """Code-shaped strings in every free-text spot of an artifact stay strings: loading it runs no
+    exec/compile/unpickle (audited in a fresh process) and the payload's side effect never happens."""
+    marker = tmp_path / "pwned"
+    payload = f"__import__('os').system('touch {marker}')"
+    body = read(compile_support(tmp_path))
+    body["metrics"] = {"note": payload}
+    body["summary"] = {"objective": payload}
+    state = body["program"]["state"]
+    state["classify"]["demos"] = [{"message": payload, "intent": payload}]
+    body["pickled"] = "gASVKAAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAV0b3VjaJSFlFKULg=="  # pickle of os.system
+    path = save(body, tmp_path / "hostile.json")
+    out = last_json_line(run_python(LOAD_UNDER_AUDIT, str(path), str(marker)).stdout)
+    assert out == {"events": [], "marker": False}
+
+
+def test_run_time_imports_no_optuna_or_pandas():
+    code = ("import sys, json; import pipelines, pipelines.artifact, pipelines.cascade, pipelines.runtime, "
+            "pipelines.engine, pipelines.ledger, pipelines.cache; "
+            "print(json.dumps(sorted(m for m in ('optuna', 'pandas', 'optimizers') if m in sys.modules)))")
+    assert last_json_line(run_python(code).stdout) == []
