@@ -76,3 +76,18 @@ def last_json_line(text: str):
         except json.JSONDecodeError:
             continue
     raise AssertionError(f"no JSON line in output:\n{text}")
+
+
+def compile_fake_support(tmp_path: Path, policy=None, name: str = "support.tierwise.json", **build_kwargs) -> Path:
+    """An artifact of the shipped support task over the fake small/big tiers of tests/fakes.py."""
+    from pipelines.artifact import build, save
+    from pipelines.policy import Policy, PredictorPolicy
+    from pipelines.tasks import load_task
+    from pipelines.tiers import load_catalog
+    from tests.fakes import write_tiers
+
+    policy = policy or Policy({"classify": PredictorPolicy(["small", "big"], "logprob_mean", [0.9]),
+                               "extract": PredictorPolicy(["small"])})
+    body = build(task_source="support", program=load_task("support").build_program(),
+                 catalog=load_catalog(write_tiers(tmp_path)), policy=policy, **build_kwargs)
+    return save(body, tmp_path / name)

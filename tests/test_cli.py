@@ -1,0 +1,95 @@
+"""CLI: a user mistake exits 2 with one line on stderr saying what and where, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from conftest import ROOT, compile_fake_support
+from tests.fakes import write_tiers
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything a command would write by default lands here
+    tiers = write_tiers(tmp_path)
+    artifact = compile_fake_support(tmp_path)
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[[tier]\nname = 1\n")
+    tampered = tmp_path / "tampered.json"
+    doc = json.loads(artifact.read_text())
+    doc["policy"]["predictors"]["extract"]["ladder"] = ["big"]
+    tampered.write_text(json.dumps(doc))
+    bad_jsonl = tmp_path / "bad.jsonl"
+    bad_jsonl.write_text('{"id": "1", "message": "hi", "intent": "billing", "order_id": "none"}\n{oops\n')
+    return {"tiers": str(tiers), "artifact": str(artifact), "bad_toml": str(bad_toml), "tampered": str(tampered),
+            "bad_jsonl": str(bad_jsonl), "tmp": tmp_path}
+
+
+CASES = {
+    "bad tiers file": (["tiers", "--tiers", "{bad_toml}"], r"bad\.toml: not valid TOML"),
+    "missing tiers file": (["tiers", "--tiers", "{tmp}/none.toml"], "tiers file not found"),
+    "unknown task": (["optimize", "nope", "--tiers", "{tiers}"], "unknown task 'nope'; shipped tasks: .*support"),
+    "bad --input JSON": (["run", "{artifact}", "--input", "{{not json"], "--input is not valid JSON"),
+    "--input not an object": (["run", "{artifact}", "--input", "[1, 2]"], "--input must be a JSON object"),
+    "input lacks a field": (["run", "{artifact}", "--input", '{{"msg": "hi"}}'],
+                            r"input 1: missing fields \['message'\]"),
+    "input and dataset": (["run", "{artifact}", "--input", "{{}}", "--dataset", "{bad_jsonl}"],
+                          "give exactly one of --input"),
+    "missing artifact": (["run", "{tmp}/nowhere.json", "--input", "{{}}"], "artifact not found: .*nowhere.json"),
+    "tampered artifact": (["run", "{tampered}", "--input", '{{"message": "hi"}}'], "tampered.json: checksum mismatch"),
+    "holdout 1.5": (["optimize", "support", "--tiers", "{tiers}", "--holdout", "1.5"],
+                    r"--holdout must lie in \[0, 1\), got 1.5"),
+    "conflicting objectives": (["optimize", "support", "--tiers", "{tiers}", "--min-quality", "0.9",
+                                "--match-tier", "big"], "give at most one of --min-quality, --match-tier"),
+    "min-quality above 1": (["optimize", "support", "--tiers", "{tiers}", "--min-quality", "90"],
+                            r"--min-quality must lie in \[0, 1\]"),
+    "unknown match tier": (["optimize", "support", "--tiers", "{tiers}", "--match-tier", "huge"],
+                           "unknown tier 'huge'; catalog has: small, big"),
+    "bad dataset line": (["optimize", "support", "--tiers", "{tiers}", "--dataset", "{bad_jsonl}"],
+                         r"bad\.jsonl:2: not valid JSON"),
+    "limit too small": (["optimize", "support", "--tiers", "{tiers}", "--limit", "2"], "--limit must be at least 4"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_user_mistakes_exit_2_with_one_line(env, case):
+    args, pattern = CASES[case]
+    args = [a.format(**env) for a in args]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""
+    assert not (env["tmp"] / ".tierwise").exists()  # a refused command leaves no cache, study or ledger
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["tiers", "--tiers", "{bad_toml}"], "not valid TOML"),
+    (["run", "{tampered}", "--input", '{{"message": "hi"}}'], "checksum mismatch"),
+])
+def test_real_process_prints_one_line_and_no_traceback(env, args, pattern):
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *[a.format(**env) for a in args]],
+                          cwd=env["tmp"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], proc.stderr
+
+
+def test_no_arguments_shows_help_and_commands():
+    result = CliRunner().invoke(cli.app, [])
+    text = result.stdout + result.stderr
+    for command in ("tiers", "optimize", "run"):
+        assert command in text
