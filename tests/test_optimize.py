@@ -1,0 +1,236 @@
+"""The live optimizer over scripted fake tiers: the summary, call accounting (every distinct call paid
+once, across reruns, budget stops and a SIGKILL), and the artifact it compiles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from conftest import PYTHON, ROOT
+from optimizers.live import OptimizeOptions, optimize
+from optimizers.select import Objective
+from pipelines.artifact import load_program
+from pipelines.cache import CallCache
+from pipelines.errors import BudgetExceeded
+from pipelines.ledger import Ledger
+from tests.fakes import support_rows, support_script, write_tiers
+
+LIMIT = 20
+FULL_MATRIX = LIMIT * 2 * 2  # rows x predictors (classify, extract) x tiers (small, big)
+
+
+def logged_script(log: list):
+    """support_script, recording each backend call (tier, request hash): called on cache misses only."""
+    base = support_script()
+
+    def script(tier, messages):
+        log.append((tier, hashlib.sha256(json.dumps(messages).encode()).hexdigest()))
+        return base(tier, messages)
+
+    return script
+
+
+def options(tmp, log, **kw):
+    defaults = dict(task="support", tiers=str(write_tiers(tmp)), scripts={"*": logged_script(log)}, work_dir=tmp,
+                    storage=f"sqlite:///{tmp}/s.db", out=str(tmp / "support.tierwise.json"), limit=LIMIT,
+                    trials=15, seed=0)
+    return OptimizeOptions(**{**defaults, **kw})
+
+
+@pytest.fixture(scope="module")
+def first_and_second_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("optimize")
+    log: list = []
+    first = optimize(options(tmp, log))
+    calls_after_first = list(log)
+    second = optimize(options(tmp, log))
+    return tmp, first, second, calls_after_first, log
+
+
+REQUIRED = {
+    "task": str, "objective": str, "artifact": str, "policy": dict, "dev": dict, "holdout": dict, "baselines": dict,
+    "reference": str, "savings_pct": float, "paid_calls": int, "full_matrix_calls": int, "trials": int,
+    "spent_usd": float,
+}
+
+
+def test_summary_has_every_key_with_consistent_numbers(first_and_second_run):
+    tmp, summary, _, calls, _ = first_and_second_run
+    for key, kind in REQUIRED.items():
+        assert isinstance(summary[key], kind), key
+    assert summary["task"] == "support" and summary["reference"] == "big"
+    assert summary["artifact"] == str(tmp / "support.tierwise.json")
+    assert set(summary["policy"]) == {"classify", "extract"}
+    for p in summary["policy"].values():
+        assert set(p) == {"ladder", "estimator", "thresholds"}
+        assert len(p["thresholds"]) == len(p["ladder"]) - 1
+    assert set(summary["dev"]) == {"n", "quality", "cost_per_1k"}
+    assert set(summary["holdout"]) == {"n", "quality", "quality_ci", "cost_per_1k"}
+    assert summary["dev"]["n"] + summary["holdout"]["n"] == LIMIT and summary["holdout"]["n"] > 0
+    lo, hi = summary["holdout"]["quality_ci"]
+    assert lo <= summary["holdout"]["quality"] <= hi
+    assert set(summary["baselines"]) == {"small", "big"}
+    big = summary["baselines"]["big"]
+    assert big["dev"]["quality"] == 1.0 and big["holdout"]["quality"] == 1.0  # the fake big tier is always right
+    assert summary["baselines"]["small"]["dev"]["quality"] < 1.0
+    # default objective: cheapest policy as good as big-only (noise is 0 here): quality 1.0 on dev
+    assert summary["dev"]["quality"] == 1.0
+    assert summary["dev"]["cost_per_1k"] <= big["dev"]["cost_per_1k"]
+    assert summary["savings_pct"] == pytest.approx(
+        100 * (1 - summary["holdout"]["cost_per_1k"] / big["holdout"]["cost_per_1k"]))
+    assert summary["trials"] == 15
+    # every cell paid exactly once, and the spend is what the ledger says
+    assert summary["full_matrix_calls"] == FULL_MATRIX
+    assert summary["paid_calls"] == FULL_MATRIX == len(calls) == len(set(calls))
+    ledger = Ledger.read_frame(tmp / "ledger.jsonl")
+    paid = ledger[~ledger["cache_hit"]]
+    assert len(paid) == FULL_MATRIX
+    assert summary["spent_usd"] == pytest.approx(paid["cost_usd"].sum())
+    assert Counter(paid["tier"]) == {"small": FULL_MATRIX // 2, "big": FULL_MATRIX // 2}
+
+
+def test_second_run_of_the_same_command_makes_zero_paid_calls(first_and_second_run):
+    _, first, second, calls_after_first, calls = first_and_second_run
+    assert calls == calls_after_first  # no backend call at all
+    assert second["paid_calls"] == 0 and second["spent_usd"] == 0.0
+    assert second["trials"] == 15 and second["trials_run_now"] == 0  # the study resumed, complete
+    for key in ("policy", "dev", "holdout", "baselines", "savings_pct"):
+        assert second[key] == first[key], key
+
+
+def test_compiled_artifact_runs_the_chosen_policy(first_and_second_run):
+    tmp, summary, _, _, _ = first_and_second_run
+    program = load_program(tmp / "support.tierwise.json", cache=CallCache(tmp / "prod-cache"),
+                           scripts={"*": support_script()})
+    body = program.artifact
+    assert body["summary"]["policy"] == summary["policy"]
+    assert set(body["split"]["dev"]) | set(body["split"]["holdout"]) == {c["row_id"] for c in
+                                                                         body["evaluation"]["cells"]}
+    rows = {r["id"]: r for r in support_rows().values()}
+    for row_id in body["split"]["dev"]:  # dev quality was 1.0: production answers the same
+        row = rows[row_id]
+        prediction = program(message=row["message"])
+        assert (prediction.intent, prediction.order_id) == (row["intent"], row["order_id"])
+        ladders = {name: p["ladder"] for name, p in summary["policy"].items()}
+        assert {s.tier for s in program.last_trail} <= set(ladders["classify"]) | set(ladders["extract"])
+
+
+@pytest.mark.parametrize("trials", [1, 40])
+def test_paid_calls_never_exceed_the_full_matrix(tmp_path, trials):
+    log: list = []
+    summary = optimize(options(tmp_path, log, trials=trials))
+    assert summary["trials"] == trials
+    assert summary["paid_calls"] == len(log) == len(set(log)) <= summary["full_matrix_calls"] == FULL_MATRIX
+
+
+def test_objective_flags_choose_from_the_same_study_without_new_calls(first_and_second_run, tmp_path):
+    tmp, default, _, _, calls = first_and_second_run
+    before = len(calls)
+    cheap = optimize(options(tmp, calls, objective=Objective(min_quality=0.5), out=str(tmp_path / "q.json")))
+    assert len(calls) == before and cheap["paid_calls"] == 0
+    assert cheap["dev"]["quality"] >= 0.5
+    assert cheap["dev"]["cost_per_1k"] <= default["dev"]["cost_per_1k"]
+    capped = optimize(options(tmp, calls, objective=Objective(max_cost_per_1k=cheap["dev"]["cost_per_1k"]),
+                              out=str(tmp_path / "c.json")))
+    assert capped["dev"]["cost_per_1k"] <= cheap["dev"]["cost_per_1k"] + 1e-12
+    assert capped["dev"]["quality"] >= cheap["dev"]["quality"]
+
+
+def test_budget_cap_stops_cleanly_and_a_larger_budget_continues(tmp_path):
+    log: list = []
+    cap = 0.003
+    with pytest.raises(BudgetExceeded) as err:
+        optimize(options(tmp_path, log, budget_usd=cap))
+    message = str(err.value)
+    assert f"of --budget-usd {cap:g}" in message and "rerun with a larger budget to continue" in message
+    first = Ledger.read_frame(tmp_path / "ledger.jsonl")
+    spent = first.loc[~first["cache_hit"], "cost_usd"].sum()
+    assert 0 < spent <= cap
+    paid_before = len(log)
+    assert 0 < paid_before < FULL_MATRIX
+    assert f"in {paid_before} paid calls" in message
+    assert not (tmp_path / "support.tierwise.json").exists()  # no artifact from a stopped run
+
+    summary = optimize(options(tmp_path, log, budget_usd=1.0))
+    assert summary["paid_calls"] == FULL_MATRIX - paid_before
+    assert len(log) == len(set(log)) == FULL_MATRIX  # nothing paid twice
+    assert summary["spent_usd"] <= 1.0
+    assert (tmp_path / "support.tierwise.json").exists()
+
+
+DRIVER = r"""
+import hashlib, json, os, sys, time
+import pipelines.runtime as runtime
+from tests.fakes import support_script
+
+base = support_script()
+block_after = int(os.environ.get("BLOCK_AFTER", "0"))
+count = 0
+
+def script(tier, messages):
+    global count
+    count += 1
+    if block_after and count > block_after:
+        open(os.environ["READY_FILE"], "w").close()
+        time.sleep(3600)  # mid-call: the parent kills the process here
+    out = base(tier, messages)
+    with open(os.environ["CALL_LOG"], "a") as f:  # a paid call: the backend answered
+        f.write(hashlib.sha256(json.dumps([tier, messages]).encode()).hexdigest() + "\n")
+    return out
+
+original = runtime.backend_for
+runtime.backend_for = lambda tier, scripts=None: original(tier, {"*": script})
+import cli
+sys.argv = ["cli.py", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_sigkill_mid_run_then_rerun_pays_no_call_twice(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    tiers = write_tiers(tmp_path)
+    call_log, ready = tmp_path / "calls.log", tmp_path / "ready"
+    args = [PYTHON, str(driver), "optimize", "support", "--tiers", str(tiers), "--limit", str(LIMIT),
+            "--trials", "5", "--storage", f"sqlite:///{tmp_path}/s.db", "--out", str(tmp_path / "a.json"), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALL_LOG": str(call_log), "READY_FILE": str(ready)}
+    block_after = 50  # the small tier's 40 cells are recorded first, then 10 of big's 40
+    proc = subprocess.Popen(args, cwd=tmp_path, env={**env, "BLOCK_AFTER": str(block_after)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = tmp_path / ".tierwise" / "ledger.jsonl"
+    try:
+        # wait (bounded) until the run is blocked inside call 51, with 50 calls recorded in its ledger
+        for _ in range(6000):
+            if ready.exists() and ledger.exists() and len(ledger.read_text().splitlines()) >= block_after:
+                break
+            if proc.poll() is not None:
+                raise AssertionError(f"driver exited early:\n{proc.communicate()[1]}")
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the run never reached the kill point")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    first_calls = call_log.read_text().splitlines()
+    assert len(first_calls) == block_after
+    assert not (tmp_path / "a.json").exists()
+
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    all_calls = call_log.read_text().splitlines()
+    assert len(all_calls) == len(set(all_calls)) == FULL_MATRIX  # no backend call made twice across both runs
+    assert summary["paid_calls"] == FULL_MATRIX - block_after
+    assert summary["full_matrix_calls"] == FULL_MATRIX and summary["trials"] == 5
+    assert (tmp_path / "a.json").exists()
