@@ -94,6 +94,8 @@ def _catalog(matrix: OutcomeMatrix) -> Catalog:
 
 
 def fit(options: ReplayOptions, on_trial=None) -> Fitted:
+    import optuna
+
     from optimizers.study import completed, open_study, run_search
 
     objective = options.objective
@@ -122,9 +124,15 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         run = run_ladder_vectorized(policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
         return float(run.score.mean()), float(run.cost.mean() * 1000)
 
+    # Trials take microseconds here, so a SQLite round trip per trial would dominate: search in memory
+    # (seeded with the stored trials, so a rerun resumes), then write the new trials in one pass.
     study = open_study(_study_name(matrix, options), options.storage, options.seed)
-    ran = run_search(study, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
+    scratch = open_study(study.study_name, optuna.storages.InMemoryStorage(), options.seed)
+    stored = completed(study)
+    scratch.add_trials(stored)
+    ran = run_search(scratch, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
                      on_trial=on_trial, max_rungs=options.max_rungs)
+    study.add_trials(completed(scratch)[len(stored):])
 
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])
              for t in completed(study)]

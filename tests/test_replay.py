@@ -272,3 +272,12 @@ def test_split_is_by_id_and_deterministic(fitted):
     dev, hold = split_ids(result.matrix, 0.3, 0)
     assert set(dev).isdisjoint(hold) and len(dev) + len(hold) == 240
     assert np.array_equal(hold, result.hold_idx)
+
+
+def test_rerun_resumes_the_stored_study(fitted, tmp_path):
+    _, table, _ = fitted
+    options = dict(holdout=0.3, seed=0, storage=f"sqlite:///{tmp_path / 's.db'}", out=str(tmp_path / "p.json"))
+    first = fit(ReplayOptions(str(table), trials=25, **options)).summary
+    again = fit(ReplayOptions(str(table), trials=30, **options)).summary
+    assert (first["trials"], first["trials_run_now"]) == (25, 25)
+    assert (again["trials"], again["trials_run_now"]) == (30, 5) and again["study"] == first["study"]
