@@ -40,8 +40,6 @@ def trials_table(trials: pd.DataFrame, chosen: str | None = None) -> pd.DataFram
     """Trials with their policy flattened per predictor (`<predictor>.ladder` / `.estimator` /
     `.thresholds`) and marks: `baseline` (the uniform tier), `chosen`, `on_front`."""
     out = trials[["number", "quality", "cost_per_1k"]].copy()
-    if "latency_s" in trials:
-        out["latency_s"] = trials["latency_s"]
     out["baseline"] = [uniform_tier(p) or "" for p in trials["policy"]]
     out["chosen"] = out["number"].astype(str) == str(chosen) if chosen is not None else False
     out["on_front"] = non_dominated(out["quality"].to_numpy(), out["cost_per_1k"].to_numpy())
