@@ -130,7 +130,9 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
             if outcome.ok:
                 return outcome, trail
     failures = "; ".join(f"{o.tier}: {o.error}" for o, _ in trail)
-    raise AllRungsFailed(f"predictor {name!r}: every tier failed ({failures})")
+    error = AllRungsFailed(f"predictor {name!r}: every tier failed ({failures})")
+    error.trail = trail  # failed calls still cost money: the caller records them
+    raise error
 
 
 def _step(name, rung, outcome, score, threshold, decision) -> Step:
@@ -245,7 +247,18 @@ class CascadeForward:
             estimator = self.pp.estimator if tier in scored else "none"
             return self.source(self.name, self.predictor, tier, {**inputs, **extra}, estimator)
 
-        outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer)
+        try:
+            outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer)
+        except AllRungsFailed as error:
+            self._record(error.trail)
+            raise
+        self._record(trail)
+        if outcome.prediction is not None:
+            return outcome.prediction
+        return dspy.Prediction(**outcome.outputs)
+
+    def _record(self, trail) -> None:
+        """Each rung's step goes to the call's trail, and its decision onto its ledger records."""
         sink = _trail_var.get()
         for rung_outcome, step in trail:
             if sink is not None:
@@ -255,9 +268,6 @@ class CascadeForward:
                     self.ledger.annotate(record, rung=step.rung, estimator=self.pp.estimator,
                                          confidence=step.confidence, threshold=step.threshold,
                                          decision=step.decision, error=step.error)
-        if outcome.prediction is not None:
-            return outcome.prediction
-        return dspy.Prediction(**outcome.outputs)
 
 
 def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_names: list[str],

@@ -428,3 +428,20 @@ def test_estimator_values_lie_in_unit_interval():
         scores = conf.logprob_scores(text, [(p, math.log(c)) for p in pieces], ["answer"])
         assert all(0.0 <= v <= 1.0 for v in scores.values())
         assert scores["logprob_mean"] == pytest.approx(c)
+
+
+def test_every_rung_failing_still_records_what_the_attempts_cost():
+    """A request whose rungs all fail raises, but the paid attempts stay on its trail (cost is not lost)."""
+    from pipelines.cascade import Step, run_ladder
+    from pipelines.errors import AllRungsFailed
+    from pipelines.policy import PredictorPolicy
+
+    def answer(tier):
+        return RungOutcome(tier=tier, outputs=None, error="boom", cost_usd=0.5)
+
+    with pytest.raises(AllRungsFailed) as caught:
+        run_ladder("p", PredictorPolicy(["a", "b"], "logprob_mean", [0.5]), answer, ["a", "b", "c"])
+    steps = [step for _, step in caught.value.trail]
+    assert [s.tier for s in steps] == ["a", "b", "c"]
+    assert all(isinstance(s, Step) and s.decision == "failed" for s in steps)
+    assert sum(s.cost_usd for s in steps) == 1.5

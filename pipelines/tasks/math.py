@@ -15,7 +15,7 @@ from metrics.quality import numeric_match, parse_number
 
 NAME = "math"
 DATASET = "math.jsonl"
-MAX_TOKENS = 120
+MAX_TOKENS = 200
 
 
 class SolveWordProblem(dspy.Signature):
