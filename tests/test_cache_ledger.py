@@ -4,6 +4,7 @@ and the ledger (priced records, JSONL that survives restarts, one row per call).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -136,7 +137,7 @@ def test_second_process_waits_on_a_claim_then_reuses_the_answer(tmp_path):
     key = call_key(tier.identity(), PAYLOAD)
     with cache.claim(key):
         proc = subprocess.Popen([sys.executable, "-c", SECOND_PROCESS, str(tmp_path / "c"), json.dumps(PAYLOAD)],
-                                cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cache.put(key, {"text": "paid by the first process", "prompt_tokens": 4, "completion_tokens": 5})
     stdout, stderr = proc.communicate(timeout=300)
