@@ -109,11 +109,13 @@ def run(
     dataset: Optional[Path] = typer.Option(None, help="JSONL of inputs (batch)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     ledger_path: Optional[Path] = typer.Option(None, "--ledger", help="append call records to this JSONL file"),
+    task: Optional[str] = typer.Option(None, help="task name or .py file to rebuild the program from "
+                                                  "(required for artifacts compiled from a task file)"),
 ):
     """Run a compiled pipeline on one input or a JSONL batch, with a cost/tier summary."""
     from pipelines.commands import run_artifact
 
-    run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo)
+    run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo, task=task)
 
 
 @app.command()

@@ -23,12 +23,18 @@ def default_storage() -> str:
     return f"sqlite:///{path}"
 
 
+def _sampler(seed: int) -> optuna.samplers.TPESampler:
+    with warnings.catch_warnings():  # multivariate/group are "experimental" in optuna 5, and they work
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=20)
+
+
 def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
     try:
         return optuna.create_study(
             study_name=name, storage=storage or default_storage(), load_if_exists=True,
             directions=["maximize", "minimize"],  # quality up, cost per 1k queries down
-            sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=20),
+            sampler=_sampler(seed),
         )
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as e:
         raise ConfigError(f"--storage {storage!r}: cannot open Optuna storage ({e})") from None

@@ -131,6 +131,10 @@ def load_program(path, *, task=None, cache=None, ledger=None, scripts=None):
     source = task or body["program"]["task"]
     if not source:
         raise ArtifactError(f"{path}: holds a replay policy, not a runnable program; use `cli.py replay apply`")
+    if task is None and source.endswith(".py"):
+        # The artifact's checksum is not a signature: it must not choose which file gets executed.
+        raise ArtifactError(f"{path}: was compiled from the task file {source}; pass it explicitly "
+                            "(load(path, task=...) or `cli.py run --task FILE`) to run it")
     program = load_task(source).build_program()
     expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
     if expected != actual:

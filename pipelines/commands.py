@@ -27,10 +27,10 @@ def _inputs(input_json, dataset) -> list[dict]:
     return read_jsonl(dataset)
 
 
-def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print) -> list[dict]:
+def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None) -> list[dict]:
     from pipelines.artifact import load_program
 
-    program = load_program(path, ledger=Ledger(ledger_path) if ledger_path else None)
+    program = load_program(path, task=task, ledger=Ledger(ledger_path) if ledger_path else None)
     fields = _input_fields(program)
     rows = _inputs(input_json, dataset)
     outputs = []

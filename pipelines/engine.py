@@ -101,7 +101,11 @@ class TierEngine:
                 if cached is None:
                     if self.guard is not None:
                         self.guard(self.tier, payload)
-                    fresh = self._call_backend(payload)
+                    try:
+                        fresh = self._call_backend(payload)
+                    except Exception as error:
+                        self._record_failure(error, time.perf_counter() - started)
+                        raise
                     self.cache.put(key, fresh)
                     return self._finish(fresh, hit=False, latency=time.perf_counter() - started)
         return self._finish(cached, hit=True, latency=time.perf_counter() - started)
@@ -126,6 +130,15 @@ class TierEngine:
                     raise
                 time.sleep(min(backoff * 2**attempt, 30.0))
         raise AssertionError("unreachable")
+
+    def _record_failure(self, error: Exception, latency: float) -> None:
+        """A failed call is logged too (no tokens known, so no cost): uptime problems stay visible."""
+        if self.ledger is not None:
+            self.ledger.add(CallRecord(
+                tier=self.tier.name, model=self.tier.model, predictor=current_predictor.get(),
+                prompt_tokens=0, completion_tokens=0, cost_usd=0.0, saved_usd=0.0, latency_s=latency,
+                cache_hit=False, request_id=current_request_id.get(), decision="failed",
+                error=f"{type(error).__name__}: {error}"[:300]))
 
     def _finish(self, result: dict, hit: bool, latency: float) -> CallResult:
         prompt, completion = int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0))

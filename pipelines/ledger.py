@@ -78,6 +78,9 @@ class Ledger:
         rows = {}
         with open(path) as f:
             for line in f:
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a process killed mid-write: the others stand
                 rows[row["call_id"]] = row
         return pd.DataFrame(list(rows.values()), columns=list(CallRecord.__dataclass_fields__))

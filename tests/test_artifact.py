@@ -194,3 +194,16 @@ def test_run_time_imports_no_optuna_or_pandas():
             "pipelines.engine, pipelines.ledger, pipelines.cache; "
             "print(json.dumps(sorted(m for m in ('optuna', 'pandas', 'optimizers') if m in sys.modules)))")
     assert last_json_line(run_python(code).stdout) == []
+
+
+def test_an_artifact_cannot_choose_a_task_file_to_execute(tmp_path):
+    """The checksum is not a signature: a task given as a .py path runs only when the caller names it."""
+    body = read(compile_support(tmp_path))
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    body["program"]["task"] = str(evil)
+    path = save(body, tmp_path / "points_at_file.json")
+    with pytest.raises(ArtifactError, match="pass it explicitly"):
+        load_program(path)
+    assert not marker.exists()

@@ -239,7 +239,9 @@ def test_live_catalog_fallback_tier_answers(tmp_path):
     assert program(question="q").answer == "b saves the day"
     assert seen == ["a", "b"]
     assert [(s.tier, s.rung, s.decision) for s in program.last_trail] == [("a", 0, "failed"), ("b", -1, "fallback")]
-    assert [(r.tier, r.decision) for r in runtime.ledger.records] == [("b", "fallback")]
+    # the failed call is in the ledger too (no tokens, no cost), with its error
+    assert [(r.tier, r.decision) for r in runtime.ledger.records] == [("a", "failed"), ("b", "fallback")]
+    assert "A down" in runtime.ledger.records[0].error and runtime.ledger.records[0].cost_usd == 0.0
 
 
 def test_policy_must_cover_every_predictor(tmp_path):
