@@ -120,6 +120,7 @@ def bench_tier(tier, runs: int, max_tokens: int | None, gen_tokens: int, prompt_
     wall = {n: [] for n in names}
     outside = {n: [] for n in names}
     ctoks = {n: [] for n in names}
+    evald = {n: [] for n in names}  # prompt tokens llama.cpp had to evaluate (not reused from its prompt cache)
     thr = []
     for i in range(runs):
         order = names[i % 3:] + names[:i % 3]
@@ -130,6 +131,11 @@ def bench_tier(tier, runs: int, max_tokens: int | None, gen_tokens: int, prompt_
             wall[name].append(elapsed)
             outside[name].append(elapsed * 1000 - rec.model_ms())
             ctoks[name].append(rec.timings[-1]["completion_tokens"])
+            evald[name].append(rec.timings[-1].get("prompt_n", 0))
+        if gen_tokens <= 0:  # overhead only
+            print(f"  [{tier.name}] run {i + 1}/{runs}: bare {wall['bare'][-1]:.2f}s engine {wall['engine'][-1]:.2f}s "
+                  f"dspy {wall['dspy'][-1]:.2f}s", file=sys.stderr, flush=True)
+            continue
         t0 = time.perf_counter()
         server.chat({"messages": [{"role": "system", "content": THROUGHPUT_SYSTEM * prompt_repeat},
                                   {"role": "user", "content": THROUGHPUT_USER}],
@@ -139,9 +145,12 @@ def bench_tier(tier, runs: int, max_tokens: int | None, gen_tokens: int, prompt_
         thr.append({"prompt_tps": t["prompt_per_second"], "gen_tps": t["predicted_per_second"],
                     "prompt_n": t["prompt_n"], "gen_n": t["predicted_n"], "wall_s": elapsed,
                     "wall_gen_tps": t["predicted_n"] / elapsed})
+        server.chat(copy.deepcopy(body))  # untimed: put the classify prompt back in llama.cpp's prompt cache
         print(f"  [{tier.name}] run {i + 1}/{runs}: bare {wall['bare'][-1]:.2f}s engine {wall['engine'][-1]:.2f}s "
               f"dspy {wall['dspy'][-1]:.2f}s; throughput prompt {thr[-1]['prompt_tps']:.1f} tok/s "
               f"gen {thr[-1]['gen_tps']:.1f} tok/s", file=sys.stderr, flush=True)
+    if not thr:
+        thr = [dict.fromkeys(("prompt_tps", "gen_tps", "prompt_n", "gen_n", "wall_s", "wall_gen_tps"), float("nan"))]
     runtime.close()
     return {
         "tier": tier.name, "key": key, "load_s": server.load_seconds, "first_get_server_s": first_wall,
@@ -150,6 +159,7 @@ def bench_tier(tier, runs: int, max_tokens: int | None, gen_tokens: int, prompt_
         "outside_ms": {n: med(v) for n, v in outside.items()},
         "added_ms": {n: med([a - b for a, b in zip(outside[n], outside["bare"])]) for n in ("engine", "dspy")},
         "ctoks": {n: med(v) for n, v in ctoks.items()},
+        "evald": {n: med(v) for n, v in evald.items()}, "evald_max": {n: max(v) for n, v in evald.items()},
         "prompt_tps": med([t["prompt_tps"] for t in thr]), "gen_tps": med([t["gen_tps"] for t in thr]),
         "wall_gen_tps": med([t["wall_gen_tps"] for t in thr]), "thr_wall_s": med([t["wall_s"] for t in thr]),
         "thr_prompt_n": med([t["prompt_n"] for t in thr]), "thr_gen_n": med([t["gen_n"] for t in thr]),
@@ -162,7 +172,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tiers", default="cheap,mid,flagship", help="comma-separated tier names of the default catalog")
     ap.add_argument("--max-tokens", type=int, default=None,
                     help="override the tiers' max_tokens for the overhead request (default: the tier's own, 40)")
-    ap.add_argument("--gen-tokens", type=int, default=32, help="generated tokens of the throughput request")
+    ap.add_argument("--gen-tokens", type=int, default=32,
+                    help="generated tokens of the throughput request; 0 skips it (overhead only)")
     ap.add_argument("--prompt-repeat", type=int, default=3,
                     help="copies of the system text in the throughput prompt (3 ~ 190 tokens)")
     args = ap.parse_args(argv)
@@ -184,15 +195,16 @@ def main(argv=None) -> None:
     print(f"\nper-call overhead, same classify request (prompt cached after warm-up), interleaved, "
           f"max_tokens {args.max_tokens or 'of the tier'}")
     print(f"{'tier':9} {'variant':7} {'wall s':>8} {'ratio/bare':>11} {'outside-model ms':>17} "
-          f"{'added ms vs bare':>17} {'completion tok':>15}")
+          f"{'added ms vs bare':>17} {'completion tok':>15} {'prompt tok evaluated (max)':>27}")
     for r in results:
         for n in ("bare", "engine", "dspy"):
             ratio = r["wall"][n] / r["wall"]["bare"]
             added = "" if n == "bare" else f"{r['added_ms'][n]:17.1f}"
             print(f"{r['tier']:9} {n:7} {r['wall'][n]:8.3f} {ratio:11.3f} {r['outside_ms'][n]:17.1f} "
-                  f"{added:>17} {r['ctoks'][n]:15.0f}")
+                  f"{added:>17} {r['ctoks'][n]:15.0f} {r['evald'][n]:20.0f} ({r['evald_max'][n]:.0f})")
     print("\nratio = median wall (variant) / median wall (bare); outside-model ms = wall - (prompt_ms + predicted_ms)"
-          "\nreported by llama.cpp for that call; added ms = median over runs of (variant - bare) outside-model ms.")
+          "\nreported by llama.cpp for that call; added ms = median over runs of (variant - bare) outside-model ms;"
+          "\nprompt tok evaluated = prompt tokens llama.cpp processed (not reused from its prompt cache), median (max).")
 
 
 if __name__ == "__main__":
