@@ -12,7 +12,7 @@ import numpy as np
 
 from optimizers.outcomes import Budget, OutcomeTable, evaluate, fit_scorers
 from optimizers.select import Candidate, Objective, choose
-from optimizers.study import completed, open_study, run_search
+from optimizers.study import completed, open_study, run_search_buffered
 from optimizers.summary import block, build_summary, split_rows
 from pipelines import artifact
 from pipelines.artifact import program_fingerprint
@@ -117,17 +117,14 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
 
     # 3. The search, scored from the table.
     study = open_study(_study_name(task, program, catalog, rows, options), options.storage, options.seed)
-    dev_scores: dict[str, np.ndarray] = {}
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:
         results = evaluate(task, program, policy, dev, table, catalog.names, scorers)
-        scores = np.array([r.score for r in results])
-        dev_scores[json.dumps(policy.to_dict(), sort_keys=True)] = scores
-        return float(scores.mean()), float(np.mean([r.cost_usd for r in results]) * 1000)
+        return float(np.mean([r.score for r in results])), float(np.mean([r.cost_usd for r in results]) * 1000)
 
     progress.stage("searching policies", total=options.trials)
-    ran = run_search(study, evaluate_dev, predictors, catalog.names, estimators, options.trials,
-                     on_trial=lambda s, t: progress.trial(s, t, budget))
+    ran = run_search_buffered(study, evaluate_dev, predictors, catalog.names, estimators, options.trials,
+                              options.seed, on_trial=lambda s, t: progress.trial(s, t, budget))
 
     # 4. Choose among every complete trial (the baselines were enqueued first).
     reference_name = objective.match_tier or catalog.flagship.name

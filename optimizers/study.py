@@ -66,3 +66,48 @@ def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, fl
     if remaining:
         study.optimize(objective, n_trials=remaining, callbacks=callbacks, catch=())
     return remaining
+
+
+def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, float]],
+                        predictors: list[str], tier_names: list[str], estimators: list[str], n_trials: int,
+                        seed: int, on_trial: Callable | None = None, max_rungs: int = 3, batch: int = 25) -> int:
+    """run_search in memory, persisting to `study` every `batch` trials in one transaction.
+
+    Scoring a trial from recorded outcomes takes milliseconds; SQLite's commits per trial (about a
+    dozen) would otherwise dominate. A killed run loses at most one batch of trials: never a paid
+    call, since those live in the cache and the outcome table. Returns the number of trials run now."""
+    scratch = open_study(study.study_name, optuna.storages.InMemoryStorage(), seed)
+    stored = completed(study)
+    scratch.add_trials(stored)
+    target = len(stored)
+    while target < n_trials:
+        target = min(target + batch, n_trials)
+        before = len(completed(scratch))
+        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs)
+        write_trials(study, completed(scratch)[before:])
+    return max(n_trials - len(stored), 0)
+
+
+def write_trials(study: optuna.Study, trials: list) -> None:
+    """Persist finished trials. On a relational storage (the default SQLite file) all of them go in one
+    transaction: Optuna's add_trials opens and commits one per trial, which costs more than the whole
+    in-memory search. Other storages, or an Optuna without these internals, take add_trials."""
+    if not trials:
+        return
+    backend = getattr(study._storage, "_backend", study._storage)
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        batched = isinstance(backend, optuna.storages.RDBStorage) and hasattr(backend, "_get_prepared_new_trial")
+    except (ImportError, AttributeError):
+        batched = False
+    if not batched:
+        study.add_trials(trials)
+        return
+    for t in trials:
+        t._validate()
+    with _create_scoped_session(backend.scoped_session) as session:  # rolls back as a whole on failure
+        models.StudyModel.find_or_raise_by_id(study._study_id, session, for_update=True)
+        for t in trials:
+            backend._get_prepared_new_trial(study._study_id, t, session)
