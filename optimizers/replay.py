@@ -3,7 +3,8 @@ table instead of live calls. The recorded models play the tiers (cheapest first,
 policy has one predictor, "answer". Costs nothing: every call in the table was already paid.
 
 fit:   load -> split by id -> label-free signals -> learned scorer on the training rows (cross-fitted
-       confidences for the search) -> Optuna search (optimizers.study) -> choose (optimizers.select)
+       confidences for the search) -> Optuna search (optimizers.study) -> choose (optimizers.select;
+       a --min-quality floor must hold with a margin of training noise, see _with_safety_margin)
        -> holdout check beside every single model -> artifact (pipelines.artifact).
 apply: replays a fitted policy on a table through pipelines.cascade.run_ladder itself, one id at a
        time, and writes one decision per id.
@@ -31,12 +32,14 @@ from pipelines.policy import Policy, PredictorPolicy
 from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"
-SIGNALS_VERSION = "replay-signals-1"  # part of the study name: a change of features starts a new study
+SAFETY_Z = 1.0  # standard errors of training noise a quality floor must clear (see _with_safety_margin)
+SIGNALS_VERSION = "replay-signals-2"  # part of the study name: a change of features starts a new study
 ESTIMATOR_DOCS = {
     "agreement": "1.0 when this rung's final number (or, without numbers, its normalized text) equals the "
                  "previous rung's; 0.0 otherwise and at rung 0",
-    "learned": "per-model logistic scorer over text features of input and answer plus agreement with the "
-               "previous rung; fitted on training rows",
+    "learned": "per-model logistic scorer over text features of input and answer (including an exact "
+               "re-check of every arithmetic claim in the answer and its use of the question's numbers) plus "
+               "agreement with the previous rung; fitted on training rows",
 }
 
 
@@ -132,7 +135,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     scratch.add_trials(stored)
     ran = run_search(scratch, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
                      on_trial=on_trial, max_rungs=options.max_rungs)
-    study.add_trials(completed(scratch)[len(stored):])
+    _write_trials(study, completed(scratch)[len(stored):])
 
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])
              for t in completed(study)]
@@ -142,6 +145,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     ref = index[reference_name]
     reference = Candidate(reference_name, Policy.uniform([PREDICTOR], reference_name), float(dev_means[ref]),
                           float(dev_cost[:, ref].mean() * 1000), dev_score[:, ref])
+    margins = {}
+    if objective.min_quality is not None:  # a quality floor: guard it against the noise of the training rows
+        cands, margins = _with_safety_margin(cands, index, dev_conf, dev_score, dev_cost, dev_score[:, ref])
     chosen, info = choose(cands, objective, reference)
     policy = chosen.policy
     dev_run = run_ladder_vectorized(policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
@@ -156,6 +162,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     notes = []
     if not info["feasible"]:
         notes.append("no searched policy met the objective on the training rows; the closest one was chosen")
+    if margins:
+        notes.append(f"quality floor checked against training quality minus {SAFETY_Z:g} paired standard error "
+                     f"of the gap to {reference_name}-only (chosen policy: -{margins[chosen.key]:.4f})")
     if len(hold_idx):
         gap = hold_block["quality"] - baselines[reference_name]["holdout"]["quality"]
         notes.append(f"holdout quality {gap:+.3f} vs {reference_name}-only (training noise {info['noise']:.3f})")
@@ -185,6 +194,49 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                                     "holdout_fraction": options.holdout}}})
     artifact.save(body, out_path)
     return Fitted(summary, policy, matrix, dev_idx, hold_idx, dev_run, hold_run, scorer, study)
+
+
+def _write_trials(study, trials: list) -> None:
+    """Persist the new trials. On a relational storage (the default SQLite file) all of them go in one
+    transaction: Optuna's add_trials opens and commits one per trial, which costs more than the whole
+    in-memory search. Other storages, or an Optuna without these internals, take add_trials."""
+    if not trials:
+        return
+    backend = getattr(study._storage, "_backend", study._storage)
+    try:
+        import optuna
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        batched = isinstance(backend, optuna.storages.RDBStorage) and hasattr(backend, "_get_prepared_new_trial")
+    except (ImportError, AttributeError):
+        batched = False
+    if not batched:
+        study.add_trials(trials)
+        return
+    for t in trials:
+        t._validate()
+    with _create_scoped_session(backend.scoped_session) as session:  # rolls back as a whole on failure
+        models.StudyModel.find_or_raise_by_id(study._study_id, session, for_update=True)
+        for t in trials:
+            backend._get_prepared_new_trial(study._study_id, t, session)
+
+
+def _with_safety_margin(cands: list[Candidate], index: dict, dev_conf: dict, dev_score: np.ndarray,
+                        dev_cost: np.ndarray, reference_scores: np.ndarray) -> tuple[list[Candidate], dict]:
+    """Candidates whose quality is lowered by SAFETY_Z standard errors of their per-row gap to the
+    reference on the training rows. The cheapest policy whose raw training quality clears a floor
+    is, among hundreds of searched thresholds, the one luckiest on these rows; requiring the floor
+    with a margin of the training noise (small where the policy answers like the reference, larger
+    where it often answers differently) keeps the choice from sitting on a noise peak."""
+    from optimizers.select import standard_error
+
+    out, margins = [], {}
+    for c in cands:
+        run = run_ladder_vectorized(c.policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
+        margins[c.key] = SAFETY_Z * standard_error(run.score - reference_scores)
+        out.append(Candidate(c.key, c.policy, c.quality - margins[c.key], c.cost_per_1k, c.scores))
+    return out, margins
 
 
 # --- apply ---------------------------------------------------------------------------------------

@@ -9,12 +9,23 @@ agreement (estimator "agreement"): 1.0 when this rung's answer matches the previ
   and accepts rung 1 when it matches rung 0.
 learned (estimator "learned"): the expected score (P(right) for 0/1 scores, rescaled to [0, 1]) from a per-model logistic scorer over text features
   of the input and answer, plus the agreement with the previous rung (and whether there is one).
+  The text features re-verify the answer's own working: every arithmetic claim "expression = number"
+  (numbers joined by + - * / x × ÷, with parentheses and percent signs, and the calculator annotations
+  "<<expr=value>>") is recomputed with exact rational arithmetic (rounding to the stated decimals
+  allowed; a percent read either as /100 or as a plain number); whether the final number is the result
+  of the last claim, appears in the working, or is cut off (an unfinished answer); how many of the
+  question's numbers (digits and number words) the working uses; answer length and count of numbers
+  relative to the question's; a percent answer to a non-percent question (or the reverse); a fractional
+  answer to an all-integer question.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import math
 import re
+from fractions import Fraction
 
 import numpy as np
 
@@ -23,16 +34,34 @@ from pipelines.confidence import LogisticScorer
 NONE = -1  # "no previous rung"
 _NUM = r"-?\d+(?:\.\d+)?"
 _NUMBER = re.compile(_NUM)
-_CLAIM = re.compile(rf"({_NUM})\s*([-+*/x×÷])\s*({_NUM})\s*=\s*({_NUM})")
 _HEDGES = re.compile(r"\b(maybe|perhaps|probably|possibly|not sure|unsure|unclear|assum\w*|approximately|"
                      r"roughly|i think|i believe|cannot|can't|however|mistake|wait|re-?evaluat\w*)\b", re.I)
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "x": lambda a, b: a * b,
-        "×": lambda a, b: a * b, "/": lambda a, b: a / b if b else math.nan, "÷": lambda a, b: a / b if b else math.nan}
+_STATES = re.compile(r"####|answer is|final answer|\\boxed", re.I)
+# arithmetic claims "expression = number": the expression is numbers joined by + - * / x × ÷, with
+# parentheses and percent signs; the calculator annotations "<<expr=value>>" are checked the same way
+_CALC = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+_OPERAND = r"\(*\s*\d+(?:\.\d+)?\s*%?\s*\)*"
+_EXPRESSION = re.compile(rf"-?{_OPERAND}(?:\s*[-+*/x×÷]\s*{_OPERAND})+")
+_EXPR_TAIL = re.compile(r"[\d\s.+\-*/x×÷()%]*$")
+_RHS = re.compile(r"\s*\$?\s*(-?\d+(?:\.\d+)?)(\s*%)?")
+_PERCENT_Q = re.compile(r"\b(what|which)\s+(is\s+the\s+)?percent(age)?\b|\bhow\s+many\s+percent\b", re.I)
+_WORD_NUMBERS = {w: float(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_WORD_NUMBERS.update({"twenty": 20.0, "thirty": 30.0, "forty": 40.0, "fifty": 50.0, "hundred": 100.0,
+                      "thousand": 1000.0, "dozen": 12.0, "half": 0.5, "twice": 2.0, "double": 2.0,
+                      "triple": 3.0, "quarter": 0.25})
+_PERCENTS = re.compile(rf"({_NUM})\s*(?:%|percent)")
+_SENTENCE_END = re.compile(r"[.?!]+\s")
+_WORD = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")\b", re.I)
 
 TEXT_FEATURES = ("input_len", "input_numbers", "answer_len", "answer_lines", "answer_numbers", "has_final_number",
                  "final_is_integer", "final_magnitude", "final_negative", "final_in_input", "final_is_computed",
-                 "states_answer", "arith_claims", "arith_errors", "hedges")
-_STATES = re.compile(r"####|answer is|final answer|\\boxed", re.I)
+                 "states_answer", "arith_claims", "arith_errors", "hedges",
+                 # exact re-verification of the working and its consistency with the question
+                 "any_arith_error", "arith_error_share", "calc_annotations", "final_is_last_result",
+                 "final_in_working", "final_mentions", "ends_cleanly", "input_coverage", "unused_input_numbers",
+                 "numbers_per_input_number", "answer_per_input_len", "percent_mismatch", "unexpected_fraction",
+                 "input_sentences")
 CONTEXT_FEATURES = ("has_previous", "agrees_with_previous")
 FEATURES = TEXT_FEATURES + CONTEXT_FEATURES
 
@@ -65,17 +94,122 @@ def answers_agree(a: str, b: str) -> bool:
     return False
 
 
+def _exact(node) -> Fraction:
+    """Exact value of a parsed + - * / expression over number literals (anything else raises)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return Fraction(str(node.value))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _exact(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+        a, b = _exact(node.left), _exact(node.right)
+        if isinstance(node.op, ast.Add):
+            return a + b
+        if isinstance(node.op, ast.Sub):
+            return a - b
+        if isinstance(node.op, ast.Mult):
+            return a * b
+        return a / b  # ZeroDivisionError on b == 0
+    raise ValueError("not arithmetic")
+
+
+def exact_values(expression: str) -> list[Fraction]:
+    """The exact values of an arithmetic expression: percent signs read as /100 and, where that
+    differs, as plain numbers ("60% of 5" vs "12/20 x 100 = 60%"). Empty when it does not parse."""
+    e = expression.replace("×", "*").replace("÷", "/").replace("x", "*").replace("X", "*")
+    if len(e) > 200 or "**" in e or "//" in e:
+        return []
+    variants = {re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", e), e.replace("%", "")}
+    values = []
+    for variant in variants:
+        try:
+            values.append(_exact(ast.parse(variant.strip(), mode="eval").body))
+        except (SyntaxError, ValueError, ZeroDivisionError, RecursionError, TypeError, MemoryError):
+            pass
+    return values
+
+
+@functools.lru_cache(maxsize=65536)
+def claim_holds(expression: str, stated: str, percent: bool) -> bool | None:
+    """Whether "expression = stated" holds exactly (up to rounding to the stated decimals; a stated
+    percent may be read as a fraction), or None when the expression does not evaluate."""
+    values = exact_values(expression)
+    return _claim_holds(values, stated, percent) if values else None
+
+
+def _claim_holds(values: list[Fraction], stated: str, percent: bool) -> bool:
+    c = Fraction(stated)
+    decimals = len(stated.split(".", 1)[1]) if "." in stated else 0
+    tolerance = Fraction(1, 2 * 10 ** decimals) + abs(c) * Fraction(1, 10 ** 6)
+    targets = [c, c / 100] if percent else [c]
+    return any(abs(v - t) <= tolerance for v in values for t in targets)
+
+
+def arithmetic_claims(text: str) -> list[tuple[bool, float]]:
+    """Every checkable "expression = number" claim in an answer, as (holds, stated number), in order:
+    the calculator annotations "<<expr=value>>" and the equations of the visible working."""
+    plain = _plain(text).replace("\\", "")
+    claims: list[tuple[int, bool, float]] = []
+    for m in _CALC.finditer(plain):
+        rhs = _RHS.match(m.group(2))
+        holds = claim_holds(m.group(1).strip(), rhs.group(1), bool(rhs.group(2))) \
+            if rhs and _EXPRESSION.fullmatch(m.group(1).strip()) else None
+        if holds is not None:
+            claims.append((m.start(), holds, float(rhs.group(1))))
+    visible = _CALC.sub(lambda m: " " * len(m.group(0)), plain)  # same offsets, annotations blanked
+    for m in re.finditer("=", visible):
+        rhs = _RHS.match(visible, m.end())
+        tail = _EXPR_TAIL.search(visible, max(0, m.start() - 200), m.start())
+        if not rhs or not tail:
+            continue
+        lhs = tail.group(0)
+        # the longest suffix of the tail that is a whole expression (text before it is not part of it)
+        for k in range(len(lhs)):
+            if lhs[k] in "-(0123456789" and (k == 0 or not lhs[k - 1].isdigit() and lhs[k - 1] != "."):
+                candidate = lhs[k:].strip()
+                if candidate.count("(") == candidate.count(")") and _EXPRESSION.fullmatch(candidate):
+                    holds = claim_holds(candidate, rhs.group(1), bool(rhs.group(2)))
+                    if holds is not None:
+                        claims.append((m.start(), holds, float(rhs.group(1))))
+                    break
+    return [(ok, value) for _, ok, value in sorted(claims)]
+
+
+def _numbers_in_question(plain_in: str) -> set[float]:
+    found = {float(x) for x in _NUMBER.findall(plain_in)}
+    found |= {_WORD_NUMBERS[w.lower()] for w in _WORD.findall(plain_in)}
+    return {abs(x) for x in found}
+
+
+@functools.lru_cache(maxsize=4096)
+def _question_facts(inputs: str) -> tuple:
+    """What the features need from the question (every model answers the same one)."""
+    plain_in = _plain(inputs)
+    input_numbers = frozenset(float(x) for x in _NUMBER.findall(plain_in))
+    sentences = len([s for s in _SENTENCE_END.split(inputs.strip()) if s.strip()])
+    return (input_numbers, frozenset(_numbers_in_question(plain_in)), bool(_PERCENT_Q.search(inputs)),
+            all(x == int(x) for x in input_numbers), sentences)
+
+
 def text_features(inputs: str, answer: str) -> list[float]:
-    plain_in, plain_out = _plain(inputs), _plain(answer)
+    plain_out = _plain(answer)
+    input_numbers, question_numbers, percent_q, integral_inputs, sentences = _question_facts(inputs)
     final = final_number(answer)
-    claims = _CLAIM.findall(plain_out)
-    errors, results = 0, set()
-    for a, op, b, c in claims:
-        value = _OPS[op](float(a), float(b))
-        errors += not (abs(value - float(c)) <= 0.01 + 1e-4 * abs(float(c)))  # allow rounded claims
-        results.add(float(c))
-    input_numbers = {float(x) for x in _NUMBER.findall(plain_in)}
+    claims = arithmetic_claims(answer)
+    errors = sum(not ok for ok, _ in claims)
+    results = {value for _, value in claims}
+    answer_numbers = [float(x) for x in _NUMBER.findall(_CALC.sub(" ", plain_out))]
+    answer_set = {abs(x) for x in answer_numbers}
     has_final = final is not None
+    body = plain_out.rsplit("####", 1)[0] if "####" in plain_out else plain_out
+    body_numbers = [float(x) for x in _NUMBER.findall(_CALC.sub(" ", body))]
+    if "####" not in plain_out and body_numbers:
+        body_numbers = body_numbers[:-1]  # the final number itself is the last one
+    stripped = answer.rstrip()
+    ends_cleanly = bool(stripped) and answer.count("<<") == answer.count(">>") and (
+        "####" in answer or stripped[-1] in ".!?)%*0123456789")
+    used = question_numbers & answer_set
+    percent_a = has_final and final in {float(x) for x in _PERCENTS.findall(plain_out)}
     return [
         math.log1p(len(inputs)), math.log1p(len(input_numbers)),
         math.log1p(len(answer)), math.log1p(answer.count("\n")), math.log1p(len(_NUMBER.findall(plain_out))),
@@ -84,12 +218,30 @@ def text_features(inputs: str, answer: str) -> list[float]:
         float(has_final and final in input_numbers), float(has_final and final in results),
         float(bool(_STATES.search(answer))),
         math.log1p(len(claims)), math.log1p(errors), math.log1p(len(_HEDGES.findall(answer))),
+        float(errors > 0), errors / len(claims) if claims else 0.0, math.log1p(answer.count("<<")),
+        float(has_final and bool(claims) and abs(claims[-1][1] - final) <= 1e-9 * max(1.0, abs(final))),
+        float(has_final and final in body_numbers), math.log1p(sum(x == final for x in answer_numbers)),
+        float(ends_cleanly),
+        len(used) / len(question_numbers) if question_numbers else 1.0,
+        math.log1p(len(question_numbers - answer_set)),
+        math.log1p(len(answer_set)) - math.log1p(len(question_numbers)),
+        math.log1p(len(answer)) - math.log1p(len(inputs)),
+        float(has_final and percent_q != percent_a),
+        float(has_final and integral_inputs and final != int(final)), math.log1p(sentences),
     ]
 
 
 def base_features(inputs: list[str], outputs: list[list[str]]) -> np.ndarray:
     """(n, M, len(TEXT_FEATURES)): features of each model's answer to each input."""
-    return np.array([[text_features(inputs[i], out) for out in outputs[i]] for i in range(len(inputs))], float)
+    seen: dict[tuple[str, str], list[float]] = {}  # models often give the very same answer text
+
+    def of(text_in: str, out: str) -> list[float]:
+        key = (text_in, out)
+        if key not in seen:
+            seen[key] = text_features(text_in, out)
+        return seen[key]
+
+    return np.array([[of(inputs[i], out) for out in outputs[i]] for i in range(len(inputs))], float)
 
 
 def agreement_matrix(outputs: list[list[str]]) -> np.ndarray:
@@ -123,9 +275,16 @@ class ReplayScorer:
         target = (score - lo) / (hi - lo) if hi > lo else np.ones_like(score)  # 0/1 stays; judge scores -> [0, 1]
         self.scorers_ = []
         for j in range(m):
-            X = np.vstack([self._block(base, agree, j, prev) for prev in [NONE, *range(j)]])
-            y = np.tile(target[:, j], j + 1)
-            self.scorers_.append(_fit_logistic(X, y, self.l2))
+            # The contexts after a previous rung differ only in whether it agreed, so the j stacked
+            # blocks collapse into two weighted ones (agreed / did not): the same fit, fewer rows.
+            agreeing = agree[:, j, :j].sum(axis=1).astype(float)
+            X = np.vstack([self._block(base, agree, j, NONE)]
+                          + ([np.hstack([base[:, j], np.ones((n, 1)), np.full((n, 1), a)]) for a in (1.0, 0.0)]
+                             if j else []))
+            y = np.tile(target[:, j], 3 if j else 1)
+            w = np.concatenate([np.ones(n)] + ([agreeing, j - agreeing] if j else []))
+            keep = w > 0
+            self.scorers_.append(_fit_logistic(X[keep], y[keep], self.l2, w[keep]))
         return self
 
     @staticmethod
@@ -157,11 +316,29 @@ class ReplayScorer:
         return scorer
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> LogisticScorer:
+def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, weight: np.ndarray | None = None) -> LogisticScorer:
+    """pipelines.confidence.LogisticScorer.fit on rows repeated `weight` times (the same Newton steps,
+    standardization and stopping rule), returned as a LogisticScorer."""
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, float)
+    total = w.sum()
+    s = LogisticScorer(l2)
+    s.mean_ = (w @ X) / total
+    s.scale_ = np.sqrt((w @ (X - s.mean_) ** 2) / total) + 1e-9
     if y.min() == y.max():  # all right or all wrong: Newton would diverge; a Laplace-smoothed constant
-        s = LogisticScorer(l2)
-        p = (y.sum() + 1) / (len(y) + 2)
-        s.mean_, s.scale_ = X.mean(axis=0), X.std(axis=0) + 1e-9
+        p = (w @ y + 1) / (total + 2)
         s.coef_, s.intercept_ = np.zeros(X.shape[1]), float(math.log(p / (1 - p)))
         return s
-    return LogisticScorer(l2).fit(X, y)
+    Z = np.hstack([np.ones((len(X), 1)), (X - s.mean_) / s.scale_])
+    beta = np.zeros(Z.shape[1])
+    penalty = np.eye(Z.shape[1]) * l2
+    penalty[0, 0] = 0.0
+    for _ in range(s.max_iter):
+        p = 1 / (1 + np.exp(-Z @ beta))
+        grad = Z.T @ (w * (p - y)) + penalty @ beta
+        hess = (Z.T * (w * p * (1 - p))) @ Z + penalty + np.eye(Z.shape[1]) * 1e-9
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    s.intercept_, s.coef_ = float(beta[0]), beta[1:]
+    return s

@@ -132,6 +132,21 @@ def test_agreement_compares_final_numbers_then_text():
     assert not answers_agree("#### 3", "three")
 
 
+def test_arithmetic_claims_are_rechecked_exactly():
+    from optimizers.replay_signals import TEXT_FEATURES, arithmetic_claims, text_features
+
+    working = ("8 x $5 x 60% = $<<8*5*60/100=24>>24. (12 / 20) x 100 = 55%. 1,150 \\* 50 = $<<1150*50=57500>>57,500. "
+               "10 / 3 = 3.33 and 0.1 + 0.2 = 0.3, so 2x + 3 = 11 is no claim.")
+    assert arithmetic_claims(working) == [(True, 24.0), (True, 24.0), (False, 55.0), (True, 57500.0),
+                                          (True, 57500.0), (True, 3.33), (True, 0.3)]
+    assert arithmetic_claims("16 - 3 = 14, then <<14*2=27>>27") == [(False, 14.0), (False, 27.0)]
+    feats = dict(zip(TEXT_FEATURES, text_features("She has 16 eggs and eats three.", "16 - 3 = 13\n#### 13")))
+    assert feats["any_arith_error"] == 0.0 and feats["final_is_last_result"] == 1.0 and feats["ends_cleanly"] == 1.0
+    assert feats["input_coverage"] == 1.0  # 16, and "three" as a word
+    cut = dict(zip(TEXT_FEATURES, text_features("She has 16 eggs.", "She has 16 + 2 = <<16+2")))
+    assert cut["ends_cleanly"] == 0.0
+
+
 def test_vectorized_ladder_matches_run_ladder(tmp_path):
     from pipelines.cascade import RungOutcome, run_ladder
 
@@ -243,6 +258,20 @@ def test_objectives_min_quality_and_budget(fitted, tmp_path):
     assert matched["reference"] == "mid"
     assert matched["dev"]["quality"] >= matched["baselines"]["mid"]["dev"]["quality"] - 0.05
     assert matched["dev"]["cost_per_1k"] < matched["baselines"]["mid"]["dev"]["cost_per_1k"]
+
+
+def test_min_quality_floor_holds_with_a_margin(fitted, tmp_path):
+    from optimizers.replay import SAFETY_Z
+    from optimizers.select import standard_error
+
+    _, table, result = fitted
+    floor = 0.9
+    s = fit(ReplayOptions(str(table), Objective(min_quality=floor), trials=60, storage=f"sqlite:///{tmp_path / 's.db'}",
+                          out=str(tmp_path / "f.json")))
+    ref = s.matrix.models.index(s.summary["reference"])
+    margin = SAFETY_Z * standard_error(s.dev_run.score - s.matrix.score[s.dev_idx, ref])
+    assert s.summary["dev"]["quality"] - margin >= floor - 1e-12
+    assert any("paired standard error" in note for note in s.summary["notes"])
 
 
 # --- CLI errors ----------------------------------------------------------------------------------
