@@ -133,7 +133,10 @@ class QA(dspy.Module):
 
 def question_of(messages) -> str:
     found = re.search(r"\[\[ ## question ## \]\]\n(.*?)\n\n", user_text(messages), re.S)
-    return found.group(1) if found else ""
+    if found:  # ChatAdapter's format (several output fields)
+        return found.group(1)
+    plain = re.search(r"^question: (.*)$", user_text(messages), re.M)  # plain format, several inputs
+    return plain.group(1) if plain else user_text(messages)  # plain format, the one input
 
 
 def compiled(tmp_path, policy, script, tiers=("a", "b", "c"), program=None, settings=None, **kw):
@@ -276,8 +279,12 @@ class Pipeline(dspy.Module):
 
 def pipeline_script(calls):
     def script(tier, messages):
-        outputs = messages[0]["content"].split("Your output fields are:")[1].split("All interactions")[0]
-        calls.append((tier, outputs.strip()))
+        system = messages[0]["content"]
+        if "Your output fields are:" in system:  # several outputs: ChatAdapter's format
+            outputs = system.split("Your output fields are:")[1].split("All interactions")[0].strip()
+        else:  # one output: tierwise's plain format names it once
+            outputs = re.search(r"Answer with the (`\w+`)", system).group(1)
+        calls.append((tier, outputs))
         if "`number`" in outputs:
             return answer(number="17"), 0.95
         if "`reasoning`" in outputs:
