@@ -136,7 +136,10 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     ref_scores = np.array([r.score for r in ref_dev])
     reference = Candidate(reference_name, Policy.uniform(predictors, reference_name), float(ref_scores.mean()),
                           float(np.mean([r.cost_usd for r in ref_dev]) * 1000), ref_scores)
-    chosen, info = choose(cands, objective, reference)
+    def dev_row_scores(candidate: Candidate) -> list[float]:
+        return [r.score for r in evaluate(task, program, candidate.policy, dev, table, catalog.names, scorers)]
+
+    chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores)
 
     # 5. Check the chosen point on the holdout, beside every uniform baseline.
     chosen_hold = evaluate(task, program, chosen.policy, hold, table, catalog.names, scorers)
@@ -157,6 +160,9 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     ref_hold = baselines[reference_name]["holdout"]["quality"]
     gap = hold_block["quality"] - ref_hold
     notes.append(f"holdout quality {gap:+.3f} vs {reference_name}-only (dev noise {info['noise']:.3f})")
+    if info.get("margin"):
+        notes.append(f"chosen with a margin of {info['margin']:.3f} (standard error of its per-row difference to "
+                     f"{reference_name}-only on dev) below its dev quality")
 
     evaluation = _evaluation_record(task, table, catalog, dev, hold, chosen_dev + chosen_hold, baseline_rows, study,
                                     reference_name, chosen)
