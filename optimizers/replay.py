@@ -99,7 +99,7 @@ def _catalog(matrix: OutcomeMatrix) -> Catalog:
 def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     import optuna
 
-    from optimizers.study import completed, open_study, run_search
+    from optimizers.study import completed, open_study, run_search, write_trials
 
     objective = options.objective
     matrix = load_outcomes(options.outcomes)
@@ -135,7 +135,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     scratch.add_trials(stored)
     ran = run_search(scratch, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
                      on_trial=on_trial, max_rungs=options.max_rungs)
-    _write_trials(study, completed(scratch)[len(stored):])
+    write_trials(study, completed(scratch)[len(stored):])
 
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])
              for t in completed(study)]
@@ -194,32 +194,6 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                                     "holdout_fraction": options.holdout}}})
     artifact.save(body, out_path)
     return Fitted(summary, policy, matrix, dev_idx, hold_idx, dev_run, hold_run, scorer, study)
-
-
-def _write_trials(study, trials: list) -> None:
-    """Persist the new trials. On a relational storage (the default SQLite file) all of them go in one
-    transaction: Optuna's add_trials opens and commits one per trial, which costs more than the whole
-    in-memory search. Other storages, or an Optuna without these internals, take add_trials."""
-    if not trials:
-        return
-    backend = getattr(study._storage, "_backend", study._storage)
-    try:
-        import optuna
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        batched = isinstance(backend, optuna.storages.RDBStorage) and hasattr(backend, "_get_prepared_new_trial")
-    except (ImportError, AttributeError):
-        batched = False
-    if not batched:
-        study.add_trials(trials)
-        return
-    for t in trials:
-        t._validate()
-    with _create_scoped_session(backend.scoped_session) as session:  # rolls back as a whole on failure
-        models.StudyModel.find_or_raise_by_id(study._study_id, session, for_update=True)
-        for t in trials:
-            backend._get_prepared_new_trial(study._study_id, t, session)
 
 
 def _with_safety_margin(cands: list[Candidate], index: dict, dev_conf: dict, dev_score: np.ndarray,
