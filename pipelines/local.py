@@ -7,6 +7,7 @@ verified before the first load. Each model loads once per process and is shared 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import os
@@ -212,6 +213,21 @@ class LocalServer:
 
 _servers: dict[str, LocalServer] = {}
 _servers_lock = threading.Lock()
+
+
+@atexit.register
+def _unload_quietly() -> None:
+    """Free the models at exit with fd 2 on the log again: llama.cpp logs its shutdown, and a host
+    such as pytest may have pointed fd 2 back at the terminal by then."""
+    if not _servers:
+        return
+    try:
+        log_fd = os.open(model_dir() / "llama.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+    except OSError:
+        pass
+    _servers.clear()
 
 
 def get_server(key: str) -> LocalServer:

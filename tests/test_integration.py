@@ -72,7 +72,8 @@ def test_each_local_tier_answers_and_the_flagship_is_right(asked):
     for record in first_three:
         tier = catalog[record.tier]
         assert record.model == tier.model and not record.cache_hit
-        assert record.prompt_tokens > 50 and 0 < record.completion_tokens <= tier.setting("max_tokens")
+        # instructions plus the question: ~45 tokens in tierwise's plain one-output prompt
+        assert record.prompt_tokens > 30 and 0 < record.completion_tokens <= tier.setting("max_tokens")
         assert record.cost_usd == pytest.approx(tier.cost(record.prompt_tokens, record.completion_tokens))
         assert record.cost_usd > 0 and record.decision == "accepted" and record.predictor == "qa"
     # the same prompt costs more per token on bigger tiers (parameter-proportional prices)

@@ -132,6 +132,7 @@ def test_unknown_tier_name_lists_the_catalog():
 
 
 def test_availability_is_judged_without_network_or_weights(monkeypatch):
+    loaded_before = dict(local._servers)  # other tests in this process may have loaded models
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert Tier("a", "openai/gpt-4o-mini", 1, 1).availability() == (False, "OPENAI_API_KEY not set")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -142,7 +143,7 @@ def test_availability_is_judged_without_network_or_weights(monkeypatch):
     monkeypatch.setattr(local, "runtime_installed", lambda: False)
     ok, why = default_catalog()["flagship"].availability()
     assert not ok and "xllamacpp missing" in why and local.INSTALL_HINT in why
-    assert local._servers == {}
+    assert local._servers == loaded_before
 
 
 def test_importing_pipelines_sets_local_cost_map():
