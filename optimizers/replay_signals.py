@@ -317,17 +317,8 @@ class ReplayScorer:
 
 
 def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, weight: np.ndarray | None = None) -> LogisticScorer:
-    """pipelines.confidence.LogisticScorer.fit on rows repeated `weight` times (the same Newton steps,
-    standardization and stopping rule), returned as a LogisticScorer."""
-    w = np.ones(len(y)) if weight is None else np.asarray(weight, float)
-    total = w.sum()
-    s = LogisticScorer(l2)
-    s.mean_ = (w @ X) / total
-    s.scale_ = np.sqrt((w @ (X - s.mean_) ** 2) / total) + 1e-9
-    if y.min() == y.max():  # all right or all wrong: Newton would diverge; a Laplace-smoothed constant
-        p = (w @ y + 1) / (total + 2)
-        s.coef_, s.intercept_ = np.zeros(X.shape[1]), float(math.log(p / (1 - p)))
-        return s
+    """pipelines.confidence.LogisticScorer.fit on rows repeated `weight` times."""
+    return LogisticScorer(l2).fit(X, y, sample_weight=weight)
     Z = np.hstack([np.ones((len(X), 1)), (X - s.mean_) / s.scale_])
     beta = np.zeros(Z.shape[1])
     penalty = np.eye(Z.shape[1]) * l2

@@ -100,23 +100,30 @@ class LogisticScorer:
         self.l2 = l2
         self.max_iter = max_iter
 
-    def fit(self, X, y) -> "LogisticScorer":
+    def fit(self, X, y, sample_weight=None) -> "LogisticScorer":
+        """Newton's method; `sample_weight` counts a row that many times (collapsed duplicates)."""
         X, y = np.asarray(X, float), np.asarray(y, float)
-        self.mean_ = X.mean(axis=0)
-        self.scale_ = X.std(axis=0) + 1e-9
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+        total = w.sum()
+        self.mean_ = (w @ X) / total
+        self.scale_ = np.sqrt((w @ (X - self.mean_) ** 2) / total) + 1e-9
+        if y.min() == y.max():  # all right or all wrong: Newton would diverge; a Laplace-smoothed constant
+            p = (w @ y + 1) / (total + 2)
+            self.coef_, self.intercept_ = np.zeros(X.shape[1]), float(math.log(p / (1 - p)))
+            return self
         Z = np.hstack([np.ones((len(X), 1)), (X - self.mean_) / self.scale_])
-        w = np.zeros(Z.shape[1])
+        beta = np.zeros(Z.shape[1])
         penalty = np.eye(Z.shape[1]) * self.l2
         penalty[0, 0] = 0.0
         for _ in range(self.max_iter):
-            p = 1 / (1 + np.exp(-Z @ w))
-            grad = Z.T @ (p - y) + penalty @ w
-            hess = (Z.T * (p * (1 - p))) @ Z + penalty + np.eye(Z.shape[1]) * 1e-9
+            p = 1 / (1 + np.exp(-Z @ beta))
+            grad = Z.T @ (w * (p - y)) + penalty @ beta
+            hess = (Z.T * (w * p * (1 - p))) @ Z + penalty + np.eye(Z.shape[1]) * 1e-9
             step = np.linalg.solve(hess, grad)
-            w -= step
+            beta -= step
             if np.abs(step).max() < 1e-8:
                 break
-        self.intercept_, self.coef_ = float(w[0]), w[1:]
+        self.intercept_, self.coef_ = float(beta[0]), beta[1:]
         return self
 
     def predict_proba(self, X) -> np.ndarray:
