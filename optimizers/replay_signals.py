@@ -319,17 +319,3 @@ class ReplayScorer:
 def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, weight: np.ndarray | None = None) -> LogisticScorer:
     """pipelines.confidence.LogisticScorer.fit on rows repeated `weight` times."""
     return LogisticScorer(l2).fit(X, y, sample_weight=weight)
-    Z = np.hstack([np.ones((len(X), 1)), (X - s.mean_) / s.scale_])
-    beta = np.zeros(Z.shape[1])
-    penalty = np.eye(Z.shape[1]) * l2
-    penalty[0, 0] = 0.0
-    for _ in range(s.max_iter):
-        p = 1 / (1 + np.exp(-Z @ beta))
-        grad = Z.T @ (w * (p - y)) + penalty @ beta
-        hess = (Z.T * (w * p * (1 - p))) @ Z + penalty + np.eye(Z.shape[1]) * 1e-9
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    s.intercept_, s.coef_ = float(beta[0]), beta[1:]
-    return s
