@@ -11,7 +11,6 @@ that names it, not a silent drop.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import DatasetError
+from pipelines.tasks import iter_jsonl_objects
 
 REQUIRED = ("id", "model", "score")
 
@@ -57,17 +57,8 @@ def _rows(path: Path):
             for i, row in enumerate(reader, 1):
                 yield f"row {i} (line {reader.line_num})", row
     elif suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{path}: line {line_no}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise DatasetError(f"{path}: line {line_no}: expected a JSON object")
-                yield f"line {line_no}", row
+        for line_no, row in iter_jsonl_objects(path):
+            yield f"line {line_no}", row
     elif suffix in (".parquet", ".pq"):
         try:
             import pyarrow.parquet as pq

@@ -76,13 +76,10 @@ def load_task(name_or_path: str) -> Task:
     return Task(module, source)
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a JSONL dev set; a bad line raises DatasetError naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset not found: {path}")
-    rows = []
-    with open(path) as f:
+def iter_jsonl_objects(path: Path):
+    """(line number, object) for each non-blank line; a line that is not a JSON object raises
+    DatasetError naming the file and line."""
+    with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -92,12 +89,22 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
                 raise DatasetError(f"{path}:{number}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise DatasetError(f"{path}:{number}: expected a JSON object")
-            absent = [k for k in required if k not in row]
-            if absent:
-                raise DatasetError(f"{path}:{number}: missing keys {absent}")
-            row.setdefault("id", f"row{number}")
-            row.setdefault("segment", "all")
-            rows.append(row)
+            yield number, row
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a JSONL dev set; a bad line raises DatasetError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset not found: {path}")
+    rows = []
+    for number, row in iter_jsonl_objects(path):
+        absent = [k for k in required if k not in row]
+        if absent:
+            raise DatasetError(f"{path}:{number}: missing keys {absent}")
+        row.setdefault("id", f"row{number}")
+        row.setdefault("segment", "all")
+        rows.append(row)
     if not rows:
         raise DatasetError(f"{path}: no rows")
     return rows
