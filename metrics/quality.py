@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import re
 
-
-def normalize_label(value, allowed: tuple[str, ...]) -> str:
-    """Map a model's free-text label onto one allowed label ('' when none fits).
-    Small models add punctuation, capitals or a sentence; the first allowed label named wins."""
-    text = str(value or "").strip().lower().replace("-", "_")
-    text = re.sub(r"[^a-z0-9_ ]", " ", text)
-    if text.strip() in allowed:
-        return text.strip()
-    hits = [(m.start(), label) for label in allowed for m in [re.search(rf"\b{re.escape(label)}\b", text)] if m]
-    if not hits:  # "product question" for product_question
-        hits = [(m.start(), label) for label in allowed
-                for m in [re.search(rf"\b{re.escape(label.replace('_', ' '))}\b", text)] if m]
-    return min(hits)[1] if hits else ""
+# Metrics and the runtime's typed parsing read labels the same way.
+from pipelines.answers import match_label as normalize_label  # noqa: F401
 
 
 def label_match(predicted, gold: str, allowed: tuple[str, ...]) -> float:

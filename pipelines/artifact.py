@@ -14,7 +14,9 @@ import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import get_args, get_origin
 
+from pipelines.answers import field_type
 from pipelines.errors import ArtifactError, TierwiseError
 from pipelines.policy import Policy
 from pipelines.tiers import Catalog
@@ -25,13 +27,26 @@ _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
 
 
 def program_fingerprint(program) -> str:
-    """Predictor names and signatures (fields and instructions): what a policy and state are bound to."""
+    """Predictor names, signatures (fields, output types, instructions) and demos: what a policy and
+    state are bound to, and what decides a recorded answer (a type's validator can reject one)."""
     parts = []
     for name, predictor in program.named_predictors():
         sig = predictor.signature
         parts.append({"name": name, "inputs": list(sig.input_fields), "outputs": list(sig.output_fields),
-                      "instructions": sig.instructions})
+                      "types": [_type_name(field_type(f)) for f in sig.output_fields.values()],
+                      "instructions": sig.instructions,
+                      "demos": [dict(d.items()) for d in getattr(predictor, "demos", [])]})
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _type_name(annotation) -> str:
+    """Stable across processes: a validator by its qualified name, not its repr (which holds an address)."""
+    def name(arg):
+        func = getattr(arg, "func", None)
+        return f"{type(arg).__name__}({func.__module__}.{func.__qualname__})" if func else repr(arg)
+
+    args = get_args(annotation)
+    return f"{get_origin(annotation)}[{', '.join(map(name, args))}]" if args else repr(annotation)
 
 
 def _checksum(body: dict) -> str:

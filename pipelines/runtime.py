@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dspy
 
+from pipelines.answers import field_type, parse_typed
 from pipelines.backends import backend_for
 from pipelines.cache import CallCache
 from pipelines.engine import TierEngine
@@ -22,7 +23,9 @@ class TierwiseAdapter(dspy.ChatAdapter):
     instructions as a plain chat (measured). So a signature with one output field is asked plainly
     (instructions and field description as the system message, the inputs as the user message, the bare
     answer back); several output fields keep ChatAdapter's format. Parse failures stay failures: the
-    cascade treats the rung as failed instead of paying for a second JSON-mode attempt."""
+    cascade treats the rung as failed instead of paying for a second JSON-mode attempt. A typed output
+    field (a `Literal` of labels, a pydantic-validated type) is checked here the same way
+    (pipelines.answers): an answer outside the type is a failed rung, so the cascade climbs."""
 
     def __init__(self):
         super().__init__(use_json_adapter_fallback=False)
@@ -65,7 +68,13 @@ class TierwiseAdapter(dspy.ChatAdapter):
             raise dspy.utils.exceptions.AdapterParseError(
                 adapter_name="TierwiseAdapter", signature=signature, lm_response=completion,
                 message="empty answer")
-        return {field: text.splitlines()[0].strip()}
+        answer = text.splitlines()[0].strip()
+        try:
+            return {field: parse_typed(answer, field_type(signature.output_fields[field]))}
+        except Exception as e:  # noqa: BLE001 - pydantic and dspy raise several kinds; all mean "not an answer"
+            raise dspy.utils.exceptions.AdapterParseError(
+                adapter_name="TierwiseAdapter", signature=signature, lm_response=completion,
+                message=str(e).splitlines()[0][:200]) from e
 
 
 ADAPTER = TierwiseAdapter()
