@@ -30,16 +30,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+BUDGET_STOP = 3  # not a mistake: the run did what --budget-usd asked and stopped
+
+
 def guarded(fn):
-    """User mistakes print one line naming what and where, exit 2, no traceback."""
+    """User mistakes print one line naming what and where, exit 2, no traceback. A budget stop prints
+    its line and exits 3, so scripts can tell it from bad input."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from pipelines.errors import TierwiseError
+        from pipelines.errors import BudgetExceeded, TierwiseError
 
         try:
             return fn(*args, **kwargs)
+        except BudgetExceeded as e:
+            typer.echo(f"stopped: {e}", err=True)
+            raise typer.Exit(BUDGET_STOP)
         except TierwiseError as e:
             _fail(str(e))
 
@@ -75,7 +82,7 @@ def optimize(
     tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML tiers file (default: local tiers)"),
     trials: int = typer.Option(200, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
     seed: int = typer.Option(0, help="seed for sampling, the --limit subset and the holdout split"),
-    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="cap on uncached spend this run"),
+    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="cap on uncached spend for this compile, across reruns (exit 3 when reached)"),
     min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),
     match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching tier NAME"),
     max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
 from optimizers.live import OptimizeOptions, _rows, optimize  # noqa: E402
-from optimizers.outcomes import Budget, OutcomeTable, evaluate, fit_scorers  # noqa: E402
+from optimizers.outcomes import OutcomeTable, evaluate, fit_scorers  # noqa: E402
 from optimizers.study import run_search, run_search_buffered  # noqa: E402
 from optimizers.summary import split_rows  # noqa: E402
 from pipelines.artifact import program_fingerprint  # noqa: E402
@@ -61,9 +61,8 @@ def search_setup(opts: OptimizeOptions):
     runtime = Runtime(catalog, cache=CallCache(Path(opts.work_dir) / "cache"), ledger=Ledger(), scripts=opts.scripts)
     program = task.build_program()
     predictors = [name for name, _ in program.named_predictors()]
-    budget = Budget(None)
-    table = OutcomeTable(runtime, f"{task.source}|{program_fingerprint(program)}", Path(opts.work_dir) / "outcomes",
-                         budget)
+    table = OutcomeTable(runtime, f"{task.source}|{program_fingerprint(program)}", Path(opts.work_dir) / "outcomes")
+    budget = table.budget
     for tier in catalog.names:
         evaluate(task, program, Policy.uniform(predictors, tier), dev + hold, table, catalog.names)
     scorers = fit_scorers(task, table, dev, catalog.flagship.name)

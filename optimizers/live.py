@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizers.outcomes import Budget, OutcomeTable, evaluate, fit_scorers
+from optimizers.outcomes import OutcomeTable, evaluate, fit_scorers
 from optimizers.select import Candidate, Objective, choose
 from optimizers.study import completed, open_study, run_search_buffered
 from optimizers.summary import block, build_summary, split_rows
@@ -91,8 +91,11 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
                       scripts=options.scripts)
     program = task.build_program()
     predictors = [name for name, _ in program.named_predictors()]
-    budget = Budget(options.budget_usd)
-    table = OutcomeTable(runtime, f"{task.source}|{program_fingerprint(program)}", work / "outcomes", budget)
+    study_name = _study_name(task, program, catalog, rows, options)
+    # --budget-usd holds for this compile (this study) across reruns, not per run.
+    table = OutcomeTable(runtime, f"{task.source}|{program_fingerprint(program)}", work / "outcomes",
+                         options.budget_usd, budget_key=f"spent|{study_name}")
+    budget = table.budget
     progress = progress or _Silent()
 
     # 1. The uniform baselines on every row: this records the full matrium of cells the search reads
@@ -116,7 +119,7 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
 
     # 3. The search, scored from the table.
-    study = open_study(_study_name(task, program, catalog, rows, options), options.storage, options.seed)
+    study = open_study(study_name, options.storage, options.seed)
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:
         results = evaluate(task, program, policy, dev, table, catalog.names, scorers)
@@ -172,7 +175,7 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
         policy=chosen.policy.describe(), dev=dev_block, holdout=hold_block, baselines=baselines,
         reference=reference_name, paid_calls=budget.paid_calls,
         full_matrix_calls=len(rows) * len(predictors) * len(catalog), trials=len(completed(study)),
-        spent_usd=budget.spent_usd, trials_run_now=ran, noise=info["noise"], study=study.study_name,
+        spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd, trials_run_now=ran, noise=info["noise"], study=study.study_name,
         storage=options.storage or "default (.tierwise/studies.db)", cells_recorded=len(table.memo),
         notes=notes,
     )

@@ -23,13 +23,25 @@ current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierw
 
 
 class Budget:
-    """Guards every uncached call: refuses one whose estimated price would pass the cap."""
+    """Guards every uncached call: refuses one whose estimated price would pass the cap.
 
-    def __init__(self, cap_usd: float | None):
+    The cap is for the whole compile, not one run: with a `store`, what earlier runs of the same compile
+    paid is kept beside their recorded outcomes (an atomic counter, shared by processes), so rerunning
+    with the same --budget-usd cannot spend it again."""
+
+    UNITS = 10**12  # the store counts whole picodollars: diskcache's incr is atomic on integers
+
+    def __init__(self, cap_usd: float | None, store=None, key: str = "spent"):
         self.cap_usd = cap_usd
-        self.spent_usd = 0.0
+        self.store, self.key = store, key
+        self.earlier_usd = (store.get(key, 0) / self.UNITS) if store is not None else 0.0
+        self.spent_usd = 0.0  # this run
         self.paid_calls = 0
         self._lock = threading.Lock()
+
+    @property
+    def total_usd(self) -> float:
+        return self.earlier_usd + self.spent_usd
 
     def check(self, tier, payload: dict) -> None:
         if self.cap_usd is None:
@@ -38,16 +50,19 @@ class Budget:
         max_out = payload["config"].get("max_tokens") or tier.setting("max_tokens") or 256
         estimate = tier.cost(prompt_chars // 3 + 1, max_out)  # generous: ~3 chars per token, full output
         with self._lock:
-            if self.spent_usd + estimate > self.cap_usd:
+            if self.total_usd + estimate > self.cap_usd:
                 raise BudgetExceeded(
-                    f"budget reached: spent ${self.spent_usd:.6f} of --budget-usd {self.cap_usd:g} in "
-                    f"{self.paid_calls} paid calls; the next call ({tier.name}, ~${estimate:.6f}) would pass it. "
-                    "Everything paid is cached: rerun with a larger budget to continue")
+                    f"budget reached: this compile has spent ${self.total_usd:.6f} of --budget-usd "
+                    f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls this run); the next "
+                    f"call ({tier.name}, ~${estimate:.6f}) would pass it. Everything paid is cached: rerun with "
+                    "a larger budget to continue")
 
     def record(self, cost_usd: float) -> None:
         with self._lock:
             self.spent_usd += cost_usd
             self.paid_calls += 1
+        if self.store is not None:
+            self.store.incr(self.key, round(cost_usd * self.UNITS), default=0)
 
 
 @dataclass
@@ -61,12 +76,13 @@ class Cell:
 class OutcomeTable:
     """A RungSource for the cascade: recorded outcomes first, live calls for the rest."""
 
-    def __init__(self, runtime, namespace: str, directory=None, budget: Budget | None = None):
+    def __init__(self, runtime, namespace: str, directory=None, budget_usd: float | None = None,
+                 budget_key: str = "spent"):
         self.live = LiveRungs(runtime)
         self.runtime = runtime
         self.namespace = namespace
-        self.budget = budget or Budget(None)
         self.store = diskcache.Cache(str(directory)) if directory else None
+        self.budget = Budget(budget_usd, self.store, f"{namespace}|{budget_key}")
         self.memo: dict[tuple, RungOutcome] = {}
         self.cells: dict[tuple, Cell] = {}  # (row_id, predictor, tier) -> cell, for scorers and reports
         self._lock = threading.Lock()

@@ -70,7 +70,9 @@ def render_text(summary: dict) -> str:
         lines.append(f"  {name:<28} quality {b['holdout']['quality']:.3f}   cost/1k ${b['holdout']['cost_per_1k']:.6f}{mark}")
     lines.append(f"savings vs {summary['reference']}: {summary['savings_pct']:.1f}% of holdout cost")
     lines.append(f"paid calls: {summary['paid_calls']} (full matrix {summary['full_matrix_calls']})   "
-                 f"trials: {summary['trials']}   spent: ${summary['spent_usd']:.6f}")
+                 f"trials: {summary['trials']}   spent: ${summary['spent_usd']:.6f} this run"
+                 + (f", ${summary['spent_usd_compile']:.6f} in all runs of this compile"
+                    if summary.get("spent_usd_compile", summary['spent_usd']) > summary['spent_usd'] + 1e-12 else ""))
     if summary.get("artifact"):
         lines.append(f"artifact: {summary['artifact']}")
     for note in summary.get("notes", []):

@@ -74,6 +74,20 @@ def test_user_mistakes_exit_2_with_one_line(env, case):
     assert not (env["tmp"] / ".tierwise").exists()  # a refused command leaves no cache, study or ledger
 
 
+def test_a_budget_stop_exits_3_with_one_line(env, monkeypatch):
+    import optimizers.live
+    from pipelines.errors import BudgetExceeded
+
+    def stop(options, progress=None):
+        raise BudgetExceeded("budget reached: this compile has spent $0.001 of --budget-usd 0.001")
+
+    monkeypatch.setattr(optimizers.live, "optimize", stop)
+    result = CliRunner().invoke(cli.app, ["optimize", "support", "--tiers", env["tiers"], "--budget-usd", "0.001"])
+    assert result.exit_code == cli.BUDGET_STOP == 3, (result.stderr, result.exception)
+    assert result.stderr.strip().splitlines() == ["stopped: budget reached: this compile has spent $0.001 of "
+                                                  "--budget-usd 0.001"]
+
+
 @pytest.mark.parametrize("args, pattern", [
     (["tiers", "--tiers", "{bad_toml}"], "not valid TOML"),
     (["run", "{tampered}", "--input", '{{"message": "hi"}}'], "checksum mismatch"),

@@ -155,11 +155,16 @@ def test_budget_cap_stops_cleanly_and_a_larger_budget_continues(tmp_path):
     assert 0 < spent <= cap
     paid_before = len(log)
     assert 0 < paid_before < FULL_MATRIX
-    assert f"in {paid_before} paid calls" in message
+    assert f"in {paid_before} paid calls this run" in message
     assert not (tmp_path / "support.tierwise.json").exists()  # no artifact from a stopped run
+
+    with pytest.raises(BudgetExceeded, match=r"\$0\.000000 in 0 paid calls this run"):
+        optimize(options(tmp_path, log, budget_usd=cap))  # the cap is the compile's, not each run's
+    assert len(log) == paid_before
 
     summary = optimize(options(tmp_path, log, budget_usd=1.0))
     assert summary["paid_calls"] == FULL_MATRIX - paid_before
+    assert summary["spent_usd_compile"] == pytest.approx(spent + summary["spent_usd"], rel=1e-6)
     assert len(log) == len(set(log)) == FULL_MATRIX  # nothing paid twice
     assert summary["spent_usd"] <= 1.0
     assert (tmp_path / "support.tierwise.json").exists()
