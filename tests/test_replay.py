@@ -265,13 +265,19 @@ def test_min_quality_floor_holds_with_a_margin(fitted, tmp_path):
     from optimizers.select import standard_error
 
     _, table, result = fitted
-    floor = 0.9
-    s = fit(ReplayOptions(str(table), Objective(min_quality=floor), trials=60, storage=f"sqlite:///{tmp_path / 's.db'}",
-                          out=str(tmp_path / "f.json")))
-    ref = s.matrix.models.index(s.summary["reference"])
-    margin = SAFETY_Z * standard_error(s.dev_run.score - s.matrix.score[s.dev_idx, ref])
-    assert s.summary["dev"]["quality"] - margin >= floor - 1e-12
-    assert any("paired standard error" in note for note in s.summary["notes"])
+    floor, storage = 0.8, f"sqlite:///{tmp_path / 's.db'}"
+    chosen = {}
+    for z in (0.0, SAFETY_Z):  # one stored study: the choices differ only by the margin
+        s = fit(ReplayOptions(str(table), Objective(min_quality=floor), trials=60, storage=storage,
+                              out=str(tmp_path / "f.json"), safety_z=z))
+        ref = s.matrix.models.index(s.summary["reference"])
+        margin = z * standard_error(s.dev_run.score - s.matrix.score[s.dev_idx, ref])
+        assert s.summary["dev"]["quality"] - margin >= floor - 1e-12
+        assert any(f"minus {z:g} paired standard errors" in note for note in s.summary["notes"])
+        chosen[z] = s.summary["dev"]
+    assert SAFETY_Z == 1.645  # the one-sided 95% lower confidence bound
+    # without a margin the cheapest raw pass (training quality just above 0.8) is chosen; with it, a dearer one
+    assert chosen[0.0]["quality"] < 0.85 and chosen[0.0]["cost_per_1k"] < chosen[SAFETY_Z]["cost_per_1k"]
 
 
 # --- CLI errors ----------------------------------------------------------------------------------
@@ -310,3 +316,32 @@ def test_rerun_resumes_the_stored_study(fitted, tmp_path):
     again = fit(ReplayOptions(str(table), trials=30, **options)).summary
     assert (first["trials"], first["trials_run_now"]) == (25, 25)
     assert (again["trials"], again["trials_run_now"]) == (30, 5) and again["study"] == first["study"]
+
+
+# --- benchmark arithmetic (benchmarks/replay_vs_routers.py) ---------------------------------------
+
+
+def test_benchmark_curves_aiq_and_call_share_apgr():
+    from benchmarks.replay_vs_routers import aiq, cost_to_reach, hull
+
+    weak, strong = (0.0, 0.6), (1.0, 0.9)  # (share of strong calls, quality)
+    mixing = hull([weak, strong])
+    assert (aiq(mixing, 0.0, 1.0) - 0.6) / 0.3 == pytest.approx(0.5)  # random mixing recovers half the gap
+    cascade = hull([weak, strong, (0.3, 0.9), (0.2, 0.7)])  # (0.2, 0.7) lies under the hull: dropped
+    assert cascade.tolist() == [[0.0, 0.6], [0.3, 0.9]]
+    assert aiq(cascade, 0.0, 1.0) == pytest.approx(0.3 * 0.75 + 0.7 * 0.9, abs=1e-4)
+    assert cost_to_reach(cascade, 0.75) == pytest.approx(0.15)
+    assert cost_to_reach(cascade, 0.95) is None
+
+
+def test_benchmark_prices_tables_without_costs(tmp_path):
+    from benchmarks.replay_vs_routers import ASSUMED_COMPLETION_TOKENS, with_estimated_costs
+
+    rows = [{"id": "a", "input": "x" * 40, "model": "gpt-4-1106-preview", "output": "", "score": 9}]
+    bare = write_csv(tmp_path / "judge.csv", rows, ["id", "input", "model", "output", "score"])
+    priced, note = with_estimated_costs(bare, tmp_path)
+    cost = load_outcomes(priced).cost[0, 0]
+    assert cost == pytest.approx((10 * 10.0 + ASSUMED_COMPLETION_TOKENS * 30.0) / 1e6)  # $10 / $30 per 1M
+    assert "estimated" in note
+    recorded = write_csv(tmp_path / "t.csv", synthetic_rows(4))
+    assert with_estimated_costs(recorded, tmp_path) == (recorded, None)
