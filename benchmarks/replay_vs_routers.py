@@ -65,8 +65,12 @@ ASSUMED_COMPLETION_TOKENS = 400  # for tables without answers or token counts (M
 
 
 def hull(points) -> np.ndarray:
-    """Non-decreasing upper convex hull of (cost, quality) points, as vertices sorted by cost."""
-    pts = sorted(set((float(c), float(q)) for c, q in points))
+    """Non-decreasing upper convex hull of (x, quality) points (x: cost or share of strong calls), as
+    vertices sorted by x."""
+    top: dict[float, float] = {}  # only the best quality at each x can be on the upper hull
+    for x, q in points:
+        top[float(x)] = max(float(q), top.get(float(x), -np.inf))
+    pts = sorted(top.items())
     upper: list[tuple[float, float]] = []
     for p in pts:
         while len(upper) >= 2 and _cross(upper[-2], upper[-1], p) >= 0:

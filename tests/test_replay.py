@@ -332,6 +332,7 @@ def test_benchmark_curves_aiq_and_call_share_apgr():
     assert aiq(cascade, 0.0, 1.0) == pytest.approx(0.3 * 0.75 + 0.7 * 0.9, abs=1e-4)
     assert cost_to_reach(cascade, 0.75) == pytest.approx(0.15)
     assert cost_to_reach(cascade, 0.95) is None
+    assert hull([weak, (0.0, 0.7), strong]).tolist() == [[0.0, 0.7], [1.0, 0.9]]  # one vertex per x
 
 
 def test_benchmark_prices_tables_without_costs(tmp_path):
