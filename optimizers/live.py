@@ -13,7 +13,7 @@ import numpy as np
 from optimizers.outcomes import OutcomeTable, evaluate, fit_scorers
 from optimizers.select import Candidate, Objective, choose
 from optimizers.study import completed, open_study, run_search_buffered
-from optimizers.summary import block, build_summary, split_rows
+from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.artifact import program_fingerprint
 from pipelines.cache import CallCache
@@ -160,9 +160,9 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     notes = []
     if not info["feasible"]:
         notes.append("no searched policy met the objective on dev; the closest one was chosen")
-    ref_hold = baselines[reference_name]["holdout"]["quality"]
-    gap = hold_block["quality"] - ref_hold
-    notes.append(f"holdout quality {gap:+.3f} vs {reference_name}-only (dev noise {info['noise']:.3f})")
+    _, ref_hold = split_results(baseline_rows[reference_name])  # the same holdout rows, in the same order
+    gap = paired_gap([r.score for r in chosen_hold], [r.score for r in ref_hold], options.seed)
+    notes.append(gap_note(gap, reference_name, info["noise"]))
     if info.get("margin"):
         notes.append(f"chosen with a margin of {info['margin']:.3f} (standard error of its per-row difference to "
                      f"{reference_name}-only on dev) below its dev quality")
@@ -175,7 +175,8 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
         policy=chosen.policy.describe(), dev=dev_block, holdout=hold_block, baselines=baselines,
         reference=reference_name, paid_calls=budget.paid_calls,
         full_matrix_calls=len(rows) * len(predictors) * len(catalog), trials=len(completed(study)),
-        spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd, trials_run_now=ran, noise=info["noise"], study=study.study_name,
+        spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd, trials_run_now=ran, noise=info["noise"],
+        holdout_vs_reference=gap, study=study.study_name,
         storage=options.storage or "default (.tierwise/studies.db)", cells_recorded=len(table.memo),
         notes=notes,
     )

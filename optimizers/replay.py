@@ -25,7 +25,7 @@ from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cr
 from optimizers.replay_signals import FEATURES, NONE, ReplayScorer, feature_row
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
 from optimizers.select import Candidate, Objective, choose
-from optimizers.summary import block, build_summary, split_rows
+from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 from pipelines.policy import Policy, PredictorPolicy
@@ -170,9 +170,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     if margins:
         notes.append(f"quality floor checked against training quality minus {options.safety_z:g} paired standard "
                      f"errors of the gap to {reference_name}-only (chosen policy: -{margins[chosen.key]:.4f})")
+    gap = paired_gap(hold_run.score, matrix.score[hold_idx, ref], options.seed)
     if len(hold_idx):
-        gap = hold_block["quality"] - baselines[reference_name]["holdout"]["quality"]
-        notes.append(f"holdout quality {gap:+.3f} vs {reference_name}-only (training noise {info['noise']:.3f})")
+        notes.append(gap_note(gap, reference_name, info["noise"], "training"))
     else:
         notes.append("--holdout 0: no held-out rows, the numbers above are training numbers only")
     notes.append("dev numbers use cross-fitted (out-of-fold) learned confidences; holdout uses the final scorer")
@@ -185,7 +185,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         artifact=str(out_path), policy=policy.describe(), dev=block(dev_run.score, dev_run.cost),
         holdout=hold_block, baselines=baselines, reference=reference_name, paid_calls=0,
         full_matrix_calls=matrix.n * len(matrix.models), trials=len(completed(study)), spent_usd=0.0,
-        trials_run_now=ran, noise=info["noise"], study=study.study_name,
+        trials_run_now=ran, noise=info["noise"], holdout_vs_reference=gap, study=study.study_name,
         storage=options.storage or "default (.tierwise/studies.db)", notes=notes,
     )
     body = artifact.build(

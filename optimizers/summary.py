@@ -35,6 +35,23 @@ def block(scores, costs, with_ci: bool = False, seed: int = 0) -> dict:
     return out
 
 
+def paired_gap(scores, reference_scores, seed: int = 0) -> dict:
+    """The policy's quality minus the reference's on the same rows, with a paired bootstrap 95% CI:
+    the noise that matters when two policies answer the same rows."""
+    diff = np.asarray(scores, float) - np.asarray(reference_scores, float)
+    if not len(diff):
+        return {"delta": float("nan"), "delta_ci": [float("nan"), float("nan")], "verdict": "no rows"}
+    lo, hi = bootstrap_ci(diff, seed=seed)
+    verdict = "better" if lo > 0 else "worse" if hi < 0 else "within noise"
+    return {"delta": float(diff.mean()), "delta_ci": [lo, hi], "verdict": verdict}
+
+
+def gap_note(gap: dict, reference: str, noise: float, where: str = "dev") -> str:
+    lo, hi = gap["delta_ci"]
+    return (f"holdout quality {gap['delta']:+.3f} vs {reference}-only, paired 95% CI [{lo:+.3f}, {hi:+.3f}]: "
+            f"{gap['verdict']} ({where} noise {noise:.3f})")
+
+
 def build_summary(*, task: str, objective: str, artifact: str | None, policy: dict, dev: dict, holdout: dict,
                   baselines: dict, reference: str, paid_calls: int, full_matrix_calls: int, trials: int,
                   spent_usd: float, **extra) -> dict:

@@ -86,6 +86,9 @@ def test_summary_has_every_key_with_consistent_numbers(first_and_second_run):
     assert summary["savings_pct"] == pytest.approx(
         100 * (1 - summary["holdout"]["cost_per_1k"] / big["holdout"]["cost_per_1k"]))
     assert summary["trials"] == 15
+    gap = summary["holdout_vs_reference"]
+    assert gap["delta"] == pytest.approx(summary["holdout"]["quality"] - big["holdout"]["quality"])
+    assert gap["delta_ci"][0] <= gap["delta"] <= gap["delta_ci"][1]
     # every cell paid exactly once, and the spend is what the ledger says
     assert summary["full_matrix_calls"] == FULL_MATRIX
     assert summary["paid_calls"] == FULL_MATRIX == len(calls) == len(set(calls))

@@ -1,6 +1,7 @@
 """Choosing the operating point: a quality target is met with a margin of the paired dev noise."""
 
 import numpy as np
+import pytest
 
 from optimizers.select import Candidate, Objective, choose
 
@@ -36,3 +37,17 @@ def test_the_reference_always_qualifies():
     chosen, info = choose([noisy, reference], Objective(), reference,
                           row_scores=lambda c: np.array([0.0, 1.0, 1.0, 1.0]) if c.key == "noisy" else reference_scores)
     assert chosen.key == "flagship" and info["margin"] == 0.0
+
+
+def test_paired_gap_reads_the_noise_of_the_same_rows():
+    from optimizers.summary import paired_gap
+
+    reference = np.array([1.0] * 40)
+    assert paired_gap(reference, reference)["verdict"] == "within noise"
+    one_miss = reference.copy()
+    one_miss[3] = 0.0
+    gap = paired_gap(one_miss, reference)
+    assert gap["delta"] == pytest.approx(-1 / 40) and gap["verdict"] == "within noise"
+    many_misses = np.where(np.arange(40) % 3 == 0, 0.0, 1.0)
+    assert paired_gap(many_misses, reference)["verdict"] == "worse"
+    assert paired_gap(reference, many_misses)["verdict"] == "better"
