@@ -106,8 +106,8 @@ def test_program_with_a_different_fingerprint_is_refused(tmp_path):
     path = compile_support(tmp_path)
     other = tmp_path / "support_v2.py"
     source = Path(load_task("support").module.__file__).read_text()
-    assert "Copy it exactly." in source
-    other.write_text(source.replace("Copy it exactly.", "Copy it exactly, in capitals."))  # instructions changed
+    assert "Reply with that code only" in source
+    other.write_text(source.replace("Reply with that code only", "Reply with that code only, in capitals"))
     with pytest.raises(ArtifactError) as err:
         load_program(path, task=str(other))
     assert "compiled for a different program" in str(err.value) and "recompile" in str(err.value)
