@@ -80,7 +80,7 @@ def optimize(
     task: str = typer.Argument(..., help="task short name (e.g. support) or path to a task .py file"),
     dataset: Optional[Path] = typer.Option(None, help="labeled dev set (JSONL); default: the task's own"),
     tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML tiers file (default: local tiers)"),
-    trials: int = typer.Option(200, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
+    trials: int = typer.Option(600, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
     seed: int = typer.Option(0, help="seed for sampling, the --limit subset and the holdout split"),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="cap on uncached spend for this compile, across reruns (exit 3 when reached)"),
     min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),

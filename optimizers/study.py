@@ -46,14 +46,14 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, float]], predictors: list[str],
                tier_names: list[str], estimators: list[str], n_trials: int,
-               on_trial: Callable | None = None, max_rungs: int = 3) -> int:
+               on_trial: Callable | None = None, max_rungs: int = 3, seeds: list[dict] = ()) -> int:
     """Run trials until the study holds `n_trials` complete ones (a resumed study continues where it
     stopped). Uniform single-tier policies are enqueued first so the front always holds the
-    baselines. Returns the number of trials run now."""
+    baselines, then `seeds` (warm starts, as Optuna params). Returns the number of trials run now."""
     done = completed(study)
     if not done:
-        for tier in tier_names:
-            study.enqueue_trial(uniform_params(predictors, tier), skip_if_exists=True)
+        for params in [uniform_params(predictors, tier) for tier in tier_names] + list(seeds):
+            study.enqueue_trial(params, skip_if_exists=True)
     remaining = max(n_trials - len(done), 0)
 
     def objective(trial):
@@ -70,7 +70,8 @@ def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, fl
 
 def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, float]],
                         predictors: list[str], tier_names: list[str], estimators: list[str], n_trials: int,
-                        seed: int, on_trial: Callable | None = None, max_rungs: int = 3, batch: int = 25) -> int:
+                        seed: int, on_trial: Callable | None = None, max_rungs: int = 3, batch: int = 25,
+                        seeds: list[dict] = ()) -> int:
     """run_search in memory, persisting to `study` every `batch` trials in one transaction.
 
     Scoring a trial from recorded outcomes takes milliseconds; SQLite's commits per trial (about a
@@ -83,7 +84,7 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
     while target < n_trials:
         target = min(target + batch, n_trials)
         before = len(completed(scratch))
-        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs)
+        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds)
         write_trials(study, completed(scratch)[before:])
     return max(n_trials - len(stored), 0)
 

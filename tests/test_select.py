@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from optimizers.select import Candidate, Objective, choose
+from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 
 
 def test_a_cheap_policy_that_answers_differently_needs_a_margin():
@@ -22,12 +22,18 @@ def test_a_cheap_policy_that_answers_differently_needs_a_margin():
     without_margin, _ = choose(cands, Objective(), reference)
     assert without_margin.key == "lucky"  # cheapest above 0.80 - 0.064
 
-    chosen, info = choose(cands, Objective(), reference, row_scores=lambda c: scores[c.key])
+    chosen, info = choose(cands, Objective(), reference, row_scores=lambda c: scores[c.key], z=1.0)
     # lucky differs on 16 rows: margin = SE of its paired difference = 0.101 -> 0.699 < 0.736;
     # close differs on one: margin 0.025 -> 0.750 >= 0.736
     assert chosen.key == "close"
     assert abs(info["margin"] - np.std(close_scores - reference_scores, ddof=1) / np.sqrt(40)) < 1e-12
     assert abs(info["target_quality"] - (0.80 - np.std(reference_scores, ddof=1) / np.sqrt(40))) < 1e-12
+
+    # the default margin is the one-sided 95% bound: 1.645 x 0.025 -> 0.734 < 0.736, so even "close"
+    # is not shown to match on 40 rows, and the reference stands
+    assert SAFETY_Z == 1.645
+    chosen, info = choose(cands, Objective(), reference, row_scores=lambda c: scores[c.key])
+    assert chosen.key == "flagship" and info["margin"] == 0.0
 
 
 def test_the_reference_always_qualifies():

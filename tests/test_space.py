@@ -1,0 +1,35 @@
+"""The search space's warm starts: escalation ladders to the top tier are tried before TPE explores."""
+
+import optuna
+
+from optimizers.space import escalation_seeds, suggest_policy
+from optimizers.study import completed, run_search
+
+
+def test_escalation_seeds_cover_each_predictor_then_all_of_them():
+    seeds = escalation_seeds(["classify", "extract"], ["cheap", "mid", "flagship"], ["logprob_mean", "learned"],
+                             thresholds=(0.5, 0.7))
+    assert len(seeds) == 2 * 2 * 2 * 3  # cheaper tiers x estimators x thresholds x (each predictor, both)
+    only_extract = {"classify:ladder": "flagship", "extract:ladder": "mid>flagship",
+                    "extract:estimator": "learned", "extract:t0": 0.7}
+    both = {"classify:ladder": "cheap>flagship", "classify:estimator": "logprob_mean", "classify:t0": 0.5,
+            "extract:ladder": "cheap>flagship", "extract:estimator": "logprob_mean", "extract:t0": 0.5}
+    assert only_extract in seeds and both in seeds
+
+
+def test_run_search_tries_baselines_then_seeds_first():
+    tiers, predictors, estimators = ["cheap", "mid", "flagship"], ["classify", "extract"], ["logprob_mean"]
+    seeds = escalation_seeds(predictors, tiers, estimators)
+    seen = []
+
+    def evaluate(policy):
+        seen.append(policy.to_dict())
+        return 0.5, 1.0
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=0))
+    run_search(study, evaluate, predictors, tiers, estimators, n_trials=len(tiers) + len(seeds) + 3, seeds=seeds)
+    trials = completed(study)
+    assert [t.params for t in trials[:3]] == [{"classify:ladder": t, "extract:ladder": t} for t in tiers]
+    assert [t.params for t in trials[3:3 + len(seeds)]] == seeds
+    first_seed = suggest_policy(optuna.trial.FixedTrial(seeds[0]), predictors, tiers, estimators)
+    assert seen[3] == first_seed.to_dict()
