@@ -4,7 +4,7 @@ policy has one predictor, "answer". Costs nothing: every call in the table was a
 
 fit:   load -> split by id -> label-free signals -> learned scorer on the training rows (cross-fitted
        confidences for the search) -> Optuna search (optimizers.study) -> choose (optimizers.select;
-       a --min-quality floor must hold with a margin of training noise, see _with_safety_margin)
+       a --min-quality floor must hold with a margin of training noise, see select.choose)
        -> holdout check beside every single model -> artifact (pipelines.artifact).
 apply: replays a fitted policy on a table through pipelines.cascade.run_ladder itself, one id at a
        time, and writes one decision per id.
@@ -145,11 +145,11 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     ref = index[reference_name]
     reference = Candidate(reference_name, Policy.uniform([PREDICTOR], reference_name), float(dev_means[ref]),
                           float(dev_cost[:, ref].mean() * 1000), dev_score[:, ref])
-    margins = {}
+    row_scores = None
     if objective.min_quality is not None:  # a quality floor: guard it against the noise of the training rows
-        cands, margins = _with_safety_margin(cands, index, dev_conf, dev_score, dev_cost, dev_score[:, ref],
-                                             options.safety_z)
-    chosen, info = choose(cands, objective, reference)
+        def row_scores(c: Candidate) -> np.ndarray:
+            return run_ladder_vectorized(c.policy[PREDICTOR], index, dev_conf, dev_score, dev_cost).score
+    chosen, info = choose(cands, objective, reference, row_scores=row_scores, z=options.safety_z)
     policy = chosen.policy
     dev_run = run_ladder_vectorized(policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
     hold_run = run_ladder_vectorized(policy[PREDICTOR], index, hold_conf, matrix.score[hold_idx],
@@ -163,9 +163,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     notes = []
     if not info["feasible"]:
         notes.append("no searched policy met the objective on the training rows; the closest one was chosen")
-    if margins:
+    if row_scores is not None:
         notes.append(f"quality floor checked against training quality minus {options.safety_z:g} paired standard "
-                     f"errors of the gap to {reference_name}-only (chosen policy: -{margins[chosen.key]:.4f})")
+                     f"errors of the gap to {reference_name}-only (chosen policy: -{info.get('margin', 0.0):.4f})")
     gap = paired_gap(hold_run.score, matrix.score[hold_idx, ref], options.seed)
     if len(hold_idx):
         notes.append(gap_note(gap, reference_name, info["noise"], "training"))
@@ -195,24 +195,6 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                                     "holdout_fraction": options.holdout}}})
     artifact.save(body, out_path)
     return Fitted(summary, policy, matrix, dev_idx, hold_idx, dev_run, hold_run, scorer, study)
-
-
-def _with_safety_margin(cands: list[Candidate], index: dict, dev_conf: dict, dev_score: np.ndarray,
-                        dev_cost: np.ndarray, reference_scores: np.ndarray, z: float) -> tuple[list[Candidate], dict]:
-    """Candidates whose quality is lowered by `z` standard errors of their per-row gap to the
-    reference on the training rows (z = 1.645: the one-sided 95% lower confidence bound). The
-    cheapest policy whose raw training quality clears a floor is, among hundreds of searched
-    thresholds, the one luckiest on these rows; requiring the floor with a margin of the training
-    noise (small where the policy answers like the reference, larger where it often answers
-    differently) keeps the choice from sitting on a noise peak."""
-    from optimizers.select import standard_error
-
-    out, margins = [], {}
-    for c in cands:
-        run = run_ladder_vectorized(c.policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
-        margins[c.key] = z * standard_error(run.score - reference_scores)
-        out.append(Candidate(c.key, c.policy, c.quality - margins[c.key], c.cost_per_1k, c.scores))
-    return out, margins
 
 
 # --- apply ---------------------------------------------------------------------------------------
