@@ -28,7 +28,7 @@ from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
-from pipelines.policy import Policy, PredictorPolicy
+from pipelines.policy import Policy
 from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"

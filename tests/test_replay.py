@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from optimizers.replay import PREDICTOR, ReplayOptions, apply, fit, split_ids
+from optimizers.replay import PREDICTOR, ReplayOptions, fit, split_ids
 from optimizers.replay_eval import Signals, agreement_confidence, learned_confidence, run_ladder_vectorized
 from optimizers.replay_signals import NONE, ReplayScorer, answers_agree, feature_row, final_number
 from optimizers.replay_table import load_outcomes
