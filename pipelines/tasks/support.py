@@ -48,8 +48,7 @@ class ClassifyIntent(dspy.Signature):
     Reply with one label only."""
 
     message: str = dspy.InputField()
-    intent: Literal[INTENTS] = dspy.OutputField(
-        desc="one of: billing, shipping, returns, account, technical, product_question")
+    intent: Literal[INTENTS] = dspy.OutputField(desc=f"one of: {', '.join(INTENTS)}")
 
 
 class ExtractOrderId(dspy.Signature):
