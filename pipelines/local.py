@@ -180,6 +180,9 @@ def _route_native_stderr_to_log() -> None:
 # --- one server per model per process ----------------------------------------------------------
 
 
+CACHE_RAM_MIB = 0  # llama.cpp's host-RAM prompt cache, off (see LocalServer)
+
+
 class LocalServer:
     """A loaded model. Calls are serialized: on 2 cores one generation at a time is fastest."""
 
@@ -195,6 +198,10 @@ class LocalServer:
         params.model.path = str(path)
         params.n_ctx = n_ctx
         params.n_parallel = n_slots  # one slot per predictor keeps each prompt prefix cached
+        # llama.cpp's server also keeps evicted slot states in a host-RAM prompt cache of up to 8 GiB per
+        # model by default: with three models the full support compile grew to 10 GB resident. The slots
+        # above already keep each predictor's prompt prefix warm.
+        params.cache_ram_mib = CACHE_RAM_MIB
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         started = time.perf_counter()
