@@ -315,3 +315,11 @@ class CompiledProgram(dspy.Module):
     @property
     def last_cost_usd(self) -> float:
         return sum(step.cost_usd for step in self.last_trail)
+
+    def save(self, path, save_program: bool = False):
+        """Write the compiled artifact (tierwise's JSON, never a pickle) that `pipelines.load` reads."""
+        from pipelines.artifact import save
+
+        if save_program:
+            raise ValueError("tierwise artifacts never pickle a program; load(path, program=...) rebuilds it")
+        return save(self.artifact, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import dspy
 
@@ -54,6 +53,3 @@ class Runtime:
             engine.close()
         self.cache.close()
 
-
-def project_dir() -> Path:
-    return Path(".tierwise")
