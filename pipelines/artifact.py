@@ -168,7 +168,7 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
         raise ArtifactError(f"{where}: malformed artifact ({type(e).__name__}: {e})") from None
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
     compiled = CompiledProgram(program, policy, runtime, scorers)
-    compiled.artifact = body
+    compiled.artifact, compiled.write_artifact = body, save
     return compiled
 
 
