@@ -9,6 +9,13 @@ from pathlib import Path
 WORK_DIR = Path(".tierwise")
 
 
+def datasets_dir() -> Path:
+    """The shipped dev sets: inside the installed package (the wheel maps datasets/ to pipelines/datasets/),
+    else the repository's datasets/ folder."""
+    installed = Path(__file__).resolve().parent / "datasets"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "datasets"
+
+
 def work_dir(base: str | Path | None = None) -> Path:
     return Path(base) if base is not None else WORK_DIR
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from types import ModuleType
 
 from pipelines.errors import ConfigError, DatasetError
+from pipelines.paths import datasets_dir
 from pipelines.programs import DSPY_STYLE, task_from_module
 
-DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+DATASETS_DIR = datasets_dir()
 REQUIRED = ("NAME", "build_program", "inputs", "metric")
 
 
