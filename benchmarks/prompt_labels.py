@@ -36,6 +36,7 @@ def main():
     args = parser.parse_args()
     spec = importlib.util.spec_from_file_location("bank_intents", ROOT / "examples" / "bank_intents.py")
     task = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = task  # its postponed annotations (Literal[LABELS]) resolve in its module
     spec.loader.exec_module(task)
     rows = [json.loads(line) for line in open(ROOT / "datasets" / "bank_intents.jsonl")][: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
