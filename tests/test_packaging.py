@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,10 +17,18 @@ from conftest import ROOT
 pytestmark = pytest.mark.packaging
 
 
+SOURCES = ("pyproject.toml", "README.md", "cli.py", "pipelines", "optimizers", "metrics", "datasets")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-w", str(out), "-q"],
+    """Built from a copy of the sources: setuptools writes build/ and *.egg-info next to them."""
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src")
+    for name in SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                         if (ROOT / name).is_dir() else {}))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-w", str(out), "-q"],
                            capture_output=True, text=True, timeout=600, cwd=out)
     if build.returncode != 0 and "Could not find a version" in build.stderr + build.stdout:
         pytest.skip("no package index or cache for the isolated build's setuptools")
