@@ -10,16 +10,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy/litellm load anywhere
+import typer
 
-import typer  # noqa: E402
-
-from optimizers import defaults  # noqa: E402 - constants only: loads no optimizer
+# Constants only; importing optimizers imports pipelines, which keeps dspy and litellm offline
+# (LITELLM_LOCAL_MODEL_COST_MAP) before either loads anywhere.
+from optimizers import defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile DSPy programs into cost-aware cascades over model tiers.")

@@ -5,7 +5,7 @@ description) on every row of datasets/bank_intents.jsonl, one tier at a time, th
 the tree on PYTHONPATH. An answer outside the labels counts as wrong (and as malformed). Calls go
 through a fresh temporary cache, so every call is made.
 
-Usage:  PYTHONPATH=. python benchmarks/prompt_labels.py [--tiers cheap,mid,flagship] [--limit N]
+Usage:  PYTHONPATH=. python benchmarks/prompt_labels.py [--tiers cheap,mid,flagship] [--per-label K]
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import pipelines  # noqa: F401 - keeps dspy offline (LITELLM_LOCAL_MODEL_COST_MAP) before it loads
 
 import dspy  # noqa: E402
 
@@ -32,13 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiers", default="cheap,mid,flagship")
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--per-label", type=int, default=None, help="the first K rows of each label (default all)")
     args = parser.parse_args()
     spec = importlib.util.spec_from_file_location("bank_intents", ROOT / "examples" / "bank_intents.py")
     task = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = task  # its postponed annotations (Literal[LABELS]) resolve in its module
     spec.loader.exec_module(task)
-    rows = [json.loads(line) for line in open(ROOT / "datasets" / "bank_intents.jsonl")][: args.limit]
+    rows, taken = [], {}
+    for row in map(json.loads, open(ROOT / "datasets" / "bank_intents.jsonl")):
+        taken[row["intent"]] = taken.get(row["intent"], 0) + 1
+        if args.per_label is None or taken[row["intent"]] <= args.per_label:
+            rows.append(row)
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Runtime(cache=CallCache(Path(tmp) / "cache"), ledger=Ledger())
         for tier in args.tiers.split(","):

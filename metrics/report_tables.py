@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from optimizers.select import Candidate, pareto_front, savings_pct
+from optimizers.summary import describe_ladder
 
 FINAL = ("accepted", "fallback")  # decisions whose answer is the one the program used
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -33,14 +34,6 @@ TITLES = {
     "spend": "Spend per query",
     "tiers": "Calls per tier",
 }
-
-
-def describe_ladder(p: dict) -> str:
-    """'small>big @0.82 logprob_min' for one predictor's policy entry."""
-    text = ">".join(p["ladder"])
-    if p.get("thresholds"):
-        text += " @" + ",".join(f"{t:.2f}" for t in p["thresholds"]) + f" {p.get('estimator', '')}"
-    return text
 
 
 def uniform_tier(policy: dict | None) -> str | None:
@@ -104,14 +97,16 @@ def pareto_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _policy_text(row) -> str:
-    names = sorted({c.split(".")[0] for c in row.index})
-    parts = []
-    for n in names:
-        text = row[f"{n}.ladder"]
-        if row.get(f"{n}.thresholds"):
-            text += f" @{row[f'{n}.thresholds']} {row[f'{n}.estimator']}"
-        parts.append(f"{n}: {text}")
-    return "; ".join(parts)
+    """The flattened `<predictor>.ladder/.estimator/.thresholds` columns of a trial, read back as text."""
+    def text(value) -> str:
+        return value if isinstance(value, str) else ""
+
+    names = sorted({c.rsplit(".", 1)[0] for c in row.index})
+    return "; ".join(
+        f"{n}: " + describe_ladder({"ladder": text(row[f"{n}.ladder"]).split(">"),
+                                    "estimator": text(row[f"{n}.estimator"]),
+                                    "thresholds": [float(t) for t in text(row[f"{n}.thresholds"]).split(",") if t]})
+        for n in names if text(row[f"{n}.ladder"]))
 
 
 # --- per predictor -------------------------------------------------------------------------------

@@ -5,9 +5,7 @@ Python) and the replay optimizer (`replay`). Production code never imports this.
     from optimizers import TierOptimizer
 """
 
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import pipelines  # noqa: F401 - sets LITELLM_LOCAL_MODEL_COST_MAP (offline price maps) before dspy loads
 
 
 def __getattr__(name):  # TierOptimizer loads dspy and optuna: only when asked for
