@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy/litellm load anywhere
+import typer
 
-import typer  # noqa: E402
+# Constants only; importing optimizers imports pipelines, which keeps dspy and litellm offline
+# (LITELLM_LOCAL_MODEL_COST_MAP) before either loads anywhere.
+from optimizers import defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile DSPy programs into cost-aware cascades over model tiers.")
@@ -80,13 +81,13 @@ def optimize(
     task: str = typer.Argument(..., help="task short name (e.g. support) or path to a task .py file"),
     dataset: Optional[Path] = typer.Option(None, help="labeled dev set (JSONL); default: the task's own"),
     tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML tiers file (default: local tiers)"),
-    trials: int = typer.Option(600, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
-    seed: int = typer.Option(0, help="seed for sampling, the --limit subset and the holdout split"),
+    trials: int = typer.Option(defaults.TRIALS, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
+    seed: int = typer.Option(defaults.SEED, help="seed for sampling, the --limit subset and the holdout split"),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="cap on uncached spend for this compile, across reruns (exit 3 when reached)"),
     min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),
     match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching tier NAME"),
     max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),
-    holdout: float = typer.Option(0.3, help="fraction of rows held out for the final check"),
+    holdout: float = typer.Option(defaults.HOLDOUT, help="fraction of rows held out for the final check"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
     out: Optional[Path] = typer.Option(None, help="artifact path (default TASK.tierwise.json)"),
     limit: Optional[int] = typer.Option(None, help="optimize on a seeded sample of N rows"),
@@ -150,9 +151,9 @@ def replay_fit(
     min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),
     match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching MODEL"),
     max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),
-    holdout: float = typer.Option(0.3, help="fraction of ids held out for the final check"),
-    trials: int = typer.Option(300, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
-    seed: int = typer.Option(0, help="seed for sampling and the holdout split"),
+    holdout: float = typer.Option(defaults.HOLDOUT, help="fraction of ids held out for the final check"),
+    trials: int = typer.Option(defaults.REPLAY_TRIALS, min=1, help="Optuna trials in the study (a resumed study counts its old ones)"),
+    seed: int = typer.Option(defaults.SEED, help="seed for sampling and the holdout split"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
     out: Optional[Path] = typer.Option(None, help="policy artifact path (default STEM.replay.tierwise.json)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),

@@ -6,9 +6,10 @@ With scripted fake tiers (tests/fakes.py: "small" right on simple rows, "big" al
    trials, paid calls per trial, wall time.
 2. warm rerun: optimize(...) again over the same work dir (disk cache + outcome table) with a fresh study
    -> every trial runs again, paid calls should be 0.
-3. the search alone: set up what optimize() has before its search stage (runtime over the warm cache,
+3. the search alone: set up what a compile has before its search stage (optimizers.stages.prepare and
+   record: runtime over the warm cache,
    OutcomeTable, the uniform baselines evaluated so the table is in memory, fitted scorers), then time
-   optimizers.study.run_search(study, evaluate_dev, ...) exactly as optimizers/live.py calls it, on a
+   optimizers.study.run_search(study, evaluate_dev, ...) as optimizers.stages.search calls it, on a
    fresh study each repetition. Trials/s = trials / seconds; median of --reps (default 3). Three storages
    interleaved: SQLite written per trial, SQLite written in batches (run_search_buffered: what optimize()
    runs), and in-memory only, to show what storage costs.
@@ -32,15 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from optimizers.live import OptimizeOptions, _rows, optimize  # noqa: E402
-from optimizers.outcomes import OutcomeTable, evaluate, fit_scorers  # noqa: E402
+from optimizers.live import OptimizeOptions, load_rows, optimize  # noqa: E402
+from optimizers.outcomes import fit_scorers  # noqa: E402
+from optimizers.stages import Job, Silent, prepare, record  # noqa: E402
 from optimizers.study import run_search, run_search_buffered  # noqa: E402
-from optimizers.summary import split_rows  # noqa: E402
-from pipelines.artifact import program_fingerprint  # noqa: E402
-from pipelines.cache import CallCache  # noqa: E402
-from pipelines.ledger import Ledger  # noqa: E402
 from pipelines.policy import Policy  # noqa: E402
-from pipelines.runtime import Runtime  # noqa: E402
 from pipelines.tasks import load_task  # noqa: E402
 from pipelines.tiers import load_catalog  # noqa: E402
 from tests.fakes import support_script, write_tiers  # noqa: E402
@@ -53,26 +50,23 @@ def options(tmp: Path, trials: int, storage: str, limit: int | None) -> Optimize
 
 
 def search_setup(opts: OptimizeOptions):
-    """What optimize() holds when its search starts (steps 1-2 of optimizers/live.py), over the warm work dir."""
+    """What a compile holds when its search starts (optimizers.stages: prepare, record, the scorers), over
+    the warm work dir."""
     task = load_task(opts.task)
     catalog = load_catalog(opts.tiers)
-    rows = _rows(task, opts)
-    dev, hold = split_rows(rows, opts.holdout, opts.seed)
-    runtime = Runtime(catalog, cache=CallCache(Path(opts.work_dir) / "cache"), ledger=Ledger(), scripts=opts.scripts)
-    program = task.build_program()
-    predictors = [name for name, _ in program.named_predictors()]
-    table = OutcomeTable(runtime, f"{task.source}|{program_fingerprint(program)}", Path(opts.work_dir) / "outcomes")
-    budget = table.budget
-    for tier in catalog.names:
-        evaluate(task, program, Policy.uniform(predictors, tier), dev + hold, table, catalog.names)
-    scorers = fit_scorers(task, table, dev, catalog.flagship.name)
+    job = Job(task=task, rows=load_rows(task, opts), catalog=catalog, holdout=opts.holdout, seed=opts.seed,
+              work_dir=opts.work_dir, storage=opts.storage, scripts=opts.scripts)
+    session = prepare(job)
+    record(session, Silent())
+    scorers = fit_scorers(task, session.table, session.dev, catalog.flagship.name)
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:
-        results = evaluate(task, program, policy, dev, table, catalog.names, scorers)
+        results = session.evaluate(policy, session.dev, scorers)
         return float(np.mean([r.score for r in results])), float(np.mean([r.cost_usd for r in results]) * 1000)
 
-    return runtime, budget, evaluate_dev, predictors, catalog.names, estimators, len(dev)
+    return (session.runtime, session.table.budget, evaluate_dev, session.predictors, catalog.names, estimators,
+            len(session.dev))
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,8 @@ import base64
 import html
 from pathlib import Path
 
+from metrics.report_tables import TITLES
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#1f2328;max-width:1200px}
 table{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right}th{background:#f6f8fa}
@@ -14,8 +16,6 @@ tr.flag td{background:#ffebe9}pre{background:#f6f8fa;padding:1em;font-size:12px}
 
 
 def write_html(report, path: str | Path, png: Path | None = None) -> Path:
-    from metrics.report import TITLES
-
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tierwise report</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>tierwise report: {html.escape(str(report.meta.get('task') or report.source))}</h1>",

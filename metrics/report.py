@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from metrics import report_tables as rt
+from pipelines import paths
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 
 SPLITS = ("all", "dev", "holdout")
@@ -45,7 +46,7 @@ def load_report(source: str | Path, storage: str | None = None, split: str = "al
 
 
 def _default_storage() -> str:
-    db = Path(".tierwise/studies.db")
+    db = paths.studies_db()
     if not db.is_file():
         raise ConfigError("report: the source is neither an artifact (.json) nor a ledger (.jsonl) file, and "
                           f"no --storage was given for a study (no {db} here either)")
@@ -199,18 +200,6 @@ def report_from_ledger(path: str | Path) -> Report:
 
 # --- output --------------------------------------------------------------------------------------
 
-TITLES = {
-    "savings": "Savings: chosen policy against flagship-only and the cheapest tier",
-    "operating_points": "Operating points (per split)",
-    "segments": "Per segment: routing-fairness audit (flag = worse than flagship-only beyond 1.96 SE)",
-    "predictors": "Per predictor: tier mix of final answers, escalation, cost share",
-    "rungs": "Per rung: escalation and confidence quantiles",
-    "tier_quality": "Per predictor quality by tier (every recorded cell)",
-    "pareto": "Pareto front (dev), uniform baselines and the chosen point",
-    "trials": "All trials (dev quality and cost per 1k queries)",
-    "spend": "Spend per query",
-    "tiers": "Calls per tier",
-}
 PRINTED = ("savings", "segments", "predictors", "rungs", "tier_quality", "pareto", "spend", "tiers")
 
 
@@ -226,7 +215,7 @@ def render_text(report: Report) -> str:
             table = report.tables.get(name)
             if table is None or table.empty:
                 continue
-            lines += ["", f"== {TITLES[name]}", table.to_string(index=False)]
+            lines += ["", f"== {rt.TITLES[name]}", table.to_string(index=False)]
     flagged = report.tables.get("segments")
     if flagged is not None and not flagged.empty:
         bad = flagged.loc[flagged["flag"], "segment"].tolist()

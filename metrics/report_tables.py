@@ -15,17 +15,25 @@ import math
 import numpy as np
 import pandas as pd
 
+from optimizers.select import Candidate, pareto_front, savings_pct
+from optimizers.summary import describe_ladder
+
 FINAL = ("accepted", "fallback")  # decisions whose answer is the one the program used
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 Z_FLAG = 1.96  # routing-fairness flag: a segment's gap beyond 1.96 standard errors (about 95%, two-sided)
 
-
-def describe_ladder(p: dict) -> str:
-    """'small>big @0.82 logprob_min' for one predictor's policy entry."""
-    text = ">".join(p["ladder"])
-    if p.get("thresholds"):
-        text += " @" + ",".join(f"{t:.2f}" for t in p["thresholds"]) + f" {p.get('estimator', '')}"
-    return text
+TITLES = {
+    "savings": "Savings: chosen policy against flagship-only and the cheapest tier",
+    "operating_points": "Operating points (per split)",
+    "segments": "Per segment: routing-fairness audit (flag = worse than flagship-only beyond 1.96 SE)",
+    "predictors": "Per predictor: tier mix of final answers, escalation, cost share",
+    "rungs": "Per rung: escalation and confidence quantiles",
+    "tier_quality": "Per predictor quality by tier (every recorded cell)",
+    "pareto": "Pareto front (dev), uniform baselines and the chosen point",
+    "trials": "All trials (dev quality and cost per 1k queries)",
+    "spend": "Spend per query",
+    "tiers": "Calls per tier",
+}
 
 
 def uniform_tier(policy: dict | None) -> str | None:
@@ -55,14 +63,12 @@ def trials_table(trials: pd.DataFrame, chosen: str | None = None) -> pd.DataFram
                                                                                             ignore_index=True)
 
 
-def non_dominated(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """True where no other point has quality >= and cost <= with one of them strict: the Pareto front
-    (quality up, cost down). Ties of equal points are all kept, unlike a first-wins scan."""
-    q, c = np.asarray(quality, float)[:, None], np.asarray(cost, float)[:, None]
-    eps = 1e-12
-    better_or_equal = (q.T >= q - eps) & (c.T <= c + eps)
-    strictly = (q.T > q + eps) | (c.T < c - eps)
-    return ~(better_or_equal & strictly).any(axis=1)
+def non_dominated(quality, cost) -> np.ndarray:
+    """True where the point lies on the Pareto front (quality up, cost down) as optimizers.select.pareto_front
+    draws it; trials landing on the same front point are all marked."""
+    front = {(c.quality, c.cost_per_1k) for c in pareto_front(
+        [Candidate(str(i), None, float(q), float(c)) for i, (q, c) in enumerate(zip(quality, cost))])}
+    return np.array([(float(q), float(c)) in front for q, c in zip(quality, cost)], dtype=bool)
 
 
 def pareto_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -91,14 +97,16 @@ def pareto_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _policy_text(row) -> str:
-    names = sorted({c.split(".")[0] for c in row.index})
-    parts = []
-    for n in names:
-        text = row[f"{n}.ladder"]
-        if row.get(f"{n}.thresholds"):
-            text += f" @{row[f'{n}.thresholds']} {row[f'{n}.estimator']}"
-        parts.append(f"{n}: {text}")
-    return "; ".join(parts)
+    """The flattened `<predictor>.ladder/.estimator/.thresholds` columns of a trial, read back as text."""
+    def text(value) -> str:
+        return value if isinstance(value, str) else ""
+
+    names = sorted({c.rsplit(".", 1)[0] for c in row.index})
+    return "; ".join(
+        f"{n}: " + describe_ladder({"ladder": text(row[f"{n}.ladder"]).split(">"),
+                                    "estimator": text(row[f"{n}.estimator"]),
+                                    "thresholds": [float(t) for t in text(row[f"{n}.thresholds"]).split(",") if t]})
+        for n in names if text(row[f"{n}.ladder"]))
 
 
 # --- per predictor -------------------------------------------------------------------------------
@@ -241,13 +249,10 @@ def savings_table(points: pd.DataFrame, flagship: str, cheapest: str) -> pd.Data
             rows.append({"split": split, "against": label, "quality": c["quality"], "other_quality": o["quality"],
                          "quality_diff": c["quality"] - o["quality"],
                          "cost_per_1k": c["cost_per_1k"], "other_cost_per_1k": o["cost_per_1k"],
-                         "cost_saving_pct": _saving(c["cost_per_1k"], o["cost_per_1k"]),
+                         "cost_saving_pct": savings_pct(c["cost_per_1k"], o["cost_per_1k"]),
                          "avg_latency_s": c["avg_latency_s"], "other_avg_latency_s": o["avg_latency_s"],
-                         "latency_saving_pct": _saving(c["avg_latency_s"], o["avg_latency_s"]),
+                         "latency_saving_pct": savings_pct(c["avg_latency_s"], o["avg_latency_s"]),
                          "wasted_tokens_per_query": c["wasted_tokens_per_query"],
                          "wasted_cost_per_1k": c["wasted_cost_per_1k"]})
     return pd.DataFrame(rows)
 
-
-def _saving(value: float, reference: float) -> float:
-    return 100.0 * (1 - value / reference) if reference and reference > 0 else np.nan

@@ -65,15 +65,21 @@ def build_summary(*, task: str, objective: str, artifact: str | None, policy: di
     }
 
 
+def describe_ladder(p: dict) -> str:
+    """One predictor's policy entry as people read it: 'small > big  (escalate when learned < 0.700)'.
+    The summary, the report tables and the HTML page all print ladders with this."""
+    text = " > ".join(p["ladder"])
+    if p.get("thresholds"):
+        text += f"  (escalate when {p.get('estimator', '')} < {', '.join(f'{t:.3f}' for t in p['thresholds'])})"
+    return text
+
+
 def render_text(summary: dict) -> str:
     """The human-readable summary: policy, dev/holdout, baselines, savings, calls."""
     lines = [f"task: {summary['task']}    objective: {summary['objective']}"]
     lines.append("policy:")
     for name, p in summary["policy"].items():
-        ladder = " > ".join(p["ladder"])
-        extra = f"  (escalate when {p['estimator']} < {', '.join(f'{t:.3f}' for t in p['thresholds'])})" \
-            if p["thresholds"] else ""
-        lines.append(f"  {name:<16} {ladder}{extra}")
+        lines.append(f"  {name:<16} {describe_ladder(p)}")
     d, h = summary["dev"], summary["holdout"]
     ci = h.get("quality_ci") or [float("nan")] * 2
     lines.append(f"dev:      n={d['n']:<5} quality {d['quality']:.3f}   cost/1k ${d['cost_per_1k']:.6f}")

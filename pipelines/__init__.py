@@ -1,7 +1,7 @@
 """tierwise run time: what production code imports. Never imports optuna or pandas at import time.
 
     from pipelines import load
-    program = load("support.tierwise.json")
+    program = load("support.tierwise.json")              # or load(path, program=MyProgram())
     prediction = program(message="Where is my order A12345?")
     program.last_trail   # tiers tried, confidences, cost of that call
 """
@@ -13,11 +13,15 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-def load(path, **runtime_options):
-    """Load a compiled artifact and return a ready DSPy module (see pipelines.artifact.load_program)."""
+def load(path, program=None, **runtime_options):
+    """Load a compiled artifact and return a ready DSPy module (see pipelines.artifact.load_program).
+
+    Without `program`, the artifact rebuilds its own (a shipped task, or the importable class it was
+    compiled from); `load(path, program=MyProgram())` applies it to an instance you built, as DSPy's
+    `program.load(path)` does, and refuses one whose predictors or signatures differ."""
     from pipelines.artifact import load_program
 
-    return load_program(path, **runtime_options)
+    return load_program(path, program=program, **runtime_options)
 
 
 __all__ = ["load"]

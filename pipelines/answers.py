@@ -5,7 +5,8 @@ pydantic-validated type (`Annotated[str, AfterValidator(fn)]`) says what a well-
 answer that breaks the contract is not an answer: the adapter raises a parse error, and the cascade
 treats the rung as failed and climbs (deterministic fallback). That is the cheapest confidence signal
 there is: a 135M model asked for an intent often writes a sentence, and no threshold is needed to
-see that a sentence is not a label.
+see that a sentence is not a label. Task metrics read answers with the same functions (label_match,
+numeric_match): answer matching is part of the run time, which never imports metrics/.
 """
 
 from __future__ import annotations
@@ -26,6 +27,30 @@ def match_label(value, allowed: tuple[str, ...]) -> str:
         hits = [(m.start(), label) for label in allowed
                 for m in [re.search(rf"\b{re.escape(label.replace('_', ' '))}\b", text)] if m]
     return min(hits)[1] if hits else ""
+
+
+def label_match(predicted, gold: str, allowed: tuple[str, ...]) -> float:
+    """1.0 when the free-text label reads as `gold`, else 0.0 (tasks' metrics read labels as the runtime does)."""
+    return float(match_label(predicted, allowed) == gold)
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def parse_number(value) -> float | None:
+    """The last number in a text ('The answer is 1,250.' -> 1250.0), or None."""
+    found = _NUMBER.findall(str(value or ""))
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numeric_match(predicted, gold, tolerance: float = 1e-6) -> float:
+    number = parse_number(predicted)
+    return float(number is not None and abs(number - float(gold)) <= tolerance * max(1.0, abs(float(gold))))
 
 
 def field_type(info):

@@ -132,29 +132,30 @@ def read(path: str | Path) -> dict:
     return document
 
 
-def load_program(path, *, task=None, cache=None, ledger=None, scripts=None):
-    """Rebuild the program, check it is the one compiled, restore its state and policy: ready to call.
+def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None):
+    """Rebuild the program (or take `program`, an instance the caller built), check it is the one
+    compiled, restore its state and policy: ready to call.
 
     `task` overrides the recorded task source (a name or a .py path); `cache`/`ledger` are a
     pipelines.cache.CallCache and pipelines.ledger.Ledger; `scripts` drives fake/ tiers in tests."""
+    body = read(path)
+    source = task or body["program"]["task"]
+    made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
+    if program is None:
+        program = _rebuild(path, body, source, explicit=task is not None)
+    expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
+    if expected != actual:
+        raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
+                            f"{actual}): predictor names or signatures changed; recompile")
+    return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts)
+
+
+def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None):
+    """`program` (already checked against the body's fingerprint) with the body's state and policy applied."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
     from pipelines.runtime import Runtime
-    from pipelines.tasks import load_task
 
-    body = read(path)
-    source = task or body["program"]["task"]
-    if not source:
-        raise ArtifactError(f"{path}: holds a replay policy, not a runnable program; use `cli.py replay apply`")
-    if task is None and source.endswith(".py"):
-        # The artifact's checksum is not a signature: it must not choose which file gets executed.
-        raise ArtifactError(f"{path}: was compiled from the task file {source}; pass it explicitly "
-                            "(load(path, task=...) or `cli.py run --task FILE`) to run it")
-    program = load_task(source).build_program()
-    expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
-    if expected != actual:
-        raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, task "
-                            f"{source!r} builds {actual}): predictor names or signatures changed; recompile")
     try:
         if body["program"].get("state"):
             program.load_state(body["program"]["state"])
@@ -164,8 +165,26 @@ def load_program(path, *, task=None, cache=None, ledger=None, scripts=None):
     except TierwiseError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed section is the file's fault, say which
-        raise ArtifactError(f"{path}: malformed artifact ({type(e).__name__}: {e})") from None
+        raise ArtifactError(f"{where}: malformed artifact ({type(e).__name__}: {e})") from None
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
     compiled = CompiledProgram(program, policy, runtime, scorers)
-    compiled.artifact = body
+    compiled.artifact, compiled.write_artifact = body, save
     return compiled
+
+
+def _rebuild(path, body, source, explicit: bool):
+    """The program the artifact names: a task name, a task file (only when the caller names it: the
+    checksum is not a signature and must not choose which file runs) or an importable factory."""
+    from pipelines.programs import build_from_factory, is_factory
+    from pipelines.tasks import load_task
+
+    if not source:
+        if body.get("policy") and not body["program"].get("fingerprint"):
+            raise ArtifactError(f"{path}: holds a replay policy, not a runnable program; use `cli.py replay apply`")
+        raise ArtifactError(f"{path}: records no way to rebuild its program (it was compiled from an instance "
+                            "whose class is not importable); pass one: load(path, program=MyProgram())")
+    if not explicit and source.endswith(".py"):
+        raise ArtifactError(f"{path}: was compiled from the task file {source}; pass it explicitly "
+                            "(load(path, task=...) or `cli.py run --task FILE`) to run it")
+    return build_from_factory(source) if is_factory(source) else load_task(source).build_program()
+

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import diskcache
 
-DEFAULT_DIR = Path(".tierwise") / "cache"
-
+from pipelines import paths
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TIERWISE_CACHE_DIR", DEFAULT_DIR))
+    return paths.cache_dir()
 
 
 def call_key(tier_identity: str, payload: dict) -> str:

@@ -315,3 +315,12 @@ class CompiledProgram(dspy.Module):
     @property
     def last_cost_usd(self) -> float:
         return sum(step.cost_usd for step in self.last_trail)
+
+    def save(self, path, save_program: bool = False):
+        """Write the compiled artifact (tierwise's JSON, never a pickle) that `pipelines.load` reads.
+        Set by pipelines.artifact, which writes it: `artifact` (the body) and `write_artifact(body, path)`."""
+        if save_program:
+            raise ValueError("tierwise artifacts never pickle a program; load(path, program=...) rebuilds it")
+        if getattr(self, "write_artifact", None) is None:
+            raise ValueError("this program was not compiled into an artifact: nothing to save")
+        return self.write_artifact(self.artifact, path)

@@ -8,7 +8,8 @@ A task module defines:
     metric(row, prediction) -> float in [0, 1]
     predictor_correct(name, row, outputs) -> bool | None   (optional) per-predictor correctness,
                                                             used to fit the learned confidence scorer
-Users add theirs as a module here or as a file path.
+Users add theirs as a module here or as a file path. A task file may instead be written DSPy-style:
+`program`, `trainset` and `metric(example, prediction, trace=None)` (see pipelines.programs).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from pipelines.errors import ConfigError, DatasetError
+from pipelines.paths import datasets_dir
+from pipelines.programs import DSPY_STYLE, task_from_module
 
-DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+DATASETS_DIR = datasets_dir()
 REQUIRED = ("NAME", "build_program", "inputs", "metric")
 
 
@@ -60,6 +64,7 @@ def load_task(name_or_path: str) -> Task:
             raise ConfigError(f"task file not found: {path}")
         spec = importlib.util.spec_from_file_location(f"tierwise_task_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # postponed annotations (Literal[LABELS]) resolve in their module
         spec.loader.exec_module(module)
         source = str(path.resolve())
     else:
@@ -71,6 +76,8 @@ def load_task(name_or_path: str) -> Task:
                               "or give a path to a task .py file") from None
         source = name_or_path
     missing = [k for k in REQUIRED if not hasattr(module, k)]
+    if missing and path.suffix == ".py" and all(hasattr(module, k) for k in DSPY_STYLE):
+        return task_from_module(module, source, path)  # a program, a trainset and a metric, as DSPy users write
     if missing:
         raise ConfigError(f"task {name_or_path}: module lacks {missing}")
     return Task(module, source)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dspy
 
-from metrics.quality import numeric_match, parse_number
+from pipelines.answers import numeric_match, parse_number
 
 NAME = "math"
 DATASET = "math.jsonl"

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import dspy
 from pydantic import AfterValidator
 
-from metrics.quality import label_match, normalize_label
+from pipelines.answers import label_match, match_label
 
 NAME = "support"
 DATASET = "support.jsonl"
@@ -95,7 +95,7 @@ class SupportTriage(dspy.Module):
     def forward(self, message: str):
         intent = self.classify(message=message).intent
         order_id = self.extract(message=message).order_id
-        return dspy.Prediction(intent=normalize_label(intent, INTENTS), order_id=normalize_order_id(order_id))
+        return dspy.Prediction(intent=match_label(intent, INTENTS), order_id=normalize_order_id(order_id))
 
 
 def build_program() -> dspy.Module:

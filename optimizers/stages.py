@@ -1,0 +1,307 @@
+"""One compile, in stages: record -> search -> choose -> check on holdout -> artifact.
+
+`cli.py optimize` (optimizers.live) and `TierOptimizer.compile` (optimizers.tier_optimizer) both build a
+`Job` and call `run(job)`; each stage is a function of what the stages before it produced, so another
+front end (replay) can reuse the ones that fit it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
+from optimizers.select import SAFETY_Z, Candidate, Objective, choose
+from optimizers.space import escalation_seeds
+from optimizers.study import completed, open_study, run_search_buffered
+from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
+from pipelines import artifact, paths
+from pipelines.artifact import program_fingerprint
+from pipelines.cache import CallCache
+from pipelines.errors import ConfigError
+from pipelines.ledger import Ledger
+from pipelines.policy import Policy
+from pipelines.runtime import Runtime
+from pipelines.tiers import Catalog
+
+DEFAULT_TRIALS = 600  # on the full support set, 200 TPE trials missed the best ladders that 800 found (measured)
+DEFAULT_HOLDOUT = 0.3
+
+
+@dataclass
+class Job:
+    """Everything one compile needs, however it was asked for."""
+
+    task: object  # pipelines.tasks.Task or pipelines.programs.ExampleTask
+    rows: list[dict]
+    catalog: Catalog
+    objective: Objective = field(default_factory=Objective)
+    trials: int = DEFAULT_TRIALS
+    seed: int = 0
+    budget_usd: float | None = None
+    holdout: float = DEFAULT_HOLDOUT
+    holdout_rows: list[dict] | None = None  # an explicit valset; else `holdout` of `rows` is held out
+    storage: str | None = None  # Optuna storage URL; default a SQLite file in work_dir
+    work_dir: Path = paths.WORK_DIR
+    out: str | None = None  # the artifact path the summary names
+    dataset: str | None = None  # where the rows came from, for the artifact
+    scripts: dict | None = None  # fake/ tiers (tests)
+
+
+@dataclass
+class Session:
+    """What the stages share: the split, the runtime, the program and its outcome table."""
+
+    job: Job
+    dev: list[dict]
+    hold: list[dict]
+    runtime: Runtime
+    program: object
+    predictors: list[str]
+    study_name: str
+    storage: str
+    table: OutcomeTable
+
+    def evaluate(self, policy: Policy, rows: list[dict], scorers=None) -> list[RowResult]:
+        return evaluate(self.job.task, self.program, policy, rows, self.table, self.job.catalog.names, scorers)
+
+    def split(self, results: list[RowResult]) -> tuple[list[RowResult], list[RowResult]]:
+        by_id = {r.row_id: r for r in results}
+        return [by_id[str(r["id"])] for r in self.dev], [by_id[str(r["id"])] for r in self.hold]
+
+
+@dataclass
+class Searched:
+    study: object
+    ran: int
+    scorers: dict
+    estimators: list[str]
+
+
+@dataclass
+class Chosen:
+    candidate: Candidate
+    info: dict
+    reference: str
+
+
+@dataclass
+class Checked:
+    dev: dict
+    holdout: dict
+    baselines: dict
+    gap: dict
+    notes: list[str]
+    results: list[RowResult]  # the chosen policy on dev + holdout rows
+
+
+@dataclass
+class Result:
+    summary: dict
+    body: dict  # the artifact (without checksum)
+    policy: Policy
+    study: object
+    scorers: dict
+
+
+def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> str:
+    ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
+                        "tiers": [t.identity() for t in catalog], "ids": sorted(str(r["id"]) for r in dev + hold),
+                        "seed": seed, "holdout": holdout}, sort_keys=True)
+    return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def prepare(job: Job) -> Session:
+    """Check the tiers and the split, open the runtime and the outcome table (nothing paid yet)."""
+    catalog = job.catalog
+    if job.objective.match_tier is not None:
+        catalog[job.objective.match_tier]  # noqa: B018 - raises ConfigError naming the catalog
+    for tier in catalog:
+        ok, why = tier.availability()
+        if not ok:
+            raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
+    if job.holdout_rows is not None:
+        dev, hold = list(job.rows), list(job.holdout_rows)
+    else:
+        dev, hold = split_rows(job.rows, job.holdout, job.seed)
+    if len(dev) < 2:
+        raise ConfigError(f"only {len(dev)} dev rows after the holdout split; use more rows or a smaller --holdout")
+    work = paths.work_dir(job.work_dir)
+    runtime = Runtime(catalog, cache=CallCache(paths.cache_dir(work)), ledger=Ledger(paths.ledger_file(work)),
+                      scripts=job.scripts)
+    program = job.task.build_program()
+    name = study_name(job.task, program, catalog, dev, hold, job.seed, job.holdout)
+    # --budget-usd holds for this compile (this study) across reruns, not per run.
+    table = OutcomeTable(runtime, f"{job.task.source}|{program_fingerprint(program)}", paths.outcomes_dir(work),
+                         job.budget_usd, budget_key=f"spent|{name}")
+    return Session(job, dev, hold, runtime, program, [n for n, _ in program.named_predictors()], name,
+                   job.storage or paths.study_storage(work), table)
+
+
+def record(session: Session, progress) -> dict[str, list[RowResult]]:
+    """The uniform baselines on every row: this records the full matrix of cells the search reads (for
+    programs whose predictors all read the example's inputs). Tier by tier keeps each model's prompt
+    cache warm. Returns each tier's per-row results, dev rows then holdout rows."""
+    catalog, rows = session.job.catalog, session.dev + session.hold
+    baseline_rows = {}
+    progress.stage("recording outcomes", total=len(catalog) * len(rows))
+    for tier in catalog.names:
+        results = []
+        for row in rows:
+            results += session.evaluate(Policy.uniform(session.predictors, tier), [row])
+            progress.advance(session.table.budget)
+        baseline_rows[tier] = results
+    return baseline_rows
+
+
+def search(session: Session, progress) -> Searched:
+    """Fit the learned confidence scorers on dev cells, then the Optuna search scored from the table."""
+    job = session.job
+    scorers = fit_scorers(job.task, session.table, session.dev, job.catalog.flagship.name)
+    estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
+    study = open_study(session.study_name, session.storage, job.seed)
+
+    def evaluate_dev(policy: Policy) -> tuple[float, float]:
+        results = session.evaluate(policy, session.dev, scorers)
+        return float(np.mean([r.score for r in results])), float(np.mean([r.cost_usd for r in results]) * 1000)
+
+    progress.stage("searching policies", total=job.trials)
+    seeds = escalation_seeds(session.predictors, job.catalog.names, estimators)[: job.trials // 4]
+    budget = session.table.budget
+    ran = run_search_buffered(study, evaluate_dev, session.predictors, job.catalog.names, estimators, job.trials,
+                              job.seed, on_trial=lambda s, t: progress.trial(s, t, budget), seeds=seeds)
+    return Searched(study, ran, scorers, estimators)
+
+
+def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> Chosen:
+    """The operating point among every complete trial (the baselines were enqueued first)."""
+    objective, catalog = session.job.objective, session.job.catalog
+    reference_name = objective.match_tier or catalog.flagship.name
+    cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])
+             for t in completed(searched.study)]
+    ref_dev, _ = session.split(baseline_rows[reference_name])
+    ref_scores = np.array([r.score for r in ref_dev])
+    reference = Candidate(reference_name, Policy.uniform(session.predictors, reference_name),
+                          float(ref_scores.mean()), float(np.mean([r.cost_usd for r in ref_dev]) * 1000), ref_scores)
+
+    def dev_row_scores(candidate: Candidate) -> list[float]:
+        return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers)]
+
+    chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores)
+    return Chosen(chosen, info, reference_name)
+
+
+def check_holdout(session: Session, baseline_rows: dict, searched: Searched, chosen: Chosen) -> Checked:
+    """The chosen point on the holdout rows, beside every uniform baseline, with the paired gap to the
+    reference and its bootstrap CI."""
+    seed = session.job.seed
+    chosen_dev = session.evaluate(chosen.candidate.policy, session.dev, searched.scorers)
+    chosen_hold = session.evaluate(chosen.candidate.policy, session.hold, searched.scorers)
+    baselines = {}
+    for tier, results in baseline_rows.items():
+        d, h = session.split(results)
+        baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
+                           "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
+    notes = []
+    if not chosen.info["feasible"]:
+        notes.append("no searched policy met the objective on dev; the closest one was chosen")
+    _, ref_hold = session.split(baseline_rows[chosen.reference])  # the same holdout rows, in the same order
+    gap = paired_gap([r.score for r in chosen_hold], [r.score for r in ref_hold], seed)
+    notes.append(gap_note(gap, chosen.reference, chosen.info["noise"]))
+    if chosen.info.get("margin"):
+        notes.append(f"chosen with a margin of {chosen.info['margin']:.3f} ({SAFETY_Z:g} standard errors of its "
+                     f"per-row difference to {chosen.reference}-only on dev) below its dev quality")
+    return Checked(block([r.score for r in chosen_dev], [r.cost_usd for r in chosen_dev]),
+                   block([r.score for r in chosen_hold], [r.cost_usd for r in chosen_hold], with_ci=True, seed=seed),
+                   baselines, gap, notes, chosen_dev + chosen_hold)
+
+
+def make_artifact(session: Session, baseline_rows: dict, searched: Searched, chosen: Chosen,
+                  checked: Checked) -> Result:
+    """The summary (`optimize --json`) and the artifact body that carries it."""
+    job, table, study = session.job, session.table, searched.study
+    budget = table.budget
+    summary = build_summary(
+        task=job.task.name, objective=job.objective.describe(chosen.reference), artifact=job.out,
+        policy=chosen.candidate.policy.describe(), dev=checked.dev, holdout=checked.holdout,
+        baselines=checked.baselines, reference=chosen.reference, paid_calls=budget.paid_calls,
+        full_matrix_calls=(len(session.dev) + len(session.hold)) * len(session.predictors) * len(job.catalog),
+        trials=len(completed(study)), spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd,
+        trials_run_now=searched.ran, noise=chosen.info["noise"], holdout_vs_reference=checked.gap,
+        study=study.study_name, storage=job.storage or f"default ({paths.studies_db(job.work_dir)})",
+        cells_recorded=len(table.memo), notes=checked.notes,
+    )
+    body = artifact.build(
+        task_source=job.task.source, program=job.task.build_program(), catalog=job.catalog,
+        policy=chosen.candidate.policy, scorers=searched.scorers, summary=summary,
+        metrics={"dev": checked.dev, "holdout": checked.holdout},
+        extra={"study": {"name": study.study_name, "storage": job.storage or "default"},
+               "dataset": job.dataset,
+               "split": {"dev": [str(r["id"]) for r in session.dev],
+                         "holdout": [str(r["id"]) for r in session.hold], "seed": job.seed},
+               "evaluation": evaluation_record(session, checked.results, baseline_rows, study, chosen)})
+    return Result(summary, body, chosen.candidate.policy, study, searched.scorers)
+
+
+def run(job: Job, progress=None) -> Result:
+    progress = progress or Silent()
+    session = prepare(job)
+    try:
+        baseline_rows = record(session, progress)
+        searched = search(session, progress)
+        chosen = choose_point(session, baseline_rows, searched)
+        checked = check_holdout(session, baseline_rows, searched, chosen)
+        return make_artifact(session, baseline_rows, searched, chosen, checked)
+    finally:
+        session.runtime.close()
+
+
+def _row_records(results, split_of) -> list[dict]:
+    return [{"row_id": r.row_id, "segment": r.segment, "split": split_of[r.row_id], "score": r.score,
+             "cost_usd": r.cost_usd, "latency_s": r.latency_s,
+             "steps": [{"predictor": s.predictor, "rung": s.rung, "tier": s.tier, "confidence": s.confidence,
+                        "threshold": s.threshold, "decision": s.decision, "cost_usd": s.cost_usd,
+                        "tokens": s.tokens, "error": s.error} for s in r.steps]}
+            for r in results]
+
+
+def evaluation_record(session: Session, chosen_results, baseline_rows, study, chosen: Chosen) -> dict:
+    """What reports need, kept in the artifact: per-row results of the chosen policy and of each
+    uniform baseline (with tier trails), per-cell correctness by tier, and every trial."""
+    task, table = session.job.task, session.table
+    split_of = {str(r["id"]): "dev" for r in session.dev} | {str(r["id"]): "holdout" for r in session.hold}
+    by_id = {str(r["id"]): r for r in session.dev + session.hold}
+    cells = []
+    for (row_id, name, tier), cell in sorted(table.cells.items()):
+        if row_id not in by_id:
+            continue
+        o = cell.outcome
+        correct = task.predictor_correct(name, by_id[row_id], o.outputs) if o.ok else False
+        cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
+                      "predictor": name, "tier": tier, "ok": o.ok, "correct": correct,
+                      "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),
+                      "cost_usd": o.cost_usd, "tokens": o.prompt_tokens + o.completion_tokens,
+                      "latency_s": o.latency_s})
+    trials = [{"number": t.number, "quality": t.values[0], "cost_per_1k": t.values[1],
+               "policy": t.user_attrs.get("policy")} for t in completed(study)]
+    return {"reference": chosen.reference, "chosen_trial": chosen.candidate.key, "tiers": session.job.catalog.names,
+            "chosen": _row_records(chosen_results, split_of),
+            "baselines": {tier: _row_records(results, split_of) for tier, results in baseline_rows.items()},
+            "cells": cells, "trials": trials}
+
+
+class Silent:
+    """Progress that shows nothing (library use, tests)."""
+
+    def stage(self, name, total):
+        pass
+
+    def advance(self, budget):
+        pass
+
+    def trial(self, study, trial, budget):
+        pass

@@ -1,0 +1,94 @@
+"""TierOptimizer: tierwise as a DSPy optimizer.
+
+    from optimizers import TierOptimizer
+    optimizer = TierOptimizer(metric=metric, tiers="tiers.toml")
+    compiled = optimizer.compile(program, trainset=trainset)     # a copy; `program` is untouched
+    compiled.save("pipeline.tierwise.json")                      # pipelines.load(path) runs it
+    optimizer.summary_, optimizer.policy_, optimizer.study_      # as `cli.py optimize --json` reports
+
+The trainset is a list of `dspy.Example` with `.with_inputs(...)`, the metric DSPy's
+`metric(example, prediction, trace=None)` returning a bool or a float. The compile is the one
+`cli.py optimize` runs (optimizers.stages): outcome table, disk cache, budget, resume, holdout check.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from dspy.teleprompt import Teleprompter
+
+from optimizers import defaults
+from optimizers.live import check_rows
+from optimizers.select import Objective
+from optimizers.stages import Job, run
+from pipelines import paths
+from pipelines.artifact import program_from_body
+from pipelines.cache import CallCache
+from pipelines.errors import ConfigError
+from pipelines.programs import ExampleTask, example_row, factory_spec, input_keys_of
+from pipelines.tiers import Catalog, load_catalog
+
+
+class TierOptimizer(Teleprompter):
+    """Per predictor, a ladder of model tiers and escalation thresholds, searched for your objective.
+
+    Objective (at most one; default: the lowest cost matching flagship-only quality within noise):
+    `min_quality` (lowest cost with quality >= Q), `match_tier` (match that tier's quality),
+    `max_cost_per_1k` (best quality under a cost per 1,000 calls of the program).
+    `tiers`: a TOML tiers file or a pipelines.tiers.Catalog (default: the local tiers).
+    `budget_usd` caps uncached spend for this compile across reruns (BudgetExceeded when reached).
+    `holdout`: share of the trainset kept for the final check when no `valset` is given.
+    `storage`: Optuna storage URL (default a SQLite file under `work_dir`, `.tierwise/`).
+    `predictor_correct(name, example, outputs) -> bool | None`: optional per-predictor correctness,
+    used to fit the learned confidence scorer (else agreement with the flagship's answer).
+
+    After `compile`: `summary_` (dict), `policy_` (pipelines.policy.Policy), `study_` (optuna.Study),
+    `artifact_` (the artifact body that `compiled.save` writes)."""
+
+    def __init__(self, metric, tiers=None, min_quality: float | None = None, match_tier: str | None = None,
+                 max_cost_per_1k: float | None = None, trials: int = defaults.TRIALS, budget_usd: float | None = None,
+                 holdout: float = defaults.HOLDOUT, storage: str | None = None, seed: int = defaults.SEED,
+                 predictor_correct=None, work_dir=None, progress: bool = False, scripts: dict | None = None):
+        if not callable(metric):
+            raise ConfigError("metric must be a callable metric(example, prediction, trace=None)")
+        self.metric = metric
+        self.tiers = tiers
+        self.objective = Objective(min_quality, match_tier, max_cost_per_1k)  # validates the combination
+        self.trials, self.budget_usd, self.holdout = trials, budget_usd, holdout
+        self.storage, self.seed = storage, seed
+        self.predictor_correct = predictor_correct
+        self.work_dir = paths.work_dir(work_dir)
+        self.progress = progress
+        self.scripts = scripts  # fake/ tiers (tests)
+
+    def _catalog(self) -> Catalog:
+        return self.tiers if isinstance(self.tiers, Catalog) else load_catalog(self.tiers)
+
+    def compile(self, student, *, trainset, valset=None, teacher=None):
+        """A compiled copy of `student`: a pipelines.cascade.CompiledProgram, called like the program."""
+        if teacher is not None:
+            raise ConfigError("TierOptimizer takes no teacher: it assigns tiers, it does not bootstrap demos")
+        task = ExampleTask.from_examples(student, self.metric, list(trainset), source=factory_spec(student),
+                                         predictor_correct=self.predictor_correct)
+        hold_rows = None
+        if valset is not None:
+            if set(input_keys_of(valset, "valset")) != set(task.input_keys):
+                raise ConfigError(f"valset inputs differ from the trainset's {sorted(task.input_keys)}")
+            offset = len(task.rows)
+            hold_rows = check_rows([example_row(e, offset + i) for i, e in enumerate(valset)], task, "valset")
+        check_rows(task.rows + (hold_rows or []), task, "trainset + valset")
+        catalog = self._catalog()
+        job = Job(task=task, rows=task.rows, catalog=catalog, objective=self.objective, trials=self.trials,
+                  seed=self.seed, budget_usd=self.budget_usd, holdout=self.holdout, holdout_rows=hold_rows,
+                  storage=self.storage, work_dir=self.work_dir, dataset="trainset", scripts=self.scripts)
+        if self.progress:
+            from optimizers.progress import LiveProgress
+
+            with LiveProgress() as progress:
+                result = run(job, progress)
+        else:
+            result = run(job)
+        self.summary_, self.policy_, self.study_ = result.summary, result.policy, result.study
+        self.artifact_ = result.body
+        return program_from_body(result.body, copy.deepcopy(task.build_program()), "compiled program",
+                                 cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts)

@@ -1,0 +1,157 @@
+"""Where a compiled program comes from, and DSPy-style tasks.
+
+An artifact records how to rebuild its program (`program.task`): a shipped task name (`support`), a
+task file (`path/to/task.py`), or an importable factory `module:attribute` (a dspy.Module class or a
+function returning a module). A program that cannot be rebuilt that way (a class defined inside a
+function) is recorded as None: load the artifact onto an instance you build, `load(path, program=...)`.
+
+A DSPy-style task is a program, a trainset and a metric as DSPy users write them: `dspy.Example`s
+with `.with_inputs(...)` and `metric(example, prediction, trace=None)` returning a bool or a float.
+`ExampleTask` gives it the shape the compiler reads (rows, inputs, metric); a task file may define
+`program`, `trainset` (a JSONL path relative to the file, or a list of examples) and `metric`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+from pipelines.errors import ConfigError
+
+DSPY_STYLE = ("program", "trainset", "metric")
+
+
+def factory_spec(program) -> str | None:
+    """`module:Class` when a fresh `Class()` is importable elsewhere, else None."""
+    cls = type(program)
+    if cls.__module__ in ("__main__", "builtins") or "<locals>" in cls.__qualname__:
+        return None
+    spec = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        required = [p for p in inspect.signature(cls).parameters.values()
+                    if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return spec if not required and resolve_factory(spec) is cls else None
+    except (ConfigError, ValueError, TypeError):
+        return None
+
+
+def resolve_factory(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"program factory {spec!r}: cannot import {module_name} ({e})") from None
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError(f"program factory {spec!r}: {module_name} has no {attribute}")
+    return target
+
+
+def is_factory(source: str) -> bool:
+    return ":" in source and not source.endswith(".py")
+
+
+def build_from_factory(spec: str):
+    return resolve_factory(spec)()
+
+
+def example_row(example, index: int) -> dict:
+    """A dataset row for a dspy.Example: its fields, plus an id (its own, or a hash of its content, so
+    the same trainset keeps the same ids, splits and cached cells across runs)."""
+    fields = dict(example.items())
+    if "id" not in fields:
+        blob = json.dumps(fields, sort_keys=True, default=str)
+        fields["id"] = f"ex{index:05d}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+    fields.setdefault("segment", "all")
+    return fields
+
+
+def input_keys_of(examples, where: str = "trainset") -> tuple[str, ...]:
+    keys = None
+    for i, example in enumerate(examples):
+        try:
+            these = tuple(example.inputs().keys())
+        except (ValueError, AttributeError):
+            raise ConfigError(f"{where}[{i}]: not a dspy.Example with inputs; use "
+                              "dspy.Example(...).with_inputs('field', ...)") from None
+        if keys is not None and set(these) != set(keys):
+            raise ConfigError(f"{where}[{i}]: inputs {sorted(these)} differ from the first example's {sorted(keys)}")
+        keys = these
+    if not keys:
+        raise ConfigError(f"{where}: no examples")
+    return keys
+
+
+class ExampleTask:
+    """A program, its metric and examples, in the shape the compiler reads (see pipelines.tasks.Task)."""
+
+    def __init__(self, *, name: str, source: str | None, build, metric, input_keys, rows=None, dataset=None,
+                 predictor_correct=None):
+        self.name, self.source = name, source
+        self._build, self._metric, self._correct = build, metric, predictor_correct
+        self.input_keys = tuple(input_keys)
+        self.rows, self.dataset = rows, dataset
+
+    @classmethod
+    def from_examples(cls, program, metric, trainset, *, name=None, source=None, predictor_correct=None):
+        keys = input_keys_of(trainset)
+        pristine = copy.deepcopy(program)
+        return cls(name=name or type(program).__name__, source=source, build=lambda: copy.deepcopy(pristine),
+                   metric=metric, input_keys=keys, rows=[example_row(e, i) for i, e in enumerate(trainset)],
+                   predictor_correct=predictor_correct)
+
+    def build_program(self):
+        return self._build()
+
+    def inputs(self, row: dict) -> dict:
+        return {k: row[k] for k in self.input_keys}
+
+    def example(self, row: dict):
+        import dspy
+
+        return dspy.Example(row).with_inputs(*self.input_keys)
+
+    def metric(self, row: dict, prediction) -> float:
+        value = self._metric(self.example(row), prediction, None)
+        return float(getattr(value, "score", value))  # a feedback metric's dspy.Prediction carries .score
+
+    def predictor_correct(self, name: str, row: dict, outputs: dict):
+        return self._correct(name, self.example(row), outputs) if self._correct else None
+
+    def default_dataset(self) -> Path | None:
+        return self.dataset
+
+    def default_rows(self) -> list[dict] | None:
+        return self.rows
+
+
+def task_from_module(module, source: str, path: Path) -> ExampleTask:
+    """A DSPy-style task file: `program`, `trainset`, `metric`, and optionally `inputs` (the input field
+    names of a JSONL trainset; default: the parameters of the program's `forward`), `NAME`."""
+    import dspy
+
+    def build():
+        made = module.program() if isinstance(module.program, type) or inspect.isfunction(module.program) \
+            else copy.deepcopy(module.program)
+        if not isinstance(made, dspy.Module):
+            raise ConfigError(f"{path}: `program` must be a dspy.Module, a class or a function returning one")
+        return made
+
+    name = getattr(module, "NAME", path.stem)
+    trainset = module.trainset
+    if isinstance(trainset, (str, Path)):
+        dataset = (path.parent / trainset).resolve()
+        keys = getattr(module, "inputs", None) or tuple(
+            p for p in inspect.signature(build().forward).parameters if p not in ("self", "args", "kwargs"))
+        return ExampleTask(name=name, source=source, build=build, metric=module.metric, input_keys=keys,
+                           dataset=dataset, predictor_correct=getattr(module, "predictor_correct", None))
+    return ExampleTask(name=name, source=source, build=build, metric=module.metric,
+                       input_keys=input_keys_of(trainset, f"{path}: trainset"),
+                       rows=[example_row(e, i) for i, e in enumerate(trainset)],
+                       predictor_correct=getattr(module, "predictor_correct", None))
+

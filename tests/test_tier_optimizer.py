@@ -1,0 +1,191 @@
+"""TierOptimizer: a program defined here (postponed annotations, a Literal output with no description),
+dspy.Example trainsets and a DSPy metric, compiled on scripted tiers; the artifact round trip."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dspy
+import pytest
+
+from conftest import fake_catalog
+from optimizers import TierOptimizer
+from pipelines import load
+from pipelines.errors import ArtifactError, ConfigError
+
+LABELS = ("card_lost", "balance", "fraud_report")
+MESSAGES = {
+    "card_lost": ["I lost my card", "my card is gone", "card stolen on the bus", "dropped my debit card",
+                  "can't find my bank card", "wallet with my card was taken", "lost visa card"],
+    "balance": ["how much money do I have", "what's my balance", "check my funds", "money left on account?",
+                "show my savings balance", "balance please", "how much is in checking"],
+    "fraud_report": ["charges I never made", "someone used my account", "strange payments abroad",
+                     "unknown withdrawal", "I think I was scammed", "fraud on my statement", "not my purchase"],
+}
+GOLD = {m: label for label, ms in MESSAGES.items() for m in ms}
+
+
+class Intent(dspy.Signature):
+    """Classify the intent of a banking customer's message."""
+
+    message: str = dspy.InputField()
+    intent: Literal[LABELS] = dspy.OutputField()
+
+
+def trainset():
+    return [dspy.Example(message=m, intent=label).with_inputs("message") for m, label in GOLD.items()]
+
+
+def metric(example, prediction, trace=None):
+    return example.intent == prediction.intent
+
+
+def script(seen: list):
+    """big: always right. small: right on card_lost and balance, wrong and unsure on fraud. Both read
+    the labels from the prompt: a label absent from it is never answered."""
+
+    def answer(tier, messages):
+        system, message = messages[0]["content"], messages[-1]["content"]
+        seen.append(system)
+        gold = GOLD[message]
+        offered = [label for label in LABELS if label in system]
+        if tier == "big" or gold != "fraud_report":
+            value, confidence = (gold if gold in offered else "block"), 0.95
+        else:
+            value, confidence = "balance", 0.3
+        return value, confidence
+
+    return answer
+
+
+def make_program():
+    class Bank(dspy.Module):  # defined inside a function: no importable factory
+        def __init__(self):
+            super().__init__()
+            self.classify = dspy.Predict(Intent)
+
+        def forward(self, message):
+            return self.classify(message=message)
+
+    return Bank()
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tieropt")
+    seen: list = []
+    program = make_program()
+    before = program.dump_state()
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=40, holdout=0.3,
+                              storage=f"sqlite:///{tmp}/studies.db", seed=0, work_dir=tmp / ".tierwise",
+                              scripts={"*": script(seen)})
+    result = optimizer.compile(program, trainset=trainset())
+    return tmp, program, before, optimizer, result, seen
+
+
+def test_compile_returns_a_copy_and_leaves_the_program_untouched(compiled):
+    _, program, before, _, result, _ = compiled
+    assert result.program is not program
+    assert program.dump_state() == before
+    assert "forward" not in vars(program.classify)  # no cascade wrapper on the caller's predictor
+    assert "forward" in vars(result.program.classify)
+
+
+def test_prompt_carried_the_labels(compiled):
+    *_, seen = compiled
+    assert seen and all(all(label in system for label in LABELS) for system in seen)
+
+
+def test_learned_state_reads_like_cli_summary(compiled):
+    _, _, _, optimizer, result, _ = compiled
+    s = optimizer.summary_
+    assert s["task"] == "Bank" and s["reference"] == "big"
+    assert s["dev"]["n"] + s["holdout"]["n"] == len(GOLD)
+    assert s["baselines"]["big"]["dev"]["quality"] == 1.0
+    assert s["baselines"]["small"]["dev"]["quality"] == pytest.approx(2 / 3, abs=0.15)
+    # the cheap tier answers card_lost/balance right and confidently, fraud wrongly and unsure: a
+    # small > big ladder matches flagship quality for less
+    assert optimizer.policy_["classify"].ladder == ["small", "big"]
+    assert s["holdout"]["quality"] == 1.0 and s["savings_pct"] > 20
+    assert s["trials"] == 40 and len(optimizer.study_.trials) == 40
+    prediction = result(message="unknown withdrawal")
+    assert prediction.intent == "fraud_report"
+    assert [step.tier for step in result.last_trail] == ["small", "big"]
+
+
+def test_save_and_load_onto_an_instance(compiled):
+    tmp, _, _, _, result, _ = compiled
+    path = result.save(tmp / "bank.tierwise.json")
+    with pytest.raises(ArtifactError, match="records no way to rebuild"):
+        load(path)
+    loaded = load(path, program=make_program(), scripts={"*": script([])})
+    assert loaded(message="I lost my card").intent == "card_lost"
+    assert loaded.policy.to_dict() == result.policy.to_dict()
+
+
+def test_load_refuses_a_different_program(compiled):
+    tmp, _, _, _, result, _ = compiled
+    path = result.save(tmp / "bank2.tierwise.json")
+    other = dspy.Predict("message -> intent")
+    with pytest.raises(ArtifactError, match="compiled for a different program"):
+        load(path, program=other)
+
+
+def test_examples_without_inputs_and_a_bad_objective_are_refused():
+    with pytest.raises(ConfigError, match="with_inputs"):
+        TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), scripts={}).compile(
+            make_program(), trainset=[dspy.Example(message="x", intent="balance")])
+    with pytest.raises(ConfigError, match="at most one"):
+        TierOptimizer(metric=metric, min_quality=0.8, match_tier="big")
+    with pytest.raises(ConfigError, match="metric"):
+        TierOptimizer(metric=None)
+
+
+class ImportableBank(dspy.Module):  # importable: the artifact records it as the factory
+    def __init__(self):
+        super().__init__()
+        self.classify = dspy.Predict(Intent)
+
+    def forward(self, message):
+        return self.classify(message=message)
+
+
+def test_an_importable_program_is_rebuilt_by_load(tmp_path):
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=10,
+                              storage=f"sqlite:///{tmp_path}/s.db", work_dir=tmp_path, scripts={"*": script([])})
+    path = optimizer.compile(ImportableBank(), trainset=trainset(), valset=trainset()[:6]).save(tmp_path / "b.json")
+    assert optimizer.artifact_["program"]["task"].endswith(":ImportableBank")
+    assert optimizer.summary_["holdout"]["n"] == 6 and optimizer.summary_["dev"]["n"] == len(GOLD)
+    loaded = load(path, scripts={"*": script([])})
+    assert isinstance(loaded.program, ImportableBank)
+    assert loaded(message="balance please").intent == "balance"
+
+
+def test_a_dspy_style_task_file_compiles_through_the_cli_path(tmp_path):
+    """examples/bank_intents.py: `program`, a JSONL `trainset` and a DSPy metric, no NAME/inputs/build_program."""
+    import json
+
+    from conftest import ROOT
+    from optimizers.live import OptimizeOptions, optimize
+
+    rows = [json.loads(line) for line in open(ROOT / "datasets" / "bank_intents.jsonl")]
+    gold = {r["message"]: r["intent"] for r in rows}
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text('[[tier]]\nname = "small"\nmodel = "fake/small"\ninput_per_1m = 0.1\noutput_per_1m = 0.4\n'
+                     '[[tier]]\nname = "big"\nmodel = "fake/big"\ninput_per_1m = 1.0\noutput_per_1m = 4.0\n')
+
+    def answer(tier, messages):
+        label = gold[messages[-1]["content"]]
+        return (label if tier == "big" or label != "fraud_report" else "balance"), (0.95 if tier == "big" else 0.5)
+
+    task_file = str(ROOT / "examples" / "bank_intents.py")
+    summary = optimize(OptimizeOptions(task=task_file, tiers=str(tiers), trials=10, work_dir=tmp_path,
+                                       storage=f"sqlite:///{tmp_path}/s.db", out=str(tmp_path / "bank.json"),
+                                       scripts={"*": answer}))
+    assert summary["task"] == "bank_intents" and summary["dev"]["n"] + summary["holdout"]["n"] == len(rows)
+    assert summary["baselines"]["big"]["dev"]["quality"] == 1.0
+    assert summary["baselines"]["small"]["dev"]["quality"] == pytest.approx(25 / 30, abs=0.1)
+    with pytest.raises(ArtifactError, match="pass it explicitly"):
+        load(tmp_path / "bank.json")
+    loaded = load(tmp_path / "bank.json", task=task_file, scripts={"*": answer})
+    assert loaded(message="what's my current balance").intent == "balance"
