@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizers.outcomes import OutcomeTable, evaluate, fit_scorers
+from optimizers.recording import record_baselines
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 from optimizers.space import escalation_seeds
 from optimizers.study import completed, open_study, run_search_buffered
@@ -43,6 +44,7 @@ class OptimizeOptions:
     limit: int | None = None
     work_dir: Path = WORK_DIR
     scripts: dict | None = None  # fake/ tiers (tests)
+    concurrency: int = 1  # calls at once while recording outcomes (each tier within its max_concurrency)
 
 
 def _rows(task, options) -> list[dict]:
@@ -102,14 +104,8 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     # 1. The uniform baselines on every row: this records the full matrium of cells the search reads
     #    (for programs whose predictors all read the example's inputs). Tier by tier keeps each
     #    model's prompt cache warm.
-    baseline_rows = {}
-    progress.stage("recording outcomes", total=len(catalog) * len(rows))
-    for tier in catalog.names:
-        results = []
-        for row in dev + hold:
-            results += evaluate(task, program, Policy.uniform(predictors, tier), [row], table, catalog.names)
-            progress.advance(budget)
-        baseline_rows[tier] = results
+    baseline_rows = record_baselines(task, program, catalog, dev + hold, table, predictors, options.concurrency,
+                                     progress)
 
     def split_results(results):
         by_id = {r.row_id: r for r in results}

@@ -76,6 +76,7 @@ def api_backend(tier: Tier) -> Callable[[dict], dict]:
     def call(payload: dict) -> dict:
         import litellm
 
+        litellm.suppress_debug_info = True  # its help banner would print on every failed attempt
         cfg = payload["config"]
         kwargs = {"model": tier.model, "messages": payload["messages"], "num_retries": 0, "max_retries": 0,
                   "drop_params": True,  # a provider without logprobs (or top_p...) ignores them, not fails
