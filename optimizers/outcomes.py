@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, apply_policy, inputs_key
 from pipelines.confidence import LogisticScorer, normalize_answer
+from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded
 
 current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierwise_row", default=None)
@@ -131,11 +132,7 @@ class OutcomeTable:
 def _passing_failure(outcome: RungOutcome) -> bool:
     """A rung refused by a resting tier or lost to a timeout or outage says nothing about the answer:
     it is not kept, so a rerun asks again (everything paid is in the disk cache either way)."""
-    return not outcome.ok and outcome.error.split(":", 1)[0] in PASSING_ERRORS
-
-
-PASSING_ERRORS = {"TierCooledDown", "TierTimeout", "RateLimitError", "ServiceUnavailableError",
-                  "InternalServerError", "APIConnectionError", "Timeout", "EmptyCompletion"}
+    return not outcome.ok and UNAVAILABLE.search(outcome.error) is not None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,8 +65,17 @@ def request_payload(request) -> dict:
     return {"model": request.model, "messages": messages, "config": {k: v for k, v in config.items() if v is not None}}
 
 
-class TierCooledDown(Exception):
+class TierUnavailable(Exception):
+    """A tier that could not answer for a passing reason (an outage, rate limits, timeouts, a rest),
+    after its retries. The message starts "tier NAME unavailable" whatever wraps it (dspy re-raises
+    engine errors under its own classes), so the outcome store can tell it from a wrong answer."""
+
+
+class TierCooledDown(TierUnavailable):
     """The tier failed too often in a row and rests for a while: the cascade's fallback answers."""
+
+
+UNAVAILABLE = re.compile(r"\btier \S+ unavailable\b")
 
 
 Settle = Callable[[float | None], None]  # called once after a guarded call: its price, or None when it failed
@@ -137,6 +147,10 @@ class TierEngine:
                 settle(None)
             self.health.failed()
             self._record_failure(error, time.perf_counter() - started)
+            if transient(error):
+                attempts = int(self.tier.setting("retries") or 0) + 1  # transient errors use every retry
+                raise TierUnavailable(f"tier {self.tier.name} unavailable after {attempts} attempts: "
+                                      f"{type(error).__name__}: {error}"[:500]) from error
             raise
         self.health.succeeded()
         if settle is not None:
@@ -220,7 +234,7 @@ class TierHealth:
         with self._lock:
             left = self.until - time.monotonic()
         if left > 0:
-            raise TierCooledDown(f"tier {name} is cooling down for {left:.1f}s more after "
+            raise TierCooledDown(f"tier {name} unavailable: cooling down for {left:.1f}s more after "
                                  f"{self.after} failed calls in a row")
 
     def failed(self) -> None:

@@ -78,7 +78,7 @@ class FaultProxy:
 
     Faults: 429 with Retry-After, 500, 503, a stall longer than the client's timeout, a connection
     reset, a body cut in half (after the upstream generated it: the provider billed it), malformed
-    JSON, and a well-formed answer with empty content and no tokens. `fault_for` may instead name
+    JSON, and a torn answer (no content, no tokens, no finish reason). `fault_for` may instead name
     the fault per request (for tests that need a fixed sequence)."""
 
     def __init__(self, upstream_port: int, rate: float = 0.0, seed: int = 0, faults=FAULTS,
@@ -196,9 +196,10 @@ class FaultProxy:
                 if fault == "truncated" and status == 200:
                     self._send(200, data[: len(data) // 2], length=len(data))
                     return self._reset()
-                if fault == "empty" and status == 200:
+                if fault == "empty" and status == 200:  # a torn answer: nothing in it, not even why it ended
                     answer = json.loads(data)
-                    answer["choices"][0]["message"]["content"] = ""
+                    answer["choices"][0]["message"]["content"] = None
+                    answer["choices"][0]["finish_reason"] = None
                     answer["choices"][0].pop("logprobs", None)
                     answer["usage"]["completion_tokens"] = 0
                     data = json.dumps(answer).encode()

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_python
 from pipelines.backends import EmptyCompletion, read_chat_completion
 from pipelines.cache import CallCache
-from pipelines.engine import TierCooledDown, TierEngine, retry_delay, transient
+from pipelines.engine import TierCooledDown, TierEngine, TierUnavailable, retry_delay, transient
 from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
 from pipelines.tiers import Tier, load_catalog
@@ -103,7 +103,11 @@ def test_responses_are_read_with_cache_counts():
     out = read_chat_completion(anthropic_shape)
     assert (out["cached_tokens"], out["cache_write_tokens"]) == (500, 300)
     with pytest.raises(EmptyCompletion):
-        read_chat_completion({"choices": [{"message": {"content": ""}}], "usage": {"completion_tokens": 0}})
+        read_chat_completion({"choices": [{"message": {"content": None}, "finish_reason": None}],
+                              "usage": {"completion_tokens": 0}})
+    finished_empty = {"choices": [{"message": {"content": ""}, "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 9, "completion_tokens": 0}}
+    assert read_chat_completion(finished_empty)["text"] == ""  # the model's own (empty) answer, not retried
     with pytest.raises(EmptyCompletion):
         read_chat_completion({"choices": []})
 
@@ -145,16 +149,16 @@ def test_a_failing_tier_cools_down_and_the_probe_decides(tmp_path, monkeypatch):
     monkeypatch.setattr("pipelines.engine.time.monotonic", lambda: clock[0])
     pay = lambda i: engine.call({"messages": [{"role": "user", "content": str(i)}], "config": {}})  # noqa: E731
     for i in range(2):
-        with pytest.raises(HTTPError):
+        with pytest.raises(TierUnavailable, match=r"tier t unavailable after 1 attempts: HTTPError: HTTP 503"):
             pay(i)
     with pytest.raises(TierCooledDown):
         pay(2)
     assert len(calls) == 2 and engine.ledger.records[-1].decision == "failed"
     clock[0] += 31
     assert pay(3).text == "ok"  # the probe answered: the breaker closes
-    with pytest.raises(HTTPError):
+    with pytest.raises(TierUnavailable):
         pay(4)
-    with pytest.raises(HTTPError):
+    with pytest.raises(TierUnavailable):
         pay(5)  # one failure after a success does not open it; two in a row do
     with pytest.raises(TierCooledDown):
         pay(6)
@@ -180,3 +184,22 @@ print(json.dumps({"litellm": "litellm" in sys.modules}))
 """
     out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
     assert json.loads(out) == {"litellm": False}
+
+
+@pytest.mark.parametrize("status, kept", [(503, False), (429, False), (400, True)])
+def test_outcomes_lost_to_an_outage_are_not_stored(status, kept):
+    # dspy re-raises engine errors under its own classes; the message still says the tier was unavailable.
+    from optimizers.outcomes import _passing_failure
+    from pipelines.cascade import LiveRungs
+    from pipelines.runtime import Runtime
+    from pipelines.tasks import load_task
+    from pipelines.tiers import Catalog
+
+    def script(tier, messages):
+        raise HTTPError(status)
+
+    runtime = Runtime(Catalog([fake_tier("s", 1, 1)]), cache=CallCache(enabled=False), scripts={"*": script})
+    name, predictor = load_task("support").build_program().named_predictors()[0]
+    outcome = LiveRungs(runtime)(name, predictor, "s", {"message": "hi"}, "none")
+    assert not outcome.ok and f"HTTP {status}" in outcome.error
+    assert _passing_failure(outcome) is not kept
