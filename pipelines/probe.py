@@ -42,13 +42,13 @@ def check(tier: Tier, timeout_s: float = 5.0) -> tuple[bool, str]:
             body = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as e:
         reason = {401: "key refused", 403: "forbidden", 404: "no /models here (is api_base right?)"}.get(e.code, e.reason)
-        return False, f"unreachable: HTTP {e.code} {reason} from {base}/models"
+        return False, f"HTTP {e.code} {reason} from {base}/models"
     except urllib.error.URLError as e:
-        return False, f"unreachable: {_reason(e.reason)} ({base})"
+        return False, f"{_reason(e.reason)} ({base})"
     except (socket.timeout, TimeoutError):
-        return False, f"unreachable: no answer within {timeout_s:g}s ({base})"
+        return False, f"no answer within {timeout_s:g}s ({base})"
     except (OSError, ValueError) as e:
-        return False, f"unreachable: {type(e).__name__}: {e} ({base})"
+        return False, f"{type(e).__name__}: {e} ({base})"
     models = body.get("data") or body.get("models") or []
     return True, f"reachable at {base} ({len(models)} model{'s' if len(models) != 1 else ''} listed)"
 

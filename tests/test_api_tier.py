@@ -5,6 +5,8 @@ local or scripted tiers."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -203,3 +205,56 @@ def test_outcomes_lost_to_an_outage_are_not_stored(status, kept):
     outcome = LiveRungs(runtime)(name, predictor, "s", {"message": "hi"}, "none")
     assert not outcome.ok and f"HTTP {status}" in outcome.error
     assert _passing_failure(outcome) is not kept
+
+
+class ModelList(BaseHTTPRequestHandler):
+    """GET /v1/models of an OpenAI-compatible server that wants `Bearer good`."""
+
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == "Bearer good" and self.path == "/v1/models"
+        body = json.dumps({"data": [{"id": "m1"}, {"id": "m2"}]} if ok else {"error": "no"}).encode()
+        self.send_response(200 if ok else (401 if self.path == "/v1/models" else 404))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_check_says_which_tier_is_unreachable_and_why(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli
+    from tests.http_servers import free_port
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ModelList)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port, dead = httpd.server_address[1], free_port()
+    monkeypatch.setenv("GOOD_KEY", "good")
+    monkeypatch.setenv("BAD_KEY", "bad")
+    tiers = "".join(f'[[tier]]\nname = "{n}"\nmodel = "openai/m1"\napi_base = "{base}"\n{key}'
+                    "input_per_1m = 1\noutput_per_1m = 1\n"
+                    for n, base, key in (("ok", f"http://127.0.0.1:{port}/v1", 'api_key_env = "GOOD_KEY"\n'),
+                                         ("refused", f"http://127.0.0.1:{port}/v1", 'api_key_env = "BAD_KEY"\n'),
+                                         ("wrong", f"http://127.0.0.1:{port}/api", 'api_key_env = "GOOD_KEY"\n'),
+                                         ("gone", f"http://127.0.0.1:{dead}/v1", "")))
+    path = tmp_path / "tiers.toml"
+    path.write_text(tiers)
+    try:
+        plain = CliRunner().invoke(cli.app, ["tiers", "--tiers", str(path), "--json"])
+        assert plain.exit_code == 0 and all(r["available"] for r in json.loads(plain.stdout))  # offline: no probe
+        result = CliRunner().invoke(cli.app, ["tiers", "--tiers", str(path), "--check"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line]
+    assert lines == [
+        f"tier refused (openai/m1) is unreachable: HTTP 401 key refused from http://127.0.0.1:{port}/v1/models",
+        f"tier wrong (openai/m1) is unreachable: HTTP 404 no /models here (is api_base right?) from "
+        f"http://127.0.0.1:{port}/api/models",
+        f"tier gone (openai/m1) is unreachable: connection refused (http://127.0.0.1:{dead}/v1)",
+    ]
+    assert f"reachable at http://127.0.0.1:{port}/v1 (2 models listed)" in result.stdout
+    assert "bad" not in result.stdout + result.stderr.replace("BAD_KEY", "")
