@@ -57,14 +57,18 @@ def guarded(fn):
 @app.command()
 @guarded
 def tiers(tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML tiers file (default: local tiers)"),
-          as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
-    """List the tier catalog with prices and availability (no weights are loaded)."""
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+          check: bool = typer.Option(False, "--check", help="also ask each API tier's endpoint for its model list "
+                                                           "(the only network use; no paid call)")):
+    """List the tier catalog with prices and availability (no weights are loaded, nothing reaches the
+    network unless --check)."""
+    from pipelines.probe import check as probe
     from pipelines.tiers import load_catalog
 
     catalog = load_catalog(tiers_file)
     rows = []
     for tier in catalog:
-        ok, why = tier.availability()
+        ok, why = probe(tier) if check else tier.availability()
         rows.append({**tier.to_dict(), "available": ok, "status": why})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -73,6 +77,12 @@ def tiers(tiers_file: Optional[Path] = typer.Option(None, "--tiers", help="TOML 
     for r in rows:
         typer.echo(f"{r['name']:<10} {r['model']:<28} {r['input_per_1m']:>9.4f} {r['output_per_1m']:>9.4f}  "
                    f"{'yes' if r['available'] else 'NO':<9} {r['status']}; {r['price_source']}")
+    if check:
+        for r in rows:
+            if not r["available"]:
+                typer.echo(f"tier {r['name']} ({r['model']}) is unreachable: {r['status']}", err=True)
+        if not all(r["available"] for r in rows):
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -91,6 +101,9 @@ def optimize(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
     out: Optional[Path] = typer.Option(None, help="artifact path (default TASK.tierwise.json)"),
     limit: Optional[int] = typer.Option(None, help="optimize on a seeded sample of N rows"),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, max=64,
+                                    help="calls at once while recording outcomes (API tiers; each within its "
+                                         "max_concurrency; local tiers stay one at a time)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
     """Compile TASK: record outcomes per tier, search ladders and thresholds, write the artifact."""
@@ -103,7 +116,8 @@ def optimize(
     options = OptimizeOptions(task=task, dataset=str(dataset) if dataset else None,
                               tiers=str(tiers_file) if tiers_file else None, trials=trials, seed=seed,
                               budget_usd=budget_usd, objective=Objective(min_quality, match_tier, max_cost_per_1k),
-                              holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit)
+                              holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit,
+                              concurrency=concurrency)
     with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
         summary = run_optimize(options, progress)
     typer.echo(json.dumps(summary, indent=2) if as_json else render_text(summary))

@@ -30,6 +30,7 @@ class OptimizeOptions:
     limit: int | None = None
     work_dir: Path = paths.WORK_DIR
     scripts: dict | None = None  # fake/ tiers (tests)
+    concurrency: int = 1  # calls at once while recording outcomes (each tier within its max_concurrency)
 
 
 def check_rows(rows: list[dict], task, where: str) -> list[dict]:
@@ -67,7 +68,8 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
               objective=options.objective or Objective(), trials=options.trials, seed=options.seed,
               budget_usd=options.budget_usd, holdout=options.holdout, storage=options.storage,
               work_dir=options.work_dir, out=str(out_path),
-              dataset=str(options.dataset or task.default_dataset() or task.source), scripts=options.scripts)
+              dataset=str(options.dataset or task.default_dataset() or task.source), scripts=options.scripts,
+              concurrency=options.concurrency)
     result = run(job, progress)
     artifact.save(result.body, out_path)
     return result.summary

@@ -17,13 +17,18 @@ import numpy as np
 
 from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, apply_policy, inputs_key
 from pipelines.confidence import LogisticScorer, normalize_answer
+from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded
 
 current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierwise_row", default=None)
 
 
 class Budget:
-    """Guards every uncached call: refuses one whose estimated price would pass the cap.
+    """Guards every uncached call: the cap is a bound, never passed.
+
+    Before a call, its upper-bound price (Tier.cost_bound: every input byte a token, every allowed
+    output token) is reserved; after it, the reservation is settled at the real price. Calls in flight
+    count against the cap through their reservations, so parallel recording cannot pass it either.
 
     The cap is for the whole compile, not one run: with a `store`, what earlier runs of the same compile
     paid is kept beside their recorded outcomes (an atomic counter, shared by processes), so rerunning
@@ -36,33 +41,44 @@ class Budget:
         self.store, self.key = store, key
         self.earlier_usd = (store.get(key, 0) / self.UNITS) if store is not None else 0.0
         self.spent_usd = 0.0  # this run
+        self.reserved_usd = 0.0  # upper bounds of the calls in flight
         self.paid_calls = 0
+        self.peak_committed_usd = 0.0  # the most ever spent + reserved at once (never above the cap)
         self._lock = threading.Lock()
 
     @property
     def total_usd(self) -> float:
         return self.earlier_usd + self.spent_usd
 
-    def check(self, tier, payload: dict) -> None:
-        if self.cap_usd is None:
-            return
-        prompt_chars = sum(len(m["content"]) for m in payload["messages"])
-        max_out = payload["config"].get("max_tokens") or tier.setting("max_tokens") or 256
-        estimate = tier.cost(prompt_chars // 3 + 1, max_out)  # generous: ~3 chars per token, full output
+    def reserve(self, tier, payload: dict):
+        """Reserve the call's upper-bound price or refuse it; returns `settle(cost_usd | None)`."""
+        bound = tier.cost_bound(payload)
         with self._lock:
-            if self.total_usd + estimate > self.cap_usd:
+            committed = self.total_usd + self.reserved_usd
+            if self.cap_usd is not None and committed + bound > self.cap_usd:
                 raise BudgetExceeded(
                     f"budget reached: this compile has spent ${self.total_usd:.6f} of --budget-usd "
-                    f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls this run); the next "
-                    f"call ({tier.name}, ~${estimate:.6f}) would pass it. Everything paid is cached: rerun with "
-                    "a larger budget to continue")
+                    f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls this run"
+                    + (f", ${self.reserved_usd:.6f} reserved by calls in flight" if self.reserved_usd else "")
+                    + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
+                    "is cached: rerun with a larger budget to continue")
+            self.reserved_usd += bound
+            self.peak_committed_usd = max(self.peak_committed_usd, committed + bound)
+        settled = []
 
-    def record(self, cost_usd: float) -> None:
-        with self._lock:
-            self.spent_usd += cost_usd
-            self.paid_calls += 1
-        if self.store is not None:
-            self.store.incr(self.key, round(cost_usd * self.UNITS), default=0)
+        def settle(cost_usd: float | None) -> None:
+            if settled:
+                return
+            settled.append(True)
+            with self._lock:
+                self.reserved_usd -= bound
+                if cost_usd is not None:
+                    self.spent_usd += cost_usd
+                    self.paid_calls += 1
+            if cost_usd and self.store is not None:
+                self.store.incr(self.key, round(cost_usd * self.UNITS), default=0)
+
+        return settle
 
 
 @dataclass
@@ -90,7 +106,7 @@ class OutcomeTable:
             runtime.engine(engine_name).guard = self._guard
 
     def _guard(self, tier, payload):
-        self.budget.check(tier, payload)
+        return self.budget.reserve(tier, payload)
 
     def __call__(self, name, predictor, tier, kwargs, estimator) -> RungOutcome:
         key = (name, tier, inputs_key(kwargs))
@@ -101,12 +117,9 @@ class OutcomeTable:
             if stored is not None:
                 outcome = RungOutcome.from_dict(stored)
             else:
-                outcome = self.live(name, predictor, tier, kwargs, "logprob_mean")
-                for record in outcome.records:
-                    if not record.cache_hit:
-                        self.budget.record(record.cost_usd)
+                outcome = self.live(name, predictor, tier, kwargs, "logprob_mean")  # paid calls settle the budget
                 outcome = RungOutcome.from_dict(outcome.to_dict())  # the same shape a stored cell has
-                if self.store is not None:
+                if self.store is not None and not _passing_failure(outcome):
                     self.store.set(store_key, outcome.to_dict())
             with self._lock:
                 self.memo[key] = outcome
@@ -114,6 +127,12 @@ class OutcomeTable:
         if row is not None:
             self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome))
         return outcome
+
+
+def _passing_failure(outcome: RungOutcome) -> bool:
+    """A rung refused by a resting tier or lost to a timeout or outage says nothing about the answer:
+    it is not kept, so a rerun asks again (everything paid is in the disk cache either way)."""
+    return not outcome.ok and UNAVAILABLE.search(outcome.error) is not None
 
 
 @dataclass

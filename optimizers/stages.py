@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
+from optimizers.recording import record_baselines
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 from optimizers.space import escalation_seeds
 from optimizers.study import completed, open_study, run_search_buffered
@@ -50,6 +51,7 @@ class Job:
     out: str | None = None  # the artifact path the summary names
     dataset: str | None = None  # where the rows came from, for the artifact
     scripts: dict | None = None  # fake/ tiers (tests)
+    concurrency: int = 1  # calls at once while recording outcomes (optimizers.recording)
 
 
 @dataclass
@@ -144,18 +146,11 @@ def prepare(job: Job) -> Session:
 
 def record(session: Session, progress) -> dict[str, list[RowResult]]:
     """The uniform baselines on every row: this records the full matrix of cells the search reads (for
-    programs whose predictors all read the example's inputs). Tier by tier keeps each model's prompt
-    cache warm. Returns each tier's per-row results, dev rows then holdout rows."""
-    catalog, rows = session.job.catalog, session.dev + session.hold
-    baseline_rows = {}
-    progress.stage("recording outcomes", total=len(catalog) * len(rows))
-    for tier in catalog.names:
-        results = []
-        for row in rows:
-            results += session.evaluate(Policy.uniform(session.predictors, tier), [row])
-            progress.advance(session.table.budget)
-        baseline_rows[tier] = results
-    return baseline_rows
+    programs whose predictors all read the example's inputs), up to job.concurrency calls at once.
+    Returns each tier's per-row results, dev rows then holdout rows."""
+    job = session.job
+    return record_baselines(job.task, session.program, job.catalog, session.dev + session.hold, session.table,
+                            session.predictors, job.concurrency, progress)
 
 
 def search(session: Session, progress) -> Searched:

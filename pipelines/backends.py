@@ -2,7 +2,8 @@
 
 - local/<key>: the embedded llama.cpp models (pipelines.local), in-process, no network.
 - fake/<name>: a scripted engine for tests and demos, deterministic, no model.
-- anything else: dspy's native API engine (reads the provider's key from the environment).
+- anything else: an API model through litellm, at the tier's api_base when it names one, with the key
+  read from the environment variable the tier names (or the provider's usual one).
 """
 
 from __future__ import annotations
@@ -25,17 +26,7 @@ def local_backend(tier: Tier) -> Callable[[dict], dict]:
         body.setdefault("temperature", 0.0)
         if body.get("stop") is None:
             body.pop("stop", None)
-        result = get_server(key).chat(body)
-        choice = result["choices"][0]
-        tokens = (choice.get("logprobs") or {}).get("content") or []
-        usage = result.get("usage") or {}
-        return {
-            "text": choice["message"].get("content") or "",
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-            "completion_tokens": usage.get("completion_tokens", 0),
-            "logprobs": [(t["token"], t["logprob"]) for t in tokens if t.get("token")],
-            "finish_reason": choice.get("finish_reason") or "stop",
-        }
+        return read_chat_completion(get_server(key).chat(body))
 
     return call
 
@@ -70,28 +61,70 @@ class ScriptedBackend:
                 "logprobs": [(p, logprob) for p in pieces]}
 
 
-def api_backend(tier: Tier) -> Callable[[dict], dict]:
-    """dspy's native engine for an API model: the only path that reaches the network."""
-    from dspy.clients.engines.lm15_engine import LM15Engine
-    from dspy.lm15 import Config, Message, Request
+class EmptyCompletion(Exception):
+    """A torn answer: no choices, or empty content with no tokens and no finish reason. Worth one more
+    try. (An empty answer the model finished, finish_reason "stop", is its answer: retrying a
+    deterministic answer would pay again for the same nothing.)"""
 
-    engine = LM15Engine()
+
+def api_backend(tier: Tier) -> Callable[[dict], dict]:
+    """An API model through litellm: the only path that reaches the network.
+
+    litellm is imported on the first call (it takes seconds to import), so a catalog that only names
+    local or scripted tiers never loads it. Retries are the engine's, not litellm's (num_retries=0 and
+    max_retries=0 for the OpenAI client under it): the engine sees every attempt, so backoff, Retry-After,
+    cool-down and the budget's reservation stay in one place."""
 
     def call(payload: dict) -> dict:
-        msgs = payload["messages"]
-        system = "\n".join(m["content"] for m in msgs if m["role"] == "system") or None
-        messages = tuple(Message.user(m["content"]) if m["role"] == "user" else Message.assistant(m["content"])
-                         for m in msgs if m["role"] != "system")
+        import litellm
+
+        litellm.suppress_debug_info = True  # its help banner would print on every failed attempt
         cfg = payload["config"]
-        config = Config(max_tokens=cfg.get("max_tokens"), temperature=cfg.get("temperature"),
-                        top_p=cfg.get("top_p"), stop=tuple(cfg.get("stop") or ()), logprobs=cfg.get("logprobs"))
-        response = engine.complete(Request(model=tier.model, messages=messages, system=system, config=config))
-        text = "".join(getattr(p, "text", "") for p in response.message.parts)
-        return {"text": text, "prompt_tokens": response.usage.input_tokens or 0,
-                "completion_tokens": response.usage.output_tokens or 0,
-                "logprobs": [(t.token, t.logprob) for t in response.logprobs or ()]}
+        kwargs = {"model": tier.model, "messages": payload["messages"], "num_retries": 0, "max_retries": 0,
+                  "drop_params": True,  # a provider without logprobs (or top_p...) ignores them, not fails
+                  "timeout": tier.setting("timeout_s")}
+        for key in ("max_tokens", "temperature", "top_p", "stop"):
+            if cfg.get(key) is not None:
+                kwargs[key] = cfg[key]
+        # Always, as for local tiers: confidence reads them; drop_params drops them where unsupported.
+        kwargs["logprobs"], kwargs["top_logprobs"] = True, 1
+        if tier.api_base:
+            kwargs["api_base"] = tier.api_base
+        key = tier.api_key()
+        if key:
+            kwargs["api_key"] = key
+        elif tier.api_base:
+            kwargs["api_key"] = "none"  # a keyless local server; the OpenAI client insists on some key
+        headers = tier.header_values()
+        if headers:
+            kwargs["extra_headers"] = headers
+        response = litellm.completion(**kwargs)
+        return read_chat_completion(response.model_dump() if hasattr(response, "model_dump") else dict(response))
 
     return call
+
+
+def read_chat_completion(body: dict) -> dict:
+    """An OpenAI-shaped chat completion (as litellm returns for every provider) as a backend result,
+    with the prompt-cache counts where the usage reports them (OpenAI `prompt_tokens_details.cached_tokens`,
+    Anthropic `cache_read_input_tokens` / `cache_creation_input_tokens`)."""
+    choices = body.get("choices") or []
+    if not choices:
+        raise EmptyCompletion("the response has no choices")
+    choice = choices[0]
+    text = (choice.get("message") or {}).get("content") or ""
+    usage = body.get("usage") or {}
+    completion_tokens = int(usage.get("completion_tokens") or 0)
+    if not text and not completion_tokens and not choice.get("finish_reason"):
+        raise EmptyCompletion("empty content, no generated tokens and no finish reason")
+    details = usage.get("prompt_tokens_details") or {}
+    cached = usage.get("cache_read_input_tokens") or details.get("cached_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or details.get("cache_creation_tokens") or 0
+    tokens = (choice.get("logprobs") or {}).get("content") or []
+    return {"text": text, "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": completion_tokens, "cached_tokens": int(cached), "cache_write_tokens": int(written),
+            "logprobs": [(t["token"], t["logprob"]) for t in tokens if t.get("token") is not None],
+            "finish_reason": choice.get("finish_reason") or "stop"}
 
 
 def backend_for(tier: Tier, scripts: dict | None = None) -> Callable[[dict], dict]:

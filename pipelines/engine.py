@@ -9,10 +9,15 @@ or dspy's native API engine for configured API models.
 from __future__ import annotations
 
 import contextvars
+import json
+import random
+import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Callable
 
 from dspy.lm15 import Message, Response, TextPart, TokenLogprob, Usage, response_to_events
@@ -60,6 +65,23 @@ def request_payload(request) -> dict:
     return {"model": request.model, "messages": messages, "config": {k: v for k, v in config.items() if v is not None}}
 
 
+class TierUnavailable(Exception):
+    """A tier that could not answer for a passing reason (an outage, rate limits, timeouts, a rest),
+    after its retries. The message starts "tier NAME unavailable" whatever wraps it (dspy re-raises
+    engine errors under its own classes), so the outcome store can tell it from a wrong answer."""
+
+
+class TierCooledDown(TierUnavailable):
+    """The tier failed too often in a row and rests for a while: the cascade's fallback answers."""
+
+
+UNAVAILABLE = re.compile(r"\btier \S+ unavailable\b")
+
+
+Settle = Callable[[float | None], None]  # called once after a guarded call: its price, or None when it failed
+Guard = Callable[[Tier, dict], Settle | None]  # may refuse a paid call (budget) or reserve its price
+
+
 class TierEngine:
     """A dspy engine object (`complete`, `stream`, `close`) for one tier."""
 
@@ -68,8 +90,15 @@ class TierEngine:
         self.backend = backend
         self.cache = cache or CallCache(enabled=False)
         self.ledger = ledger
-        self.guard: Callable[[Tier, dict], None] | None = None  # may refuse a paid call (budget)
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"tier-{tier.name}")
+        self.guard: Guard | None = None
+        # Only API tiers cool down unless a tier asks: a local model's failure is the request's, not an outage.
+        after = tier.settings.get("cooldown_after", tier.setting("cooldown_after") if tier.is_api else 0)
+        self.health = TierHealth(int(after or 0), float(tier.setting("cooldown_s") or 0))
+        self.attempts = 0  # backend calls made, retries included (benchmarks read it)
+        self.retries = 0
+        workers = max(4, int(tier.setting("max_concurrency") or 1) * 2)  # timed-out calls may hold a worker
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"tier-{tier.name}")
+        self._count_lock = threading.Lock()
 
     # -- dspy engine protocol --
     def complete(self, request) -> Response:
@@ -99,16 +128,35 @@ class TierEngine:
             with self.cache.claim(key):
                 cached = self.cache.get(key)  # another process may have paid for it while we waited
                 if cached is None:
-                    if self.guard is not None:
-                        self.guard(self.tier, payload)
-                    try:
-                        fresh = self._call_backend(payload)
-                    except Exception as error:
-                        self._record_failure(error, time.perf_counter() - started)
-                        raise
-                    self.cache.put(key, fresh)
-                    return self._finish(fresh, hit=False, latency=time.perf_counter() - started)
+                    return self._pay(key, payload, started)
         return self._finish(cached, hit=True, latency=time.perf_counter() - started)
+
+    def _pay(self, key: str, payload: dict, started: float) -> CallResult:
+        """The uncached call: refused while the tier cools down, else priced ahead by the guard (which
+        may refuse it), made with retries, settled at its real price, stored before anyone reads it."""
+        try:
+            self.health.check(self.tier.name)
+        except TierCooledDown as error:
+            self._record_failure(error, time.perf_counter() - started)
+            raise
+        settle = self.guard(self.tier, payload) if self.guard is not None else None
+        try:
+            fresh = self._call_backend(payload)
+        except Exception as error:
+            if settle is not None:
+                settle(None)
+            self.health.failed()
+            self._record_failure(error, time.perf_counter() - started)
+            if transient(error):
+                attempts = int(self.tier.setting("retries") or 0) + 1  # transient errors use every retry
+                raise TierUnavailable(f"tier {self.tier.name} unavailable after {attempts} attempts: "
+                                      f"{type(error).__name__}: {error}"[:500]) from error
+            raise
+        self.health.succeeded()
+        if settle is not None:
+            settle(self._price(fresh))
+        self.cache.put(key, fresh)
+        return self._finish(fresh, hit=False, latency=time.perf_counter() - started)
 
     def _call_backend(self, payload: dict) -> dict:
         retries = int(self.tier.setting("retries") or 0)
@@ -116,6 +164,8 @@ class TierEngine:
         timeout = self.tier.setting("timeout_s")
         for attempt in range(retries + 1):
             try:
+                with self._count_lock:
+                    self.attempts += 1
                 started = time.perf_counter()
                 future = self._pool.submit(contextvars.copy_context().run, self.backend, payload)
                 try:
@@ -126,9 +176,11 @@ class TierEngine:
                 result["latency_s"] = time.perf_counter() - started
                 return result
             except Exception as error:
-                if attempt == retries or not _transient(error):
+                if attempt == retries or not transient(error):
                     raise
-                time.sleep(min(backoff * 2**attempt, 30.0))
+                with self._count_lock:
+                    self.retries += 1
+                time.sleep(retry_delay(error, attempt, backoff))
         raise AssertionError("unreachable")
 
     def _record_failure(self, error: Exception, latency: float) -> None:
@@ -140,15 +192,20 @@ class TierEngine:
                 cache_hit=False, request_id=current_request_id.get(), decision="failed",
                 error=f"{type(error).__name__}: {error}"[:300]))
 
+    def _price(self, result: dict) -> float:
+        return self.tier.cost(int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0)),
+                              int(result.get("cached_tokens", 0)), int(result.get("cache_write_tokens", 0)))
+
     def _finish(self, result: dict, hit: bool, latency: float) -> CallResult:
         prompt, completion = int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0))
-        price = self.tier.cost(prompt, completion)
+        price = self._price(result)
         record = CallRecord(
             tier=self.tier.name, model=self.tier.model, predictor=current_predictor.get(),
             prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=0.0 if hit else price, saved_usd=price if hit else 0.0,
             latency_s=latency if hit else result.get("latency_s", latency), cache_hit=hit,
             request_id=current_request_id.get(),
+            cached_tokens=int(result.get("cached_tokens", 0)), cache_write_tokens=int(result.get("cache_write_tokens", 0)),
         )
         if self.ledger is not None:
             self.ledger.add(record)
@@ -160,9 +217,86 @@ class TierEngine:
         return call
 
 
-def _transient(error: Exception) -> bool:
-    """Worth retrying: timeouts, rate limits, server and connection errors; not bad requests."""
-    if isinstance(error, (TierTimeout, TimeoutError, ConnectionError)):
+class TierHealth:
+    """A circuit breaker per tier, as LiteLLM's router cools deployments down: after `after` calls in a
+    row failed (each after its retries), the tier is refused for `seconds`, without a request, so the
+    cascade's fallback answers at once instead of paying every retry's wait. The first call after the
+    rest is a probe: success closes the breaker, failure opens it again."""
+
+    def __init__(self, after: int, seconds: float):
+        self.after, self.seconds = after, seconds
+        self.failures = 0
+        self.until = 0.0
+        self.cooldowns = 0
+        self._lock = threading.Lock()
+
+    def check(self, name: str) -> None:
+        with self._lock:
+            left = self.until - time.monotonic()
+        if left > 0:
+            raise TierCooledDown(f"tier {name} unavailable: cooling down for {left:.1f}s more after "
+                                 f"{self.after} failed calls in a row")
+
+    def failed(self) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.after and self.failures >= self.after:
+                self.until = time.monotonic() + self.seconds
+                self.failures = self.after - 1  # the probe after the rest decides alone
+                self.cooldowns += 1
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failures = 0
+
+
+# Status codes worth another try; any other 4xx is the request's fault and would fail again.
+TRANSIENT_STATUS = {408, 409, 425, 429}
+MAX_RETRY_AFTER_S = 60.0
+
+
+def transient(error: BaseException) -> bool:
+    """Worth retrying: timeouts, rate limits, server and connection errors, a torn or empty response;
+    not bad requests, refused keys or unknown models (400/401/403/404/422)."""
+    from pipelines.backends import EmptyCompletion
+
+    status = _status_code(error)
+    if status is not None:
+        return status in TRANSIENT_STATUS or status >= 500
+    if isinstance(error, (TierTimeout, TimeoutError, ConnectionError, EmptyCompletion, json.JSONDecodeError)):
         return True
     name = type(error).__name__.lower()
-    return any(word in name for word in ("ratelimit", "timeout", "server", "transport", "connection", "unavailable"))
+    return any(word in name for word in ("ratelimit", "timeout", "server", "transport", "connection",
+                                         "unavailable", "jsondecode", "incompleteread", "protocol"))
+
+
+def _status_code(error: BaseException) -> int | None:
+    status = getattr(error, "status_code", None)
+    if status is None:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) and 100 <= status < 600 else None
+
+
+def retry_after_s(error: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (Retry-After, in seconds or as an HTTP date), if it said."""
+    headers = getattr(error, "litellm_response_headers", None) or getattr(getattr(error, "response", None),
+                                                                          "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def retry_delay(error: BaseException, attempt: int, backoff_s: float) -> float:
+    """Exponential backoff with full jitter (so clients that failed together do not retry together),
+    never shorter than the provider's Retry-After."""
+    delay = random.uniform(0, min(backoff_s * 2**attempt, 30.0))
+    asked = retry_after_s(error)
+    return max(delay, asked) if asked is not None else delay

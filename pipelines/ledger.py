@@ -25,6 +25,8 @@ class CallRecord:
     latency_s: float
     cache_hit: bool
     request_id: str = ""
+    cached_tokens: int = 0  # of prompt_tokens, read from the provider's prompt cache (priced at its rate)
+    cache_write_tokens: int = 0  # of prompt_tokens, written to it (Anthropic prices writes apart)
     rung: int = -1
     estimator: str = ""
     confidence: float | None = None

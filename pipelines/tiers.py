@@ -4,10 +4,14 @@ Users describe a catalog in TOML:
 
     [[tier]]
     name = "cheap"
-    model = "openai/gpt-4o-mini"          # any dspy/litellm id, or local/<key>
-    # input_per_1m / output_per_1m: optional; API models default to the shipped price map
+    model = "openai/gpt-4o-mini"          # any litellm id, or local/<key>
+    # input_per_1m / output_per_1m / cached_input_per_1m: optional; API models default to the shipped price map
+    # api_base = "http://127.0.0.1:8080/v1"  # an OpenAI-compatible server (vLLM, Ollama, llama.cpp, gateways)
+    # api_key_env = "MY_GATEWAY_KEY"         # the NAME of the variable holding the key, never the key
     [tier.settings]
     max_tokens = 128
+    [tier.headers]                          # optional; a secret header comes from a variable:
+    X-Team = "search"                       #   Authorization = { env = "GATEWAY_TOKEN" }
 
 Local tiers have no invoice; their default price is proportional to parameter count:
 $0.10 per 1M input tokens and $0.40 per 1M output tokens per billion parameters (generation on CPU
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +34,20 @@ LOCAL_PREFIX = "local/"
 LOCAL_INPUT_PER_1M_PER_B = 0.10
 LOCAL_OUTPUT_PER_1M_PER_B = 0.40
 
-DEFAULT_SETTINGS = {"temperature": 0.0, "max_tokens": 256, "timeout_s": 120.0, "retries": 2}
+DEFAULT_SETTINGS = {"temperature": 0.0, "max_tokens": 256, "timeout_s": 120.0, "retries": 2,
+                    "cooldown_after": 3, "cooldown_s": 30.0}
 # Local tiers answer short fields; a predictor that needs more asks for it (dspy.Predict(..., max_tokens=N)).
 # They get no retries: a local failure is not transient, and the cascade falls back instead.
 LOCAL_SETTINGS = {"max_tokens": 24, "retries": 0, "timeout_s": 300.0}
-SETTING_KEYS = {"temperature", "max_tokens", "timeout_s", "retries", "backoff_s", "top_p", "stop"}
+SETTING_KEYS = {"temperature", "max_tokens", "timeout_s", "retries", "backoff_s", "top_p", "stop",
+                "max_concurrency", "cooldown_after", "cooldown_s"}
+# Chat templates add role markers per message and a few tokens per call (Qwen adds a default system
+# prompt of ~20 tokens when none is given); generous, so the bound holds for every template seen.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS_PER_CALL = 64
+# Header names whose literal value would be a credential: such a value must come from a variable.
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
+_SECRET_VALUE = re.compile(r"^(bearer|basic)\s|^(sk|pk|rk|ghp|gho|xox[abp])[-_]|^[A-Za-z0-9_\-+/=.]{32,}$", re.I)
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,11 @@ class Tier:
     output_per_1m: float
     settings: dict = field(default_factory=dict)
     price_source: str = "tiers file"
+    api_base: str | None = None  # an OpenAI-compatible (or provider) endpoint; None: the provider's own
+    key_env: str | None = None  # the name of the environment variable holding the key (never the key)
+    headers: list = field(default_factory=list)  # [[name, {"value": text} | {"env": VARIABLE}], ...]
+    cached_input_per_1m: float | None = None  # price of input tokens read from the provider's prompt cache
+    cache_write_per_1m: float | None = None  # price of input tokens written to it (Anthropic)
 
     @property
     def is_local(self) -> bool:
@@ -52,13 +71,56 @@ class Tier:
     def setting(self, key: str):
         return self.settings.get(key, DEFAULT_SETTINGS.get(key))
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+    @property
+    def is_api(self) -> bool:
+        return not self.is_local and not self.model.startswith("fake/")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+             cache_write_tokens: int = 0) -> float:
+        """USD for one call. `prompt_tokens` counts every input token; of them, `cached_tokens` were
+        read from the provider's prompt cache and `cache_write_tokens` written to it, each at its own rate."""
+        cached = min(cached_tokens, prompt_tokens)
+        written = min(cache_write_tokens, prompt_tokens - cached)
+        read_rate = self.input_per_1m if self.cached_input_per_1m is None else self.cached_input_per_1m
+        write_rate = self.input_per_1m if self.cache_write_per_1m is None else self.cache_write_per_1m
+        return ((prompt_tokens - cached - written) * self.input_per_1m + cached * read_rate
+                + written * write_rate + completion_tokens * self.output_per_1m) / 1e6
+
+    def cost_bound(self, payload: dict) -> float:
+        """An upper bound on one call's price, before it is made: every input token at the full input
+        rate and every output token `max_tokens` allows. Input tokens are bounded by UTF-8 bytes (a token
+        of a byte-level BPE or byte-fallback tokenizer covers at least one byte), plus the chat template's
+        own tokens: dense digits, CJK or emoji cannot slip under it as they did under characters / 3."""
+        messages = payload.get("messages") or []
+        prompt = sum(len(str(m.get("content", "")).encode("utf-8")) + TEMPLATE_TOKENS_PER_MESSAGE
+                     for m in messages) + TEMPLATE_TOKENS_PER_CALL
+        max_out = (payload.get("config") or {}).get("max_tokens") or self.setting("max_tokens") or 256
+        return self.cost(prompt, int(max_out))
 
     def identity(self) -> str:
-        """What makes two tiers give different answers: part of every cache key."""
-        blob = json.dumps({"model": self.model, "settings": self.generation_settings()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """What makes two tiers give different answers: part of every cache key. A tier served by
+        another endpoint is another model, whatever its name."""
+        spec = {"model": self.model, "settings": self.generation_settings()}
+        if self.api_base:
+            spec["api_base"] = self.api_base.rstrip("/")
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    def api_key(self) -> str | None:
+        """The key, read from the environment at call time: the tier itself holds only the variable's name."""
+        env = self.key_env or (None if self.api_base else _api_key_env(self.model))
+        return os.environ.get(env) if env else None
+
+    def header_values(self) -> dict[str, str]:
+        """Extra HTTP headers, variables resolved now (a missing variable is a ConfigError naming it)."""
+        out = {}
+        for name, source in self.headers:
+            if "env" in source:
+                if source["env"] not in os.environ:
+                    raise ConfigError(f"tier {self.name}: header {name} reads ${source['env']}, which is not set")
+                out[name] = os.environ[source["env"]]
+            else:
+                out[name] = source["value"]
+        return out
 
     def generation_settings(self) -> dict:
         keys = ("temperature", "max_tokens", "top_p", "stop")
@@ -79,13 +141,24 @@ class Tier:
             return True, "installed"
         if self.model.startswith("fake/"):
             return True, "scripted engine"
-        env = _api_key_env(self.model)
+        missing = [s["env"] for _, s in self.headers if "env" in s and s["env"] not in os.environ]
+        if missing:
+            return False, f"{missing[0]} not set (header)"
+        env = self.key_env or (None if self.api_base else _api_key_env(self.model))
         if env and not os.environ.get(env):
             return False, f"{env} not set"
-        return True, "key present" if env else "no key needed"
+        where = f" at {self.api_base}" if self.api_base else ""
+        return True, ("key present" if env else "no key needed") + where
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON; the endpoint fields only when set, so a catalog without them reads as before."""
+        row = asdict(self)
+        for key in ("api_base", "key_env", "cached_input_per_1m", "cache_write_per_1m"):
+            if row[key] is None:
+                del row[key]
+        if not row["headers"]:
+            del row["headers"]
+        return row
 
 
 def _api_key_env(model: str) -> str | None:
@@ -163,26 +236,43 @@ def default_catalog() -> Catalog:
     ])
 
 
-def _price_map(model: str) -> tuple[float, float] | None:
+def _model_info(model: str) -> dict | None:
     from dspy.clients.model_metadata import model_info
 
     provider, _, name = model.partition("/")
     if not name:
         provider, name = "openai", model
     try:
-        info = model_info(provider, name) or model_info(None, model)
+        return model_info(provider, name) or model_info(None, model)
     except Exception:
-        info = None
+        return None
+
+
+def _price_map(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens from the shipped price map."""
+    info = _model_info(model)
     if not info or info.get("input_cost_per_token") is None:
         return None
     return info["input_cost_per_token"] * 1e6, (info.get("output_cost_per_token") or 0.0) * 1e6
 
 
+def _cache_price_map(model: str) -> tuple[float | None, float | None]:
+    """(cache read, cache write) USD per 1M input tokens from the price map; None where it has none."""
+    info = _model_info(model) or {}
+    return tuple(None if info.get(k) is None else info[k] * 1e6
+                 for k in ("cache_read_input_token_cost", "cache_creation_input_token_cost"))
+
+
+_TIER_KEYS = {"name", "model", "input_per_1m", "output_per_1m", "cached_input_per_1m", "cache_write_per_1m",
+              "settings", "api_base", "api_key_env", "headers"}
+
+
 def tier_from_spec(spec: dict, where: str) -> Tier:
     # Before the unknown-key checks, which would otherwise report a key as merely "unknown".
     if "api_key" in spec or (isinstance(spec.get("settings"), dict) and "api_key" in spec["settings"]):
-        raise ConfigError(f"{where}: API keys belong in environment variables, never in a tiers file")
-    unknown = set(spec) - {"name", "model", "input_per_1m", "output_per_1m", "settings"}
+        raise ConfigError(f"{where}: API keys belong in environment variables, never in a tiers file "
+                          "(name the variable with api_key_env)")
+    unknown = set(spec) - _TIER_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     for key in ("name", "model"):
@@ -193,6 +283,10 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     if bad:
         raise ConfigError(f"{where}: unknown settings {sorted(bad)}; allowed: {sorted(SETTING_KEYS)}")
     model = spec["model"]
+    endpoint = _endpoint(spec, where)
+    if endpoint and not _is_api(model):
+        raise ConfigError(f"{where}: api_base, api_key_env and headers are for API models, not {model!r}")
+    cached = (None, None)
     if model.startswith(LOCAL_PREFIX):
         from pipelines.local import LOCAL_MODELS
 
@@ -206,19 +300,67 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     elif model.startswith("fake/"):
         prices, source = (0.0, 0.0), "scripted"
     else:
-        prices, source = _price_map(model), "price map (shipped with dspy)"
-    if "input_per_1m" in spec or "output_per_1m" in spec:
+        prices, cached = _price_map(model), _cache_price_map(model)
+        source = "price map (shipped with dspy)"
+    if any(k in spec for k in ("input_per_1m", "output_per_1m", "cached_input_per_1m", "cache_write_per_1m")):
         try:
             prices = (float(spec.get("input_per_1m", prices[0] if prices else 0.0)),
                       float(spec.get("output_per_1m", prices[1] if prices else 0.0)))
+            cached = tuple(float(spec[k]) if k in spec else v
+                           for k, v in zip(("cached_input_per_1m", "cache_write_per_1m"), cached))
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: prices must be numbers") from None
         source = "tiers file"
     if prices is None:
-        raise ConfigError(f"{where}: no price known for {model!r}; set input_per_1m and output_per_1m")
-    if min(prices) < 0:
+        raise ConfigError(f"{where}: no price known for {model!r}"
+                          + (" behind its own api_base" if endpoint.get("api_base") else "")
+                          + "; set input_per_1m and output_per_1m")
+    if min(prices) < 0 or any(c is not None and c < 0 for c in cached):
         raise ConfigError(f"{where}: prices must not be negative")
-    return Tier(spec["name"], model, prices[0], prices[1], settings, source)
+    return Tier(spec["name"], model, prices[0], prices[1], settings, source,
+                cached_input_per_1m=cached[0], cache_write_per_1m=cached[1], **endpoint)
+
+
+def _is_api(model: str) -> bool:
+    return not model.startswith(LOCAL_PREFIX) and not model.startswith("fake/")
+
+
+def _endpoint(spec: dict, where: str) -> dict:
+    """api_base, key_env and headers of one [[tier]], checked: a key or a credential never sits in the file."""
+    out = {}
+    base = spec.get("api_base")
+    if base is not None:
+        if not isinstance(base, str) or not re.match(r"^https?://[^\s/]+", base):
+            raise ConfigError(f"{where}: api_base must be an http(s) URL, e.g. http://127.0.0.1:8080/v1")
+        if re.match(r"^https?://[^/]*@", base):
+            raise ConfigError(f"{where}: api_base must not carry credentials; use api_key_env")
+        out["api_base"] = base.rstrip("/")
+    env = spec.get("api_key_env")
+    if env is not None:
+        if not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise ConfigError(f"{where}: api_key_env must be the NAME of an environment variable "
+                              "(letters, digits, _), not a key")
+        out["key_env"] = env
+    headers = spec.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict):
+            raise ConfigError(f"{where}: headers must be a table of name = value")
+        out["headers"] = [[name, _header_source(name, value, where)] for name, value in headers.items()]
+    return out
+
+
+def _header_source(name: str, value, where: str) -> dict:
+    if isinstance(value, dict):
+        env = value.get("env")
+        if set(value) != {"env"} or not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise ConfigError(f"{where}: header {name} must be a string or {{ env = \"VARIABLE\" }}")
+        return {"env": env}
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: header {name} must be a string or {{ env = \"VARIABLE\" }}")
+    if any(w in name.lower() for w in _SECRET_HEADER_WORDS) or _SECRET_VALUE.search(value.strip()):
+        raise ConfigError(f"{where}: header {name} looks like a credential; take it from a variable: "
+                          f"{name} = {{ env = \"VARIABLE\" }}")
+    return {"value": value}
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
