@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from optimizers.study import check_storage
 from pipelines import artifact
 from pipelines.errors import ConfigError
 from pipelines.signing import signing_key
@@ -26,6 +27,7 @@ def check_options(options, task_name: str) -> None:
     artifact.check_destination(options.out or f"{task_name}.tierwise.json")
     if getattr(options, "sign_key_env", None):
         signing_key(options.sign_key_env)
+    check_storage(options.storage)
 
 
 def check_tiers(catalog, scripts: dict | None) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -11,10 +9,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class LiveProgress:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.console = Console(file=sys.stderr)
+        # stderr=True, not file=sys.stderr: the console writes to whatever sys.stderr is at each frame.
+        # Loading a local model points file descriptor 2 at the llama.cpp log and sys.stderr at a copy
+        # of the terminal (pipelines.local); a console holding the old stream would draw into the log.
+        # Nor may the display swap sys.stderr for a proxy it later restores: that would restore the
+        # stream now pointing at the log, and the final error line would vanish there.
+        self.console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                                 console=self.console, transient=False, disable=not enabled)
+                                 console=self.console, transient=False, disable=not enabled,
+                                 redirect_stderr=False)
         self.task_id = None
         self.best = None
 
