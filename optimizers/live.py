@@ -72,7 +72,7 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
         catalog[objective.match_tier]  # noqa: B018 - raises ConfigError naming the catalog
     preflight.check_options(options, task.name)
     preflight.check_tiers(catalog, options.scripts)
-    preflight.check_storage_dir(options.work_dir)
+    preflight.check_stores(options)
     rows = _rows(task, options)
     dev, hold = split_rows(rows, options.holdout, options.seed)
     if len(dev) < 2:

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from optimizers.study import check_storage
+from optimizers.study import check_storage, default_storage
 from pipelines import artifact
 from pipelines.errors import ConfigError
 from pipelines.signing import signing_key
@@ -27,7 +27,6 @@ def check_options(options, task_name: str) -> None:
     artifact.check_destination(options.out or f"{task_name}.tierwise.json")
     if getattr(options, "sign_key_env", None):
         signing_key(options.sign_key_env)
-    check_storage(options.storage)
 
 
 def check_tiers(catalog, scripts: dict | None) -> None:
@@ -38,11 +37,13 @@ def check_tiers(catalog, scripts: dict | None) -> None:
             raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
 
 
-def check_storage_dir(work_dir) -> None:
-    """The working folder (.tierwise/: call cache, outcomes, studies) can be created and written."""
-    work = Path(work_dir)
+def check_stores(options) -> None:
+    """The working folder (.tierwise/: call cache, outcomes, studies) can be created and written, and the
+    study storage opened (an intact SQLite file, a known scheme)."""
+    work = Path(options.work_dir)
     existing = next((p for p in [work, *work.parents] if p.exists()), Path("."))
     if not existing.is_dir():
         raise ConfigError(f"{work}: {existing} is a file, not a folder for tierwise's cache and studies")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{work}: cannot write in {existing} (the call cache and studies live there)")
+    check_storage(options.storage or default_storage(create=False))

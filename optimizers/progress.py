@@ -27,6 +27,8 @@ class LiveProgress:
         return self
 
     def __exit__(self, *exc):
+        if exc[0] is not None:  # the error line stands alone: no half-finished bar above or around it
+            self.progress.live.transient = True
         self.progress.__exit__(*exc)
 
     def stage(self, name: str, total: int) -> None:

@@ -19,10 +19,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def default_storage() -> str:
+def default_storage(create: bool = True) -> str:
     path = Path(".tierwise").resolve() / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+STUDY_KEPT = "every paid call (.tierwise/cache) and every recorded outcome (.tierwise/outcomes)"
+STUDY_REBUILT = "the study is rebuilt by scoring its trials again from the recorded outcomes, with no call paid again"
 
 
 def _sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -50,11 +55,11 @@ def check_storage(storage: str | None) -> None:
     where = f"--storage {storage!r}"
     try:
         make_url(storage).get_dialect()
-    except sqlalchemy.exc.ArgumentError:
-        raise ConfigError(f"{where}: not a database URL (expected e.g. sqlite:///path/studies.db)") from None
-    except sqlalchemy.exc.NoSuchModuleError:
+    except sqlalchemy.exc.NoSuchModuleError:  # a subclass of ArgumentError: first
         raise ConfigError(f"{where}: unknown database scheme {storage.split(':')[0]!r}; use sqlite:///FILE or a "
                           "SQLAlchemy URL whose driver is installed") from None
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError(f"{where}: not a database URL (expected e.g. sqlite:///path/studies.db)") from None
     except ImportError as e:
         raise ConfigError(f"{where}: the database driver is not installed ({e.name or e})") from None
     path = _sqlite_path(storage)
@@ -67,6 +72,19 @@ def check_storage(storage: str | None) -> None:
         raise ConfigError(f"{where}: cannot create {path} ({folder} is not a writable folder)")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise ConfigError(f"{where}: {path} cannot be read and written")
+    if path.exists() and not _sqlite_intact(path):
+        raise ConfigError(corrupted_store_message(path, "Optuna study database", STUDY_KEPT, STUDY_REBUILT))
+
+
+def _sqlite_intact(path: Path) -> bool:
+    """SQLite's own quick check, read-only: found before anything is paid for, not after the recording."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        return False
 
 
 @contextlib.contextmanager
@@ -110,11 +128,8 @@ def open_study(name: str, storage, seed: int) -> optuna.Study:
     except sqlalchemy.exc.DatabaseError as e:
         path = _sqlite_path(url) if isinstance(url, str) else None
         if path is not None and ("not a database" in str(e) or "malformed" in str(e)):
-            raise ConfigError(corrupted_store_message(
-                path, "Optuna study database",
-                "every paid call (.tierwise/cache) and every recorded outcome (.tierwise/outcomes)",
-                "the study is rebuilt by scoring its trials again from the recorded outcomes, with no call paid "
-                "again")) from None
+            raise ConfigError(corrupted_store_message(path, "Optuna study database", STUDY_KEPT, STUDY_REBUILT)) \
+                from None
         raise ConfigError(f"--storage {url!r}: cannot open Optuna storage ({str(e.orig or e).splitlines()[0]})") \
             from None
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as e:
