@@ -140,7 +140,14 @@ def optimize(
                               sign_key_env=sign_key_env)
     with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
         summary = run_optimize(options, progress)
-    typer.echo(json.dumps(summary, indent=2) if as_json else render_text(summary))
+    typer.echo(_json(summary) if as_json else render_text(summary))
+
+
+def _json(value) -> str:
+    """Strict JSON: a value that is not a number (NaN, inf) is null, never a bare NaN other tools refuse."""
+    from pipelines.artifact import finite_json
+
+    return json.dumps(finite_json(value), indent=2, allow_nan=False)
 
 
 @app.command()
@@ -207,7 +214,7 @@ def replay_fit(
 
     fitted = fit(ReplayOptions(str(outcomes), Objective(min_quality, match_tier, max_cost_per_1k), holdout, trials,
                                seed, storage, str(out) if out else None))
-    typer.echo(json.dumps(fitted.summary, indent=2) if as_json else render_text(fitted.summary))
+    typer.echo(_json(fitted.summary) if as_json else render_text(fitted.summary))
 
 
 @replay_app.command("apply")

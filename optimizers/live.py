@@ -95,10 +95,12 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     #    model's prompt cache warm.
     baseline_rows = {}
     progress.stage("recording outcomes", total=len(catalog) * len(rows))
+    probe = preflight.TierProbe(catalog)
     for tier in catalog.names:
         results = []
         for row in dev + hold:
             results += evaluate(task, program, Policy.uniform(predictors, tier), [row], table, catalog.names)
+            probe.observe(tier, results[-1:])
             progress.advance(budget)
         baseline_rows[tier] = results
 

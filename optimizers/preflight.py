@@ -47,3 +47,33 @@ def check_stores(options) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{work}: cannot write in {existing} (the call cache and studies live there)")
     check_storage(options.storage or default_storage(create=False))
+
+
+class TierProbe:
+    """Reachability, judged on the first answers a tier gives while its outcomes are recorded (no extra
+    call): a tier whose first `rows` rows all failed at the call itself (a connection refused, an unknown
+    model, a missing route) and that never answered is refused before the search trusts it. Malformed
+    answers do not count: the model was reached. A tier that answered once is reachable; its later
+    failures are the cascade's to fall back on."""
+
+    PARSE_FAILURES = ("AdapterParseError", "missing output fields")
+
+    def __init__(self, catalog, rows: int = 3):
+        self.catalog, self.rows = catalog, rows
+        self.failed_rows: dict[str, int] = {}
+        self.answered: set[str] = set()
+
+    def observe(self, tier: str, results) -> None:
+        if tier in self.answered:
+            return
+        steps = [s for r in results for s in r.steps if s.tier == tier]
+        if any(s.decision != "failed" or any(p in s.error for p in self.PARSE_FAILURES) for s in steps):
+            self.answered.add(tier)
+            return
+        if not steps:
+            return
+        self.failed_rows[tier] = self.failed_rows.get(tier, 0) + 1
+        if self.failed_rows[tier] >= self.rows:
+            model = self.catalog[tier].model
+            raise ConfigError(f"tier {tier} ({model}) cannot be reached: its first {self.rows} rows all failed at the "
+                              f"call ({steps[0].error[:160]}); check the model id, its key and the network")

@@ -98,17 +98,17 @@ def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Po
         **(extra or {}),
     }
     _refuse_secrets(body)
-    return _finite(json.loads(json.dumps(body, default=str)))  # plain JSON types only
+    return finite_json(json.loads(json.dumps(body, default=str)))  # plain JSON types only
 
 
-def _finite(value):
+def finite_json(value):
     """NaN and infinities become null: bare NaN is not JSON, and other tools refuse the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
@@ -129,7 +129,7 @@ def save(body: dict, path: str | Path, sign_key_env: str | None = None) -> Path:
     never leaves half an artifact."""
     path = check_destination(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = _finite(body)
+    body = finite_json(body)
     if sign_key_env:
         body = {**body, "signature": sign(body, sign_key_env)}
     document = {**body, "checksum": _checksum(body)}

@@ -588,3 +588,51 @@ def test_progress_display_reaches_the_terminal_after_fd2_is_pointed_at_the_log(t
     assert "recording outcomes" not in log and "a last line" not in log
     assert "recording outcomes" in proc.stderr and "3/3" in proc.stderr and "paid calls 3" in proc.stderr
     assert proc.stderr.strip().endswith("error: a last line")
+
+
+def test_a_tier_that_cannot_be_reached_is_refused_before_the_search(shared, tmp_path, monkeypatch):
+    """Every call to `small` fails at the connection: after its first 3 rows the compile stops (exit 2), instead
+    of listing it, searching it and silently falling back on `big` for every call. Malformed answers would not
+    count: the model was reached."""
+    monkeypatch.chdir(tmp_path)
+    base, calls = support_script(), []
+
+    def script(tier, messages):
+        calls.append(tier)
+        return ConnectionError("connection refused") if tier == "small" else base(tier, messages)
+
+    monkeypatch.setitem(backends.SCRIPTED, "*", script)
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text(FAKE_TIERS.replace('output_per_1m = 0.4\n', 'output_per_1m = 0.4\nsettings = {retries = 0}\n'))
+    result = CliRunner().invoke(cli.app, ["optimize", "support", "--tiers", str(tiers), "--limit", "8", "--trials", "3"])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert result.stderr.strip().splitlines() == [
+        "error: tier small (fake/small) cannot be reached: its first 3 rows all failed at the call (LMUnexpectedError: "
+        "[fake/small] connection refused); check the model id, its key and the network"]
+    assert calls.count("small") == 6  # 3 rows x 2 predictors, then it stopped
+    assert not (tmp_path / "support.tierwise.json").exists()
+
+
+def test_a_ledger_that_fails_mid_run_stops_the_run_and_loses_no_paid_call(shared, tmp_path, monkeypatch):
+    """/dev/full accepts opening and refuses every write: the first record fails, the run stops with one
+    line and exit 2 (it printed FAILED and exited 0 before), and the paid call is in the cache for the rerun."""
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    script = support_script()
+    monkeypatch.setitem(backends.SCRIPTED, "*", lambda tier, messages: calls.append(tier) or script(tier, messages))
+    monkeypatch.setenv("TIERWISE_CACHE_DIR", str(tmp_path / "cache"))
+    args = [a.format(S=shared) for a in RUN]
+    result = CliRunner().invoke(cli.app, [*args, "--ledger", "/dev/full"])
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    assert result.stderr.strip().splitlines() == [
+        "error: ledger /dev/full: cannot append (No space left on device); the run stopped so that no call goes "
+        "unrecorded (calls already paid are in the cache)"]
+    paid = len(calls)
+    assert paid == 1
+    rerun = CliRunner().invoke(cli.app, [*args, "--json", "--ledger", str(tmp_path / "ledger.jsonl")])
+    assert rerun.exit_code == 0, rerun.stderr
+    from pipelines.ledger import Ledger
+
+    first = Ledger.read_frame(tmp_path / "ledger.jsonl").iloc[0]
+    assert (first["tier"], first["cache_hit"], first["cost_usd"]) == (calls[0], True, 0.0)  # not paid again
+    assert len(calls) == paid + len(Ledger.read_frame(tmp_path / "ledger.jsonl")) - 1
