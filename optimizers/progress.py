@@ -23,15 +23,22 @@ class LiveProgress:
         self.best = None
 
     def __enter__(self):
-        self.progress.__enter__()
-        return self
+        return self  # the display starts with the first stage: a run refused before it draws nothing
 
     def __exit__(self, *exc):
-        if exc[0] is not None:  # the error line stands alone: no half-finished bar above or around it
+        if self.task_id is None:
+            return
+        if exc[0] is not None and self.enabled:
+            # The error line stands alone: no half-finished bar, nor the blank line Progress.stop adds
+            # when stderr is not a terminal.
             self.progress.live.transient = True
+            self.progress.live.stop()
+            return
         self.progress.__exit__(*exc)
 
     def stage(self, name: str, total: int) -> None:
+        if self.task_id is None:
+            self.progress.__enter__()
         if self.task_id is not None:
             self.progress.update(self.task_id, completed=self.progress.tasks[self.task_id].total)
         self.task_id = self.progress.add_task(name, total=total, status="")
