@@ -15,12 +15,44 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 # Constants only; importing optimizers imports pipelines, which keeps dspy and litellm offline
 # (LITELLM_LOCAL_MODEL_COST_MAP) before either loads anywhere.
 from optimizers import defaults
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+try:  # typer >= 0.20 vendors click as typer._click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+
+class OneLineErrors(TyperGroup):
+    """A mistyped flag or value (`--trials 0`, an unknown option) is one line on stderr and exit 2, like
+    every other user mistake, instead of Click's usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as e:
+            e.show()  # the help text itself
+            sys.exit(e.exit_code)
+        except click_errors.UsageError as e:
+            command = e.ctx.command_path if e.ctx else "cli.py"
+            typer.echo(f"error: {e.format_message()} (see {command} --help)", err=True)
+            sys.exit(e.exit_code)
+        except click_errors.ClickException as e:
+            typer.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile DSPy programs into cost-aware cascades over model tiers.")
 replay_app = typer.Typer(no_args_is_help=True, help="Fit or apply a policy from recorded outcomes (no new calls).")
 app.add_typer(replay_app, name="replay")
@@ -105,6 +137,8 @@ def optimize(
                                     help="calls at once while recording outcomes (API tiers; each within its "
                                          "max_concurrency; local tiers stay one at a time)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+    sign_key_env: Optional[str] = typer.Option(None, "--sign-key-env", metavar="VAR",
+                                               help="sign the artifact (HMAC-SHA256) with the key in this environment variable"),
 ):
     """Compile TASK: record outcomes per tier, search ladders and thresholds, write the artifact."""
     from optimizers.live import OptimizeOptions
@@ -117,10 +151,17 @@ def optimize(
                               tiers=str(tiers_file) if tiers_file else None, trials=trials, seed=seed,
                               budget_usd=budget_usd, objective=Objective(min_quality, match_tier, max_cost_per_1k),
                               holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit,
-                              concurrency=concurrency)
+                              concurrency=concurrency, sign_key_env=sign_key_env)
     with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
         summary = run_optimize(options, progress)
-    typer.echo(json.dumps(summary, indent=2) if as_json else render_text(summary))
+    typer.echo(_json(summary) if as_json else render_text(summary))
+
+
+def _json(value) -> str:
+    """Strict JSON: a value that is not a number (NaN, inf) is null, never a bare NaN other tools refuse."""
+    from pipelines.artifact import finite_json
+
+    return json.dumps(finite_json(value), indent=2, allow_nan=False)
 
 
 @app.command()
@@ -133,11 +174,18 @@ def run(
     ledger_path: Optional[Path] = typer.Option(None, "--ledger", help="append call records to this JSONL file"),
     task: Optional[str] = typer.Option(None, help="task name or .py file to rebuild the program from "
                                                   "(required for artifacts compiled from a task file)"),
+    require_signature: Optional[bool] = typer.Option(None, "--require-signature/--no-require-signature",
+                                                     help="refuse an unsigned or wrongly signed artifact "
+                                                          "(default: TIERWISE_REQUIRE_SIGNATURE=1)"),
+    sign_key_env: Optional[str] = typer.Option(None, "--sign-key-env", metavar="VAR",
+                                               help="environment variable holding the signing key "
+                                                    "(default TIERWISE_SIGNING_KEY)"),
 ):
     """Run a compiled pipeline on one input or a JSONL batch, with a cost/tier summary."""
     from pipelines.commands import run_artifact
 
-    run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo, task=task)
+    run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo, task=task,
+                 require_signature=require_signature, key_env=sign_key_env)
 
 
 @app.command()
@@ -150,8 +198,9 @@ def report(
     split: str = typer.Option("all", help="rows for the per-predictor and segment tables: all, dev or holdout"),
 ):
     """Trade-off report: savings, routing-fairness audit per segment, per-predictor tiers, Pareto front."""
-    from metrics.report import load_report, render_text, write_report
+    from metrics.report import check_out_dir, load_report, render_text, write_report
 
+    check_out_dir(out)
     result = load_report(source, storage=storage, split=split)
     typer.echo(render_text(result))
     written = write_report(result, out)
@@ -179,7 +228,7 @@ def replay_fit(
 
     fitted = fit(ReplayOptions(str(outcomes), Objective(min_quality, match_tier, max_cost_per_1k), holdout, trials,
                                seed, storage, str(out) if out else None))
-    typer.echo(json.dumps(fitted.summary, indent=2) if as_json else render_text(fitted.summary))
+    typer.echo(_json(fitted.summary) if as_json else render_text(fitted.summary))
 
 
 @replay_app.command("apply")

@@ -131,10 +131,18 @@ def report_from_study(storage: str, study_name: str) -> Report:
     """Trials and the front from a study (no per-row results: a study keeps only each trial's scores).
     Latency is not recorded per trial, so its column is empty."""
     import optuna
+    import sqlalchemy
+
+    from optimizers.study import check_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_storage(storage)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
+    except sqlalchemy.exc.DatabaseError as e:
+        raise ConfigError(f"report: cannot read the study database {storage!r} "
+                          f"({str(getattr(e, 'orig', None) or e).splitlines()[0]}); if it is corrupted, move it "
+                          "aside and rerun `optimize`: the study is rebuilt from the recorded outcomes") from None
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise ConfigError(f"report: no study {study_name!r} in {storage}; it holds: {', '.join(names) or 'none'}") \
@@ -227,13 +235,26 @@ def _fmt(x: float) -> str:
     return f"{x:.6f}" if abs(x) < 0.01 and x != 0 else f"{x:.3f}"
 
 
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Refuse --out naming a file (or under one) before any table is built."""
+    out = Path(out_dir)
+    blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"report --out {out}: {blocker} is a file; give a folder for the CSVs, pareto.png "
+                          "and report.html")
+    return out
+
+
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Every table as CSV, the Pareto plot as PNG (when there are trials) and one self-contained HTML."""
     from metrics.html import write_html
     from metrics.plot import pareto_plot
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"report --out {out}: cannot create the folder ({e.strerror})") from None
     written = {}
     for name, table in report.tables.items():
         written[f"{name}.csv"] = out / f"{name}.csv"

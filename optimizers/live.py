@@ -6,12 +6,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimizers import defaults
+from optimizers import defaults, preflight
 from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import artifact, paths
 from pipelines.errors import ConfigError
-from pipelines.tasks import load_task, read_jsonl
+from pipelines.tasks import load_task, read_task_rows
 from pipelines.tiers import load_catalog
 
 
@@ -31,6 +31,7 @@ class OptimizeOptions:
     work_dir: Path = paths.WORK_DIR
     scripts: dict | None = None  # fake/ tiers (tests)
     concurrency: int = 1  # calls at once while recording outcomes (each tier within its max_concurrency)
+    sign_key_env: str | None = None  # sign the artifact with the key in this environment variable
 
 
 def check_rows(rows: list[dict], task, where: str) -> list[dict]:
@@ -51,10 +52,9 @@ def load_rows(task, options: OptimizeOptions) -> list[dict]:
     examples = getattr(task, "default_rows", lambda: None)() if path is None else None
     if path is None and examples is None:
         raise ConfigError(f"task {task.name} has no default dataset; pass --dataset")
-    rows = check_rows(read_jsonl(path) if path is not None else examples, task, str(path or task.source))
-    if options.limit:
-        if options.limit < defaults.LIMIT_MIN:
-            raise ConfigError(f"--limit must be at least {defaults.LIMIT_MIN}")
+    # Inputs and labels are checked before the first paid call.
+    rows = read_task_rows(task, path) if path is not None else check_rows(examples, task, str(task.source))
+    if options.limit is not None:
         rows = random.Random(options.seed).sample(rows, min(options.limit, len(rows)))
     return rows
 
@@ -63,6 +63,8 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     """Compile the task, write the artifact, return the summary."""
     task = load_task(options.task)
     catalog = load_catalog(options.tiers)
+    preflight.check_options(options, task.name)
+    preflight.check_stores(options)
     out_path = Path(options.out) if options.out else Path(f"{task.name}.tierwise.json")
     job = Job(task=task, rows=load_rows(task, options), catalog=catalog,
               objective=options.objective or Objective(), trials=options.trials, seed=options.seed,
@@ -71,5 +73,5 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
               dataset=str(options.dataset or task.default_dataset() or task.source), scripts=options.scripts,
               concurrency=options.concurrency)
     result = run(job, progress)
-    artifact.save(result.body, out_path)
+    artifact.save(result.body, out_path, options.sign_key_env)
     return result.summary

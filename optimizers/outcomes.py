@@ -12,13 +12,17 @@ import contextvars
 import threading
 from dataclasses import dataclass, field
 
-import diskcache
 import numpy as np
 
 from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, apply_policy, inputs_key
+from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, normalize_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded
+
+OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
+                     "and rerun: the outcome table is recorded again from the call cache with no call paid again "
+                     "(the --budget-usd tally kept in it restarts at zero)")
 
 current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierwise_row", default=None)
 
@@ -97,7 +101,7 @@ class OutcomeTable:
         self.live = LiveRungs(runtime)
         self.runtime = runtime
         self.namespace = namespace
-        self.store = diskcache.Cache(str(directory)) if directory else None
+        self.store = open_store(directory, "outcome table", OUTCOMES_RECOVERY) if directory else None
         self.budget = Budget(budget_usd, self.store, f"{namespace}|{budget_key}")
         self.memo: dict[tuple, RungOutcome] = {}
         self.cells: dict[tuple, Cell] = {}  # (row_id, predictor, tier) -> cell, for scorers and reports

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -11,21 +9,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class LiveProgress:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.console = Console(file=sys.stderr)
+        # stderr=True, not file=sys.stderr: the console writes to whatever sys.stderr is at each frame.
+        # Loading a local model points file descriptor 2 at the llama.cpp log and sys.stderr at a copy
+        # of the terminal (pipelines.local); a console holding the old stream would draw into the log.
+        # Nor may the display swap sys.stderr for a proxy it later restores: that would restore the
+        # stream now pointing at the log, and the final error line would vanish there.
+        self.console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                                 console=self.console, transient=False, disable=not enabled)
+                                 console=self.console, transient=False, disable=not enabled,
+                                 redirect_stderr=False)
         self.task_id = None
         self.best = None
 
     def __enter__(self):
-        self.progress.__enter__()
-        return self
+        return self  # the display starts with the first stage: a run refused before it draws nothing
 
     def __exit__(self, *exc):
+        if self.task_id is None:
+            return
+        if exc[0] is not None and self.enabled:
+            # The error line stands alone: no half-finished bar, nor the blank line Progress.stop adds
+            # when stderr is not a terminal.
+            self.progress.live.transient = True
+            self.progress.live.stop()
+            return
         self.progress.__exit__(*exc)
 
     def stage(self, name: str, total: int) -> None:
+        if self.task_id is None:
+            self.progress.__enter__()
         if self.task_id is not None:
             self.progress.update(self.task_id, completed=self.progress.tasks[self.task_id].total)
         self.task_id = self.progress.add_task(name, total=total, status="")

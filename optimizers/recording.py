@@ -26,12 +26,13 @@ def tier_limit(tier, concurrency: int) -> int:
 
 
 def record_baselines(task, program, catalog, rows: list[dict], table, predictors: list[str],
-                     concurrency: int = 1, progress=None) -> dict[str, list[RowResult]]:
+                     concurrency: int = 1, progress=None, probe=None) -> dict[str, list[RowResult]]:
     """tier -> one RowResult per row (in `rows` order) of the program on that tier alone.
 
     Cheaper tiers are started first, as in the one-by-one order that keeps each local model's prompt
     cache warm. A budget stop (or any error) stops new calls, lets the ones in flight finish (they
-    are paid: their cells are kept) and is raised after."""
+    are paid: their cells are kept) and is raised after. `probe.observe(tier, [result])` sees each result
+    as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached)."""
     names = catalog.names
     if progress is not None:
         progress.stage("recording outcomes", total=len(names) * len(rows))
@@ -41,6 +42,8 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
             results[tier] = []
             for row in rows:
                 results[tier] += evaluate(task, program, Policy.uniform(predictors, tier), [row], table, names)
+                if probe is not None:
+                    probe.observe(tier, results[tier][-1:])
                 _advance(progress, table)
         return results
 
@@ -75,6 +78,11 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
                     error = error or e
                     continue
                 done_rows[tier][result.row_id] = result
+                if probe is not None:
+                    try:
+                        probe.observe(tier, [result])
+                    except BaseException as e:  # noqa: BLE001 - stop new calls; those in flight land first
+                        error = error or e
                 _advance(progress, table)
     if error is not None:
         raise error

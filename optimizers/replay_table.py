@@ -108,6 +108,8 @@ def load_outcomes(path: str | Path) -> OutcomeMatrix:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"outcome table not found: {path}")
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a directory; expected an outcome table file (.csv, .jsonl or .parquet)")
     pricer = _Pricer()
     cells: dict[tuple[str, str], dict] = {}
     first_seen: dict[tuple[str, str], str] = {}

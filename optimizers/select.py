@@ -31,9 +31,9 @@ class Objective:
         if sum(x is not None for x in (self.min_quality, self.match_tier, self.max_cost_per_1k)) > 1:
             raise ConfigError("give at most one of --min-quality, --match-tier, --max-cost-per-1k")
         if self.min_quality is not None and not 0 <= self.min_quality <= 1:
-            raise ConfigError("--min-quality must lie in [0, 1]")
-        if self.max_cost_per_1k is not None and self.max_cost_per_1k < 0:
-            raise ConfigError("--max-cost-per-1k must not be negative")
+            raise ConfigError(f"--min-quality must lie in [0, 1], got {self.min_quality}")
+        if self.max_cost_per_1k is not None and not 0 <= self.max_cost_per_1k < float("inf"):
+            raise ConfigError(f"--max-cost-per-1k must be a finite amount >= 0, got {self.max_cost_per_1k}")
 
     def describe(self, reference: str) -> str:
         if self.min_quality is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optimizers import preflight
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
 from optimizers.recording import record_baselines
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
@@ -122,10 +123,7 @@ def prepare(job: Job) -> Session:
     catalog = job.catalog
     if job.objective.match_tier is not None:
         catalog[job.objective.match_tier]  # noqa: B018 - raises ConfigError naming the catalog
-    for tier in catalog:
-        ok, why = tier.availability()
-        if not ok:
-            raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
+    preflight.check_tiers(catalog, job.scripts)
     if job.holdout_rows is not None:
         dev, hold = list(job.rows), list(job.holdout_rows)
     else:
@@ -150,7 +148,7 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     Returns each tier's per-row results, dev rows then holdout rows."""
     job = session.job
     return record_baselines(job.task, session.program, job.catalog, session.dev + session.hold, session.table,
-                            session.predictors, job.concurrency, progress)
+                            session.predictors, job.concurrency, progress, preflight.TierProbe(job.catalog))
 
 
 def search(session: Session, progress) -> Searched:

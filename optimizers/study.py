@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import warnings
 from pathlib import Path
 from typing import Callable
-
-import warnings
 
 import optuna
 
@@ -17,10 +19,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def default_storage() -> str:
+def default_storage(create: bool = True) -> str:
     path = Path(".tierwise").resolve() / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+STUDY_KEPT = "every paid call (.tierwise/cache) and every recorded outcome (.tierwise/outcomes)"
+STUDY_REBUILT = "the study is rebuilt by scoring its trials again from the recorded outcomes, with no call paid again"
 
 
 def _sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -29,13 +36,102 @@ def _sampler(seed: int) -> optuna.samplers.TPESampler:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=20)
 
 
-def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a sqlite URL (None for other schemes or an in-memory database)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///"):].split("?")[0]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def check_storage(storage: str | None) -> None:
+    """Refuse, before anything is paid for, a storage URL that cannot work: an unparsable URL, a scheme
+    with no database driver, a SQLite file in a folder that cannot be written, or that is not a file."""
+    if storage is None:
+        return
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    where = f"--storage {storage!r}"
     try:
-        return optuna.create_study(
-            study_name=name, storage=storage or default_storage(), load_if_exists=True,
-            directions=["maximize", "minimize"],  # quality up, cost per 1k queries down
-            sampler=_sampler(seed),
-        )
+        make_url(storage).get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:  # a subclass of ArgumentError: first
+        raise ConfigError(f"{where}: unknown database scheme {storage.split(':')[0]!r}; use sqlite:///FILE or a "
+                          "SQLAlchemy URL whose driver is installed") from None
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError(f"{where}: not a database URL (expected e.g. sqlite:///path/studies.db)") from None
+    except ImportError as e:
+        raise ConfigError(f"{where}: the database driver is not installed ({e.name or e})") from None
+    path = _sqlite_path(storage)
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a directory; name the database file")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: cannot create {path} ({folder} is not a writable folder)")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"{where}: {path} cannot be read and written")
+    if path.exists() and not _sqlite_intact(path):
+        raise ConfigError(corrupted_store_message(path, "Optuna study database", STUDY_KEPT, STUDY_REBUILT))
+
+
+def _sqlite_intact(path: Path) -> bool:
+    """SQLite's own quick check, read-only: found before anything is paid for, not after the recording."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        return False
+
+
+@contextlib.contextmanager
+def _storage_lock(url):
+    """Serialize, across processes, what must not interleave on one SQLite file: creating its tables
+    (two fresh runs raced into `table studies already exists`) and counting-then-writing trials (two
+    resumes of one study overshot --trials)."""
+    path = _sqlite_path(url) if isinstance(url, str) else None
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def corrupted_store_message(path, what: str, kept: str, rebuilt: str) -> str:
+    return (f"{path}: the {what} is corrupted or not a database. Kept: {kept}. To recover, move it aside "
+            f"(mv {path} {path}.corrupt) and rerun: {rebuilt}")
+
+
+def open_study(name: str, storage, seed: int) -> optuna.Study:
+    """The named study in `storage` (a URL, default .tierwise/studies.db, or an Optuna storage object),
+    created if new. Storage problems are one ConfigError naming the URL or file and how to recover."""
+    import sqlalchemy
+
+    url = storage if storage is not None else default_storage()
+    if isinstance(url, str):
+        check_storage(url)
+    try:
+        with _storage_lock(url):
+            return optuna.create_study(
+                study_name=name, storage=url, load_if_exists=True,
+                directions=["maximize", "minimize"],  # quality up, cost per 1k queries down
+                sampler=_sampler(seed),
+            )
+    except sqlalchemy.exc.DatabaseError as e:
+        path = _sqlite_path(url) if isinstance(url, str) else None
+        if path is not None and ("not a database" in str(e) or "malformed" in str(e)):
+            raise ConfigError(corrupted_store_message(path, "Optuna study database", STUDY_KEPT, STUDY_REBUILT)) \
+                from None
+        raise ConfigError(f"--storage {url!r}: cannot open Optuna storage ({str(e.orig or e).splitlines()[0]})") \
+            from None
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as e:
         raise ConfigError(f"--storage {storage!r}: cannot open Optuna storage ({e})") from None
 
@@ -80,13 +176,20 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
     scratch = open_study(study.study_name, optuna.storages.InMemoryStorage(), seed)
     stored = completed(study)
     scratch.add_trials(stored)
-    target = len(stored)
+    target, written = len(stored), 0
+    url = getattr(getattr(study._storage, "_backend", study._storage), "url", None)
     while target < n_trials:
         target = min(target + batch, n_trials)
         before = len(completed(scratch))
         run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds)
-        write_trials(study, completed(scratch)[before:])
-    return max(n_trials - len(stored), 0)
+        fresh = completed(scratch)[before:]
+        with _storage_lock(url):  # another process may be resuming the same study: never pass n_trials
+            room = max(n_trials - len(completed(study)), 0)
+            write_trials(study, fresh[:room])
+        written += min(room, len(fresh))
+        if room <= len(fresh):
+            break
+    return written
 
 
 def write_trials(study: optuna.Study, trials: list) -> None:

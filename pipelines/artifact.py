@@ -3,13 +3,15 @@
 Holds: the program's identity (task source to rebuild it, and a fingerprint of its predictor names
 and signatures), the DSPy state (instructions, demos), the tier catalog (model ids, prices,
 settings; never keys), the policy, fitted scorer parameters, the metrics it was compiled against,
-library versions, a schema version and a SHA-256 checksum over everything else.
+library versions, a schema version and a SHA-256 checksum over everything else, and optionally an
+HMAC-SHA256 signature (pipelines.signing) that `run`/`load` can require.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from importlib import metadata
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import get_args, get_origin
 
 from pipelines.answers import field_type
-from pipelines.errors import ArtifactError, TierwiseError
+from pipelines.errors import ArtifactError, ConfigError, TierwiseError
 from pipelines.policy import Policy
+from pipelines.signing import canonical, sign, verify
 from pipelines.tiers import Catalog
 
 SCHEMA_VERSION = 1
@@ -50,7 +53,7 @@ def _type_name(annotation) -> str:
 
 
 def _checksum(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical(body)).hexdigest()
 
 
 def _versions() -> dict:
@@ -95,50 +98,95 @@ def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Po
         **(extra or {}),
     }
     _refuse_secrets(body)
-    return json.loads(json.dumps(body, default=str))  # plain JSON types only
+    return finite_json(json.loads(json.dumps(body, default=str)))  # plain JSON types only
 
 
-def save(body: dict, path: str | Path) -> Path:
-    """Write atomically with the checksum, so a crash never leaves half an artifact."""
+def finite_json(value):
+    """NaN and infinities become null: bare NaN is not JSON, and other tools refuse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def check_destination(path: str | Path) -> Path:
+    """Refuse an artifact path that cannot be written, before anything is paid for."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {**body, "checksum": _checksum(body)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(document, f, indent=1, sort_keys=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a directory; give a file name such as {path / 'task.tierwise.json'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: cannot write there ({existing} is not a writable folder)")
     return path
 
 
-def read(path: str | Path) -> dict:
-    """Parse and verify an artifact: JSON, kind, schema version, checksum. Returns its body."""
-    path = Path(path)
+def save(body: dict, path: str | Path, sign_key_env: str | None = None) -> Path:
+    """Write atomically with the checksum (and a signature when a key variable is named), so a crash
+    never leaves half an artifact."""
+    path = check_destination(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = finite_json(body)
+    if sign_key_env:
+        body = {**body, "signature": sign(body, sign_key_env)}
+    document = {**body, "checksum": _checksum(body)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        document = json.loads(path.read_text())
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=1, sort_keys=True, allow_nan=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # never a stray .tmp beside the artifact
+        raise
+    return path
+
+
+def read(path: str | Path, *, require_signature: bool | None = None, key_env: str | None = None) -> dict:
+    """Parse and verify an artifact: JSON, kind, schema version, checksum, signature. Returns its body.
+
+    A signature is required when `require_signature` is true, or it is None and TIERWISE_REQUIRE_SIGNATURE=1;
+    the key is read from the environment variable `key_env` (default TIERWISE_SIGNING_KEY)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory, not an artifact file")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"artifact not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ArtifactError(f"{path}: not a tierwise artifact (not valid JSON: {e})") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(document, dict) or document.get("kind") != KIND:
         raise ArtifactError(f"{path}: not a tierwise artifact")
     version = document.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(f"{path}: schema_version {version!r} is not a whole number; the file was not "
+                            "written by tierwise")
+    if version > SCHEMA_VERSION:
         raise ArtifactError(f"{path}: schema version {version} is newer than this tierwise understands "
                             f"({SCHEMA_VERSION}); upgrade tierwise to load it")
     checksum = document.pop("checksum", None)
     if checksum != _checksum(document):
         raise ArtifactError(f"{path}: checksum mismatch: the file was modified after it was compiled")
+    signature = document.pop("signature", None)
+    verify(document, signature, path, required=require_signature, key_env=key_env)
     return document
 
 
-def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None):
+def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None, require_signature=None,
+                 key_env=None):
     """Rebuild the program (or take `program`, an instance the caller built), check it is the one
     compiled, restore its state and policy: ready to call.
 
     `task` overrides the recorded task source (a name or a .py path); `cache`/`ledger` are a
-    pipelines.cache.CallCache and pipelines.ledger.Ledger; `scripts` drives fake/ tiers in tests."""
-    body = read(path)
+    pipelines.cache.CallCache and pipelines.ledger.Ledger; `scripts` drives fake/ tiers in tests;
+    `require_signature`/`key_env`: see read()."""
+    body = read(path, require_signature=require_signature, key_env=key_env)
     source = task or body["program"]["task"]
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
     if program is None:
@@ -160,12 +208,16 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
         if body["program"].get("state"):
             program.load_state(body["program"]["state"])
         catalog = Catalog.from_dict(body["catalog"])
+        unreachable = [f"{t.name} ({t.model}) cannot answer here: {why}"
+                       for t in catalog for ok, why in [t.availability(scripts)] if not ok]
         policy = Policy.from_dict(body["policy"]).validate(catalog.names)
         scorers = {n: LogisticScorer.from_dict(d) for n, d in body.get("scorers", {}).items()}
     except TierwiseError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed section is the file's fault, say which
         raise ArtifactError(f"{where}: malformed artifact ({type(e).__name__}: {e})") from None
+    if unreachable:  # every call would fall back, silently paying another tier
+        raise ArtifactError(f"{where}: tier {unreachable[0]}")
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
     compiled = CompiledProgram(program, policy, runtime, scorers)
     compiled.artifact, compiled.write_artifact = body, save
@@ -176,15 +228,17 @@ def _rebuild(path, body, source, explicit: bool):
     """The program the artifact names: a task name, a task file (only when the caller names it: the
     checksum is not a signature and must not choose which file runs) or an importable factory."""
     from pipelines.programs import build_from_factory, is_factory
-    from pipelines.tasks import load_task
+    from pipelines.tasks import is_shipped_task, load_task
 
     if not source:
         if body.get("policy") and not body["program"].get("fingerprint"):
             raise ArtifactError(f"{path}: holds a replay policy, not a runnable program; use `cli.py replay apply`")
         raise ArtifactError(f"{path}: records no way to rebuild its program (it was compiled from an instance "
                             "whose class is not importable); pass one: load(path, program=MyProgram())")
-    if not explicit and source.endswith(".py"):
-        raise ArtifactError(f"{path}: was compiled from the task file {source}; pass it explicitly "
+    if not explicit and not (is_shipped_task(source) or is_factory(source)):
+        # The artifact must not choose which file gets executed (`evil.py/` and `evil.py/.` name a file too):
+        # on its own word only a shipped task, by name, or an importable factory is built.
+        raise ArtifactError(f"{path}: was compiled from the task file {str(source)[:200]!r}; pass it explicitly "
                             "(load(path, task=...) or `cli.py run --task FILE`) to run it")
     return build_from_factory(source) if is_factory(source) else load_task(source).build_program()
 

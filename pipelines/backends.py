@@ -125,9 +125,12 @@ def read_chat_completion(body: dict) -> dict:
             "completion_tokens": completion_tokens, "cached_tokens": int(cached), "cache_write_tokens": int(written),
             "logprobs": [(t["token"], t["logprob"]) for t in tokens if t.get("token") is not None],
             "finish_reason": choice.get("finish_reason") or "stop"}
+# Scripted engines a test registers for a whole process (e.g. around a CLI command): tier name or "*".
+SCRIPTED: dict[str, Callable] = {}
 
 
 def backend_for(tier: Tier, scripts: dict | None = None) -> Callable[[dict], dict]:
+    scripts = scripts or SCRIPTED
     if tier.is_local:
         return local_backend(tier)
     if tier.model.startswith("fake/"):

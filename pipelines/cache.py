@@ -13,15 +13,36 @@ import hashlib
 import fcntl
 import json
 import os
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
 import diskcache
 
 from pipelines import paths
+from pipelines.errors import StoreError
+
 
 def default_cache_dir() -> Path:
     return paths.cache_dir()
+
+
+CALL_CACHE_RECOVERY = ("Kept: the recorded outcomes (.tierwise/outcomes) and the studies. To recover, move the folder "
+                       "aside and rerun: the cache starts empty, and only calls not yet recorded as outcomes are "
+                       "paid again")
+
+
+def open_store(directory: str | Path, what: str, recovery: str, **settings) -> diskcache.Cache:
+    """A diskcache store; a corrupted or unopenable one is a StoreError naming the folder and how to recover,
+    not a SQLite traceback."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return diskcache.Cache(str(directory), **settings)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{directory}: the {what} is corrupted ({e}). {recovery}") from None
+    except OSError as e:
+        raise StoreError(f"{directory}: cannot open the {what} ({e.strerror or e})") from None
 
 
 def call_key(tier_identity: str, payload: dict) -> str:
@@ -41,18 +62,24 @@ class CallCache:
     @property
     def store(self) -> diskcache.Cache:
         if self._store is None:  # lazily, so a disabled or unused cache creates no folder
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._store = diskcache.Cache(str(self.directory), timeout=60, size_limit=2**34)
+            self._store = open_store(self.directory, "call cache", CALL_CACHE_RECOVERY, timeout=60, size_limit=2**34)
         return self._store
 
     def get(self, key: str):
         if not self.enabled:
             return None
-        return self.store.get(key)
+        try:
+            return self.store.get(key)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.directory}: the call cache is corrupted ({e}). {CALL_CACHE_RECOVERY}") from None
 
     def put(self, key: str, value) -> None:
         if self.enabled:
-            self.store.set(key, value, expire=self.ttl_s)
+            try:
+                self.store.set(key, value, expire=self.ttl_s)
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{self.directory}: the call cache is corrupted ({e}). {CALL_CACHE_RECOVERY}") \
+                    from None
 
     @contextmanager
     def claim(self, key: str):

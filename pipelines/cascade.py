@@ -24,7 +24,7 @@ import dspy
 
 from pipelines import confidence as conf
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
-from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError
+from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError
 from pipelines.policy import Policy, PredictorPolicy
 
 AGREEMENT_SAMPLES = 2
@@ -208,10 +208,11 @@ class LiveRungs:
 
 
 def _reraise_budget(error: BaseException) -> None:
-    """A budget stop is not a failed rung: it must stop the whole run, even when dspy wrapped it."""
+    """A budget stop (or a ledger that cannot be written, a corrupted store) is not a failed rung: it must stop the whole
+    run, even when dspy wrapped it."""
     seen = error
     while seen is not None:
-        if isinstance(seen, BudgetExceeded):
+        if isinstance(seen, (BudgetExceeded, LedgerError, StoreError)):
             raise seen
         seen = seen.__cause__ or seen.__context__
 

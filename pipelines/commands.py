@@ -27,12 +27,23 @@ def _inputs(input_json, dataset) -> list[dict]:
     return read_jsonl(dataset)
 
 
-def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None) -> list[dict]:
+def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None,
+                 require_signature=None, key_env=None) -> list[dict]:
     from pipelines.artifact import load_program
+    from pipelines.tasks import input_type_problem
 
-    program = load_program(path, task=task, ledger=Ledger(ledger_path) if ledger_path else None)
+    ledger = Ledger(ledger_path) if ledger_path else None  # refused here, before any call, if it cannot be written
+    program = load_program(path, task=task, ledger=ledger, require_signature=require_signature, key_env=key_env)
     fields = _input_fields(program)
     rows = _inputs(input_json, dataset)
+    where = f"{dataset}: row" if dataset else "input"
+    for number, row in enumerate(rows, 1):  # every row checked before the first call is paid for
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise ConfigError(f"{where} {number}: missing fields {missing}; the program takes {fields}")
+        problem = input_type_problem(program.program, {f: row[f] for f in fields})
+        if problem:
+            raise ConfigError(f"{where} {number}: {problem}")
     outputs = []
     iterator = rows
     if len(rows) > 1 and not as_json:
@@ -40,9 +51,6 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
 
         iterator = track(rows, description="running", console=_stderr_console())
     for number, row in enumerate(iterator, 1):
-        missing = [f for f in fields if f not in row]
-        if missing:
-            raise ConfigError(f"input {number}: missing fields {missing}; the program takes {fields}")
         try:
             prediction = program(**{f: row[f] for f in fields})
             result = {k: prediction[k] for k in prediction.keys() if k != "logprobs"}

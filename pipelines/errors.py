@@ -31,3 +31,12 @@ class BudgetExceeded(TierwiseError):
 
 class AllRungsFailed(TierwiseError):
     """Every tier of a predictor's ladder failed; the message names each failure."""
+
+
+class LedgerError(TierwiseError):
+    """The ledger file cannot be written: the run stops rather than make calls it cannot record."""
+
+
+class StoreError(TierwiseError):
+    """A disk store (call cache, outcome table) is corrupted or cannot be opened; the message says what
+    is kept and how to rebuild."""

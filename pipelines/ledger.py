@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pipelines.errors import DatasetError, LedgerError
 
 
 @dataclass
@@ -42,6 +45,22 @@ class Ledger:
         self.path = Path(path) if path else None
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
+        if self.path is not None:
+            self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Refuse a ledger path that cannot be appended to before any call is paid for (a directory, a
+        read-only file or folder): otherwise each paid call would be lost from the record."""
+        path = self.path
+        if path.is_dir():
+            raise LedgerError(f"ledger {path}: is a directory; give a file such as {path / 'ledger.jsonl'}")
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                raise LedgerError(f"ledger {path}: the file is not writable")
+            return
+        folder = next((p for p in path.parents if p.exists()), Path("."))
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise LedgerError(f"ledger {path}: cannot create it ({folder} is not a writable folder)")
 
     def add(self, record: CallRecord) -> CallRecord:
         with self._lock:
@@ -51,11 +70,21 @@ class Ledger:
         return record
 
     def _append_line(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # several processes may share one ledger file
-            f.write(line + "\n")
-            fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)  # several processes may share one ledger file
+                data = line.encode() + b"\n"
+                if f.seek(0, os.SEEK_END) > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":  # a line torn by a killed writer: do not glue this record to it
+                        data = b"\n" + data
+                f.write(data)
+                f.flush()
+                fcntl.flock(f, fcntl.LOCK_UN)
+        except OSError as e:
+            raise LedgerError(f"ledger {self.path}: cannot append ({e.strerror}); the run stopped so that no "
+                              "call goes unrecorded (calls already paid are in the cache)") from None
 
     def annotate(self, record: CallRecord, **changes) -> None:
         """Add cascade decisions to a record already taken (in memory; the file gets a decision line)."""
@@ -78,11 +107,13 @@ class Ledger:
         import pandas as pd
 
         rows = {}
-        with open(path) as f:
-            for line in f:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
+                    row = json.loads(raw.decode("utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # a line torn by a process killed mid-write: the others stand
+                if not isinstance(row, dict) or not isinstance(row.get("call_id"), str):
+                    raise DatasetError(f"{path}:{number}: not a ledger record (expected a JSON object with a call_id)")
                 rows[row["call_id"]] = row
         return pd.DataFrame(list(rows.values()), columns=list(CallRecord.__dataclass_fields__))

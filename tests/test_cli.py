@@ -13,12 +13,14 @@ from typer.testing import CliRunner
 
 import cli
 from conftest import ROOT, compile_fake_support
-from tests.fakes import write_tiers
+from pipelines import backends
+from tests.fakes import support_script, write_tiers
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything a command would write by default lands here
+    monkeypatch.setitem(backends.SCRIPTED, "*", support_script())  # the fake tiers answer in this process
     tiers = write_tiers(tmp_path)
     artifact = compile_fake_support(tmp_path)
     bad_toml = tmp_path / "bad.toml"
@@ -46,7 +48,7 @@ CASES = {
     "missing artifact": (["run", "{tmp}/nowhere.json", "--input", "{{}}"], "artifact not found: .*nowhere.json"),
     "tampered artifact": (["run", "{tampered}", "--input", '{{"message": "hi"}}'], "tampered.json: checksum mismatch"),
     "holdout 1.5": (["optimize", "support", "--tiers", "{tiers}", "--holdout", "1.5"],
-                    r"--holdout must lie in \[0, 1\), got 1.5"),
+                    r"--holdout must lie in \(0, 1\), got 1.5"),
     "conflicting objectives": (["optimize", "support", "--tiers", "{tiers}", "--min-quality", "0.9",
                                 "--match-tier", "big"], "give at most one of --min-quality, --match-tier"),
     "min-quality above 1": (["optimize", "support", "--tiers", "{tiers}", "--min-quality", "90"],

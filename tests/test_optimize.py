@@ -175,7 +175,7 @@ def test_budget_cap_stops_cleanly_and_a_larger_budget_continues(tmp_path):
 
 DRIVER = r"""
 import hashlib, json, os, sys, time
-import pipelines.runtime as runtime
+from pipelines import backends
 from tests.fakes import support_script
 
 base = support_script()
@@ -193,8 +193,7 @@ def script(tier, messages):
         f.write(hashlib.sha256(json.dumps([tier, messages]).encode()).hexdigest() + "\n")
     return out
 
-original = runtime.backend_for
-runtime.backend_for = lambda tier, scripts=None: original(tier, {"*": script})
+backends.SCRIPTED["*"] = script
 import cli
 sys.argv = ["cli.py", *sys.argv[1:]]
 cli.main()

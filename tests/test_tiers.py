@@ -137,7 +137,11 @@ def test_availability_is_judged_without_network_or_weights(monkeypatch):
     assert Tier("a", "openai/gpt-4o-mini", 1, 1).availability() == (False, "OPENAI_API_KEY not set")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert Tier("a", "openai/gpt-4o-mini", 1, 1).availability() == (True, "key present")
-    assert Tier("f", "fake/f", 0, 0).availability() == (True, "scripted engine")
+    ok, why = Tier("f", "fake/f", 0, 0).availability()
+    assert not ok and "scripted test engines" in why  # a user's tiers file: nothing would answer it
+    assert Tier("f", "fake/f", 0, 0).availability({"f": lambda *a: "x"}) == (True, "scripted engine")
+    ok, why = Tier("u", "acme/model-x", 1, 1).availability()
+    assert not ok and "no provider serves this model id" in why  # an unknown provider prefix never answers
     ok, why = Tier("u", "local/nope", 0, 0).availability()
     assert not ok and "unknown local model" in why
     monkeypatch.setattr(local, "runtime_installed", lambda: False)
@@ -191,4 +195,5 @@ def test_cli_tiers_script_with_tiers_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert rows == [{"name": "s", "model": "fake/s", "input_per_1m": 1.0, "output_per_1m": 2.0, "settings": {},
-                     "price_source": "tiers file", "available": True, "status": "scripted engine"}]
+                     "price_source": "tiers file", "available": False,
+                     "status": "fake/ models are scripted test engines; nothing answers them outside tests"}]

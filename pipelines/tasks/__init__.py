@@ -14,10 +14,12 @@ Users add theirs as a module here or as a file path. A task file may instead be 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -57,23 +59,45 @@ class Task:
         return DATASETS_DIR / ds if ds else None
 
 
+def is_shipped_task(name) -> bool:
+    """A task module shipped in this package, named plainly (no path, no dots)."""
+    return isinstance(name, str) and name.isidentifier() and not name.startswith("_") \
+        and (Path(__file__).parent / f"{name}.py").is_file()
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import a task file as a module registered in sys.modules: dspy and pydantic resolve a signature's
+    string annotations (`from __future__ import annotations`) through its module's entry there."""
+    resolved = path.resolve()
+    name = f"tierwise_task_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file failed to import: say where, not a traceback
+        del sys.modules[name]
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(resolved)]
+        line = f":{frames[-1].lineno}" if frames else (f":{e.lineno}" if isinstance(e, SyntaxError) else "")
+        raise ConfigError(f"task file {path}{line}: failed to import ({type(e).__name__}: {e})") from None
+    return module
+
+
 def load_task(name_or_path: str) -> Task:
     path = Path(name_or_path)
     if path.suffix == ".py":
         if not path.is_file():
             raise ConfigError(f"task file not found: {path}")
-        spec = importlib.util.spec_from_file_location(f"tierwise_task_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # postponed annotations (Literal[LABELS]) resolve in their module
-        spec.loader.exec_module(module)
+        module = _import_file(path)
         source = str(path.resolve())
     else:
-        try:
-            module = importlib.import_module(f"pipelines.tasks.{name_or_path}")
-        except ModuleNotFoundError:
+        if not is_shipped_task(name_or_path):
             known = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
             raise ConfigError(f"unknown task {name_or_path!r}; shipped tasks: {', '.join(known)}, "
-                              "or give a path to a task .py file") from None
+                              "or give a path to a task .py file")
+        module = importlib.import_module(f"pipelines.tasks.{name_or_path}")
         source = name_or_path
     missing = [k for k in REQUIRED if not hasattr(module, k)]
     if missing and path.suffix == ".py" and all(hasattr(module, k) for k in DSPY_STYLE):
@@ -84,27 +108,42 @@ def load_task(name_or_path: str) -> Task:
 
 
 def iter_jsonl_objects(path: Path):
-    """(line number, object) for each non-blank line; a line that is not a JSON object raises
-    DatasetError naming the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    """(line number, object) for each non-blank line; a line that is not a JSON object, or not UTF-8,
+    raises DatasetError naming the file and line."""
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a directory; expected a JSONL file (one JSON object per line)")
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DatasetError(f"dataset not found: {path}") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}:{number}: not UTF-8 text (byte {e.start} of the line); "
+                                   "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise DatasetError(f"{path}:{number}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise DatasetError(f"{path}:{number}: expected a JSON object")
             yield number, row
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a JSONL dev set; a bad line raises DatasetError naming the file and line."""
+def read_jsonl(path: str | Path, required: tuple[str, ...] = (), with_lines: bool = False):
+    """Rows of a JSONL dev set; a bad line raises DatasetError naming the file and line. With
+    `with_lines`, also each row's line number (for later checks to name)."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset not found: {path}")
-    rows = []
+    rows, lines = [], []
     for number, row in iter_jsonl_objects(path):
         absent = [k for k in required if k not in row]
         if absent:
@@ -112,6 +151,59 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
         row.setdefault("id", f"row{number}")
         row.setdefault("segment", "all")
         rows.append(row)
+        lines.append(number)
     if not rows:
         raise DatasetError(f"{path}: no rows")
+    return (rows, lines) if with_lines else rows
+
+
+def input_type_problem(program, values: dict) -> str | None:
+    """Why `values` cannot be the program's inputs (a field typed `str` given a number, a list ...), or None."""
+    for _, predictor in program.named_predictors():
+        for name, info in predictor.signature.input_fields.items():
+            if name in values and info.annotation is str and not isinstance(values[name], str):
+                return f"input field {name!r} must be a string, got {type(values[name]).__name__}"
+    return None
+
+
+def _missing_label(task: Task, program, row: dict) -> str | None:
+    """The row key the task's metric reads and the row lacks, found by scoring an empty prediction."""
+    import dspy
+
+    outputs = {f: None for _, p in program.named_predictors() for f in p.signature.output_fields}
+    probes = [lambda: task.metric(row, dspy.Prediction(**outputs))]
+    probes += [lambda n=n: task.predictor_correct(n, row, dict(outputs)) for n, _ in program.named_predictors()]
+    for probe in probes:
+        try:
+            probe()
+        except KeyError as e:
+            if e.args and isinstance(e.args[0], str) and e.args[0] not in row:
+                return e.args[0]
+        except Exception:  # noqa: BLE001 - an empty prediction may upset a metric; only labels are checked here
+            pass
+    return None
+
+
+def read_task_rows(task: Task, path: str | Path, program=None) -> list[dict]:
+    """A dev set checked against the task before any call is paid for: unique ids, every input field
+    present and of its declared type, every label the metric reads present."""
+    rows, lines = read_jsonl(path, with_lines=True)
+    program = program if program is not None else task.build_program()
+    seen = {}
+    for row, line in zip(rows, lines):
+        where = f"{path}:{line}"
+        row_id = str(row["id"])
+        if row_id in seen:
+            raise DatasetError(f"{where}: row id {row_id!r} repeats line {seen[row_id]}; ids must be unique")
+        seen[row_id] = line
+        try:
+            values = task.inputs(row)
+        except KeyError as e:
+            raise DatasetError(f"{where}: row {row_id} lacks the input field {e}") from None
+        problem = input_type_problem(program, values)
+        if problem:
+            raise DatasetError(f"{where}: row {row_id}: {problem}")
+        label = _missing_label(task, program, row)
+        if label:
+            raise DatasetError(f"{where}: row {row_id} lacks the label {label!r} that task {task.name}'s metric reads")
     return rows

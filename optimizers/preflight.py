@@ -1,0 +1,80 @@
+"""What `optimize` checks before its first paid call: everything a user can get wrong that would
+otherwise surface only after the outcome table was paid for (or after the whole search)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from optimizers import defaults
+from optimizers.study import check_storage, default_storage
+from pipelines import artifact
+from pipelines.errors import ConfigError
+from pipelines.signing import signing_key
+
+
+def check_options(options, task_name: str) -> None:
+    """Flags: counts and fractions in range, the artifact path writable, the signing key present."""
+    if options.limit is not None and options.limit < defaults.LIMIT_MIN:
+        raise ConfigError(f"--limit must be at least {defaults.LIMIT_MIN}, got {options.limit}")
+    if not isinstance(options.trials, int) or options.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {options.trials}")
+    if not (math.isfinite(options.holdout) and 0 < options.holdout < 1):
+        raise ConfigError(f"--holdout must lie in (0, 1), got {options.holdout}: the chosen policy is checked on "
+                          "rows the search never saw")
+    if options.budget_usd is not None and not (math.isfinite(options.budget_usd) and options.budget_usd >= 0):
+        raise ConfigError(f"--budget-usd must be a finite amount >= 0, got {options.budget_usd}")
+    artifact.check_destination(options.out or f"{task_name}.tierwise.json")
+    if getattr(options, "sign_key_env", None):
+        signing_key(options.sign_key_env)
+
+
+def check_tiers(catalog, scripts: dict | None) -> None:
+    """Every tier can answer: a tier that cannot would be listed, searched and silently fallen back on."""
+    for tier in catalog:
+        ok, why = tier.availability(scripts)
+        if not ok:
+            raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
+
+
+def check_stores(options) -> None:
+    """The working folder (.tierwise/: call cache, outcomes, studies) can be created and written, and the
+    study storage opened (an intact SQLite file, a known scheme)."""
+    work = Path(options.work_dir)
+    existing = next((p for p in [work, *work.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{work}: {existing} is a file, not a folder for tierwise's cache and studies")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{work}: cannot write in {existing} (the call cache and studies live there)")
+    check_storage(options.storage or default_storage(create=False))
+
+
+class TierProbe:
+    """Reachability, judged on the first answers a tier gives while its outcomes are recorded (no extra
+    call): a tier whose first `rows` rows all failed at the call itself (a connection refused, an unknown
+    model, a missing route) and that never answered is refused before the search trusts it. Malformed
+    answers do not count: the model was reached. A tier that answered once is reachable; its later
+    failures are the cascade's to fall back on."""
+
+    PARSE_FAILURES = ("AdapterParseError", "missing output fields")
+
+    def __init__(self, catalog, rows: int = 3):
+        self.catalog, self.rows = catalog, rows
+        self.failed_rows: dict[str, int] = {}
+        self.answered: set[str] = set()
+
+    def observe(self, tier: str, results) -> None:
+        if tier in self.answered:
+            return
+        steps = [s for r in results for s in r.steps if s.tier == tier]
+        if any(s.decision != "failed" or any(p in s.error for p in self.PARSE_FAILURES) for s in steps):
+            self.answered.add(tier)
+            return
+        if not steps:
+            return
+        self.failed_rows[tier] = self.failed_rows.get(tier, 0) + 1
+        if self.failed_rows[tier] >= self.rows:
+            model = self.catalog[tier].model
+            raise ConfigError(f"tier {tier} ({model}) cannot be reached: its first {self.rows} rows all failed at the "
+                              f"call ({steps[0].error[:160]}); check the model id, its key and the network")
