@@ -181,3 +181,23 @@ def test_splits_are_halves_disjoint_deterministic_and_seeded():
     assert sorted(id_order(table, 3).tolist()) == list(range(101))
     src_train, src_test = source_split(table)
     assert src_train.tolist() == list(range(90)) and src_test.tolist() == list(range(90, 101))
+
+
+def test_tierwise_goes_through_fit_and_apply_and_reads_the_applied_decisions(tmp_path):
+    from benchmarks import tierwise_method
+
+    n = 40
+    score = np.ones((n, 2))  # B is always right
+    score[np.arange(n) % 4 < 2, 0] = 0.0  # A misses half the queries of either half below
+    cost = np.tile([0.001, 0.01], (n, 1))
+    ids = [f"q{i:02d}" for i in range(n)]
+    table = Table("hand", ids, [f"what is {i} + 1?" for i in range(n)], [[str(i + 1)] * 2 for i in range(n)],
+                  ["all"] * n, [""] * n, ["A", "B"], score, cost)
+    train, test = table.subset(range(0, n, 2)), table.subset(range(1, n, 2))
+    fits = tierwise_method.run(train, test, {"low": 0.2, "top": 1.0}, "B", trials=10, seed=0, tmp=tmp_path)
+    # floor 0.2: A alone (0.5 on train, well clear of the floor's margin), paying A only, never calling B
+    assert fits["low"]["point"] == pytest.approx((1.0, 0.0, 0.5))
+    # floor 1.0: only policies ending at B on the queries A misses reach it; B is called, and quality is 1
+    cost_top, calls_top, quality_top = fits["top"]["point"]
+    assert quality_top == pytest.approx(1.0) and calls_top > 0 and cost_top > 1.0
+    assert fits["low"]["policy"]["answer"]["ladder"] == ["A"]
