@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/replay_vs_routers.py [--tables gsm8k,mtbench,llmrouter,routerarena]
         [--seeds 5] [--trials 300] [--methods tierwise,lr,knn,mlp,frugal,random,single,oracle]
-        [--subsample N] [--curve-floors 0.5,0.8,1.0] [--out results.json]
+        [--subsample N] [--curve-floors 0.5,0.8] [--out results.json] [--from a.json,b.json]
 
 Each table is split in half by id, once per seed (bench_tables.split_half); every method fits on the
 training half and is reported on the test half. LLMRouter also records the source's own train/test split:
@@ -188,17 +188,18 @@ def render_table(summary: list[dict], table: str) -> list[str]:
     return lines
 
 
-def render(rows: list[dict], tables: dict[str, Table]) -> str:
+def render(rows: list[dict], tables: dict[str, dict]) -> str:
+    """Markdown per table; tables: name -> {"ids", "models", "notes"} (meta["tables"] of a results file)."""
     summary = summarize(rows)
     lines = []
-    for name, table in tables.items():
+    for name, info in tables.items():
         rs = [r for r in rows if r["table"] == name]
         if not rs:
             continue
         seeds = sorted({r["seed"] for r in rs if r["seed"] != "source"})
         strong = sorted({r["strong"] for r in rs})
-        lines += [f"### {name}: {table.n} ids x {len(table.models)} models, seeds {seeds}, "
-                  f"best single model on train: {', '.join(strong)}", *[f"- {n}" for n in table.notes], ""]
+        lines += [f"### {name}: {info['ids']} ids x {len(info['models'])} models, seeds {seeds}, "
+                  f"best single model on train: {', '.join(strong)}", *[f"- {n}" for n in info["notes"]], ""]
         lines += render_table(summary, name)
         src = [r for r in rs if r["seed"] == "source"]
         if src:
@@ -207,6 +208,18 @@ def render(rows: list[dict], tables: dict[str, Table]) -> str:
             lines += render_table(summarize([{**r, "seed": 0} for r in src]), name)
         lines.append("")
     return "\n".join(lines)
+
+
+def merge_results(paths: list[Path]) -> tuple[list[dict], dict]:
+    """Rows and table info of earlier --out JSON files; a later file's (table, seed, method) row wins."""
+    by_key, tables = {}, {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        for r in data["rows"]:
+            by_key[(r["table"], r["seed"], r["method"])] = r
+        tables.update(data["meta"]["tables"])
+    order = {name: i for i, name in enumerate(TABLE_FILES)}
+    return list(by_key.values()), dict(sorted(tables.items(), key=lambda kv: order.get(kv[0], 99)))
 
 
 def write_rows(rows: list[dict], path: Path, meta: dict) -> None:
@@ -233,12 +246,20 @@ def main(argv=None):
     parser.add_argument("--fit-seed", type=int, default=0, help="tierwise's own --seed (its search sampler)")
     parser.add_argument("--methods", type=_csv_list, default=list(METHODS), help=",".join(METHODS))
     parser.add_argument("--subsample", type=int, default=None, help="keep N ids per table (development)")
-    parser.add_argument("--curve-floors", type=lambda s: [float(x) for x in _csv_list(s)], default=[0.5, 0.8, 1.0],
+    parser.add_argument("--curve-floors", type=lambda s: [float(x) for x in _csv_list(s)], default=[0.5, 0.8],
                         help="extra tierwise floors for its curve: fractions of the way from the cheapest "
                              "model's training quality to the best's")
     parser.add_argument("--no-source-split", action="store_true", help="skip the source's own split (LLMRouter)")
     parser.add_argument("--out", type=Path, default=None, help="every (table, seed, method) row, .json or .csv")
+    parser.add_argument("--from", dest="merge", type=lambda s: [Path(x) for x in _csv_list(s)], default=None,
+                        help="print (and with --out, write) the merged rows of earlier --out JSON files; no run")
     args = parser.parse_args(argv)
+    if args.merge:
+        rows, tables = merge_results(args.merge)
+        print(render(rows, tables))
+        if args.out:
+            write_rows(rows, args.out, {"merged_from": [str(p) for p in args.merge], "tables": tables})
+        return
     unknown = [t for t in args.tables if t not in TABLE_FILES] + [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown table or method {unknown}; tables: {', '.join(TABLE_FILES)}; methods: {', '.join(METHODS)}")
@@ -262,8 +283,9 @@ def main(argv=None):
     elapsed = time.perf_counter() - started
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args) | {
         "out": str(args.out)}, "seconds": round(elapsed, 1), "load_average_end": os.getloadavg(),
-            "cpus": os.cpu_count(), "commit": _commit(), "notes": {n: t.notes for n, t in tables.items()}}
-    print(render(rows, tables))
+            "cpus": os.cpu_count(), "commit": _commit(),
+            "tables": {n: {"ids": t.n, "models": t.models, "notes": t.notes} for n, t in tables.items()}}
+    print(render(rows, meta["tables"]))
     print(f"total {elapsed:.0f} s; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.out:
         write_rows(rows, args.out, meta)
