@@ -66,6 +66,7 @@ def operating_points(train_pts, test_pts, q_best_train: float) -> dict:
 
 def evaluate_split(table: Table, train_idx, test_idx, seed, methods, args, embeddings) -> list[dict]:
     train, test = table.subset(train_idx), table.subset(test_idx)
+    rng_seed = seed if isinstance(seed, int) else 0  # folds and networks of the "source" split
     q_train, q_test = train.score.mean(axis=0), test.score.mean(axis=0)
     c_train, c_test = train.cost.mean(axis=0) * 1000, test.cost.mean(axis=0) * 1000
     strong = int(np.argmax(q_train))  # best single model on train (ties: the cheaper)
@@ -88,15 +89,19 @@ def evaluate_split(table: Table, train_idx, test_idx, seed, methods, args, embed
             floors = {kind: curves.target_quality(kind, qb) for kind in curves.TARGETS}
             for f in args.curve_floors:
                 floors[f"curve-{f:g}"] = q_train[weak] + f * (qb - q_train[weak])
-            with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
-                fits = tierwise_method.run(train, test, floors, table.models[strong], args.trials, args.fit_seed,
-                                           Path(tmp))
+            try:
+                with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
+                    fits = tierwise_method.run(train, test, floors, table.models[strong], args.trials,
+                                               args.fit_seed, Path(tmp))
+            except Exception as e:  # noqa: BLE001 - one failed fit must not lose the split's other methods
+                print(f"[{table.name} seed {seed}: tierwise failed: {type(e).__name__}: {e}]", file=sys.stderr)
+                continue
             results[name] = {"points": {kind: fits[kind]["point"] for kind in curves.TARGETS},
                              "curve": [f["point"] for f in fits.values()],
                              "extra": {"policies": {k: f["policy"] for k, f in fits.items()},
                                        "fit_seconds": {k: round(f["fit_s"], 2) for k, f in fits.items()}}}
         elif name == "lr":
-            lr_preds = routers.lr_predictions(lambda j: table.inputs, table.score, train_idx, test_idx, seed)
+            lr_preds = routers.lr_predictions(lambda j: table.inputs, table.score, train_idx, test_idx, rng_seed)
             sweep(name, *routers.router(*lr_preds, table, train_idx, test_idx, strong))
         elif name == "knn":
             sweep(name, *routers.router(*routers.knn_predictions(table, train_idx, test_idx), table, train_idx,
@@ -104,12 +109,12 @@ def evaluate_split(table: Table, train_idx, test_idx, seed, methods, args, embed
         elif name == "mlp":
             if embeddings is None:
                 continue
-            preds = routers.mlp_predictions(embeddings, table.score, train_idx, test_idx, seed)
+            preds = routers.mlp_predictions(embeddings, table.score, train_idx, test_idx, rng_seed)
             sweep(name, *routers.router(*preds, table, train_idx, test_idx, strong))
         elif name == "frugal":
             if strong == weak:
                 continue  # nothing cheaper to start from
-            sweep(name, *routers.frugal_cascade(table, train_idx, test_idx, strong, seed, input_only=lr_preds))
+            sweep(name, *routers.frugal_cascade(table, train_idx, test_idx, strong, rng_seed, input_only=lr_preds))
         elif name == "random":
             results[name] = {"points": {kind: curves.mix(singles_test, curves.mixture_for(
                 singles_train, curves.target_quality(kind, qb))) for kind in curves.TARGETS},
@@ -249,6 +254,8 @@ def main(argv=None):
     parser.add_argument("--curve-floors", type=lambda s: [float(x) for x in _csv_list(s)], default=[0.5, 0.8],
                         help="extra tierwise floors for its curve: fractions of the way from the cheapest "
                              "model's training quality to the best's")
+    parser.add_argument("--seed-list", type=lambda s: [x if x == "source" else int(x) for x in _csv_list(s)],
+                        default=None, help="exactly these seeds, e.g. 3,4,source (overrides --seeds)")
     parser.add_argument("--no-source-split", action="store_true", help="skip the source's own split (LLMRouter)")
     parser.add_argument("--out", type=Path, default=None, help="every (table, seed, method) row, .json or .csv")
     parser.add_argument("--from", dest="merge", type=lambda s: [Path(x) for x in _csv_list(s)], default=None,
@@ -273,23 +280,30 @@ def main(argv=None):
             table.notes = table.notes + [f"subsampled to {table.n} ids (development run)"]
         tables[name] = table
         embeddings = _embeddings(table) if "mlp" in args.methods else None
-        splits = [(seed, *split_half(table, seed)) for seed in range(args.seeds)]
-        if not args.no_source_split and (src := source_split(table)) is not None:
+        wanted = args.seed_list or [*range(args.seeds), *([] if args.no_source_split else ["source"])]
+        splits = [(seed, *split_half(table, seed)) for seed in wanted if seed != "source"]
+        if "source" in wanted and (src := source_split(table)) is not None:
             splits.append(("source", *src))
         for seed, train_idx, test_idx in splits:
             t0 = time.perf_counter()
             rows += evaluate_split(table, train_idx, test_idx, seed, args.methods, args, embeddings)
             print(f"[{name} seed {seed}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
-    elapsed = time.perf_counter() - started
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args) | {
-        "out": str(args.out)}, "seconds": round(elapsed, 1), "load_average_end": os.getloadavg(),
-            "cpus": os.cpu_count(), "commit": _commit(),
-            "tables": {n: {"ids": t.n, "models": t.models, "notes": t.notes} for n, t in tables.items()}}
+            if args.out:  # after every split, so a long run's finished splits survive an interruption
+                write_rows(rows, args.out, _meta(args, tables, started))
+    meta = _meta(args, tables, started)
     print(render(rows, meta["tables"]))
-    print(f"total {elapsed:.0f} s; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"total {meta['seconds']:.0f} s; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.out:
         write_rows(rows, args.out, meta)
         print(f"rows written to {args.out}")
+
+
+def _meta(args, tables: dict[str, Table], started: float) -> dict:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "seconds": round(time.perf_counter() - started, 1), "load_average": os.getloadavg(),
+            "cpus": os.cpu_count(), "commit": _commit(),
+            "tables": {n: {"ids": t.n, "models": t.models, "notes": t.notes} for n, t in tables.items()}}
 
 
 def _embeddings(table: Table):
