@@ -1,381 +1,329 @@
-"""tierwise replay against published routing baselines on a recorded outcome table.
+"""tierwise replay against published routing baselines on every recorded outcome table in ../shared/data.
 
-    PYTHONPATH=. python benchmarks/replay_vs_routers.py [TABLE ...] [--trials 300] [--seed 0]
+    PYTHONPATH=. python benchmarks/replay_vs_routers.py [--tables gsm8k,mtbench,llmrouter,routerarena]
+        [--seeds 5] [--trials 300] [--methods tierwise,lr,knn,mlp,frugal,random,single,oracle]
+        [--subsample N] [--curve-floors 0.5,0.8] [--out results.json] [--from a.json,b.json]
 
-Each table is split in half by id (optimizers.summary.split_rows): every method fits on one half and is
-reported on the other. Operating points are chosen on the training half for the issue's target,
-quality >= 95% of the best single model's training quality, at the lowest training cost.
+Each table is split in half by id, once per seed (bench_tables.split_half); every method fits on the
+training half and is reported on the test half. LLMRouter also records the source's own train/test split:
+it is run once more as seed "source". Operating points are chosen on the training half only, for two
+targets: 95% of the best single model's training quality, and parity (within 1 point, 0.01, of it); the
+test half says what they cost and whether they held (curves.py has the arithmetic).
 
-Methods: each single model; random mixing (RouterBench's zero router: the straight line between
-single models, read at tierwise's cost); a FrugalGPT-style two-model cascade (cheapest -> best model,
-logistic scorer over TF-IDF of question + cheap answer, threshold chosen on train); a k-nearest-neighbour
-router (TF-IDF over inputs, cosine, k=10, route to argmax of predicted score - lambda * cost); the oracle
-(cheapest model that is right); tierwise (optimizers.replay.fit on the training half: the 95% target with
-its default margin, the one-sided 95% lower confidence bound; the same target with the earlier 1-standard-
-error margin, for comparison; and its default objective).
+Methods (routers.py and tierwise_method.py have the details):
+  tierwise  optimizers.replay.fit on the training half per floor, then replay apply of its artifact
+  lr        TF-IDF logistic-regression router (per-model score predictors; lambda chosen on train)
+  knn       TF-IDF kNN router, k = 10
+  mlp       MLP router on all-MiniLM-L6-v2 sentence embeddings (RouterBench's predictive router)
+  frugal    FrugalGPT-style cascade: a cheaper model, then the best one when a scorer doubts the answer
+  random    random mixing of single models (RouterBench's zero router)
+  single    the cheapest single model that meets the target on train
+  oracle    the cheapest model with the best score on each query (a ceiling, not a method)
 
-Curves, measured on the test half over each method's parameter sweep (tierwise: every trial of its
-study), plus the cheapest single model (any router can send everything there). "weak" is the cheapest
-model, "strong" the best single model (on train); hulls are the non-decreasing upper convex hulls of a
-method's points (any two operating points can be mixed at random):
-- AIQ (RouterBench): mean over cost in [weak's cost, strong's cost] of the (cost, quality) hull.
-- APGR$ (cost axis): the same average of (hull quality - weak quality) / (strong quality - weak quality);
-  equals (AIQ - q_weak) / (q_strong - q_weak).
-- APGR (RouteLLM's definition, call-share axis): the average of that performance gap recovered over the
-  share of queries that call the strong model, from 0 to 1, on the (share, quality) hull. RouteLLM
-  reads its raw curve at 10 share levels; the hull here is an upper bound of that. Random mixing of
-  weak and strong scores 0.5 on both axes; the two differ when the strong model is not the only cost
-  (a cascade pays the weak model on every query).
-- calls: share of test queries on which the operating point called the strong model.
-- saving@100% / saving@95%: cost reduction vs the best single model at the lowest hull cost reaching
-  its quality / 95% of it ("-" when the hull never gets there).
-
-A table without cost_usd or token counts (MT-Bench keeps only judge scores) is priced from estimates,
-see with_estimated_costs; the call-share APGR does not depend on them.
+Per (table, seed, method) the output (--out, .json or .csv) keeps the test-half quality, cost, saving vs the
+best single model and hit/miss at each target, and the curve metrics AIQ, APGR$ (cost axis) and APGR
+(RouteLLM's call-share axis); the printed tables give the median over seeds with the range.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optimizers.replay import PREDICTOR, ReplayOptions, fit, split_ids  # noqa: E402
-from optimizers.replay_eval import (Signals, agreement_confidence, learned_confidence,  # noqa: E402
-                                    run_ladder_vectorized)
-from optimizers.replay_table import OutcomeMatrix, load_outcomes  # noqa: E402
-from optimizers.select import Objective  # noqa: E402
-from optimizers.study import completed  # noqa: E402
-from pipelines.policy import Policy  # noqa: E402
+from benchmarks import curves, routers  # noqa: E402
+from benchmarks.bench_tables import (TABLE_FILES, Table, id_order, load, shared_data, source_split,  # noqa: E402
+                                     split_half)
 
-DEFAULT_TABLE = REPO.parent / "shared" / "data" / "routellm" / "gsm8k_outcomes.csv"
-TARGET = 0.95
-ASSUMED_COMPLETION_TOKENS = 400  # for tables without answers or token counts (MT-Bench answers run paragraphs)
-
-
-# --- curve arithmetic ----------------------------------------------------------------------------
-
-
-def hull(points) -> np.ndarray:
-    """Non-decreasing upper convex hull of (x, quality) points (x: cost or share of strong calls), as
-    vertices sorted by x."""
-    top: dict[float, float] = {}  # only the best quality at each x can be on the upper hull
-    for x, q in points:
-        top[float(x)] = max(float(q), top.get(float(x), -np.inf))
-    pts = sorted(top.items())
-    upper: list[tuple[float, float]] = []
-    for p in pts:
-        while len(upper) >= 2 and _cross(upper[-2], upper[-1], p) >= 0:
-            upper.pop()
-        upper.append(p)
-    best = max(range(len(upper)), key=lambda i: (upper[i][1], -upper[i][0]))
-    return np.array(upper[:best + 1])
+METHODS = {
+    "tierwise": "tierwise (replay fit)",
+    "lr": "LR router (TF-IDF)",
+    "knn": "kNN router (TF-IDF, k=10)",
+    "mlp": "MLP router (MiniLM embeddings)",
+    "frugal": "FrugalGPT-style cascade",
+    "random": "random mixing",
+    "single": "single model",
+    "oracle": "oracle",
+}
 
 
-def _cross(o, a, b) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+def operating_points(train_pts, test_pts, q_best_train: float) -> dict:
+    """Each target's train-chosen knob, read on the test half."""
+    return {kind: test_pts[curves.choose_on_train(train_pts, curves.target_quality(kind, q_best_train))]
+            for kind in curves.TARGETS}
 
 
-def hull_at(h: np.ndarray, cost) -> np.ndarray:
-    return np.interp(cost, h[:, 0], h[:, 1], left=np.nan, right=h[-1, 1])
+def evaluate_split(table: Table, train_idx, test_idx, seed, methods, args, embeddings) -> list[dict]:
+    train, test = table.subset(train_idx), table.subset(test_idx)
+    rng_seed = seed if isinstance(seed, int) else 0  # folds and networks of the "source" split
+    q_train, q_test = train.score.mean(axis=0), test.score.mean(axis=0)
+    c_train, c_test = train.cost.mean(axis=0) * 1000, test.cost.mean(axis=0) * 1000
+    strong = int(np.argmax(q_train))  # best single model on train (ties: the cheaper)
+    weak = int(np.argmin(c_train))
+    qb = float(q_train[strong])
+    singles_train = [(c_train[j], float(j == strong), q_train[j]) for j in range(len(table.models))]
+    singles_test = [(c_test[j], float(j == strong), q_test[j]) for j in range(len(table.models))]
+    results: dict[str, dict] = {}  # method -> {"points": {target: point}, "curve": [points], "extra": {}}
+    timings = {}
+
+    def sweep(name, train_pts, test_pts, extra=None):
+        results[name] = {"points": operating_points(train_pts, test_pts, qb), "curve": test_pts, "extra": extra or {}}
+
+    lr_preds = None
+    for name in methods:
+        started = time.perf_counter()
+        if name == "tierwise":
+            from benchmarks import tierwise_method
+
+            floors = {kind: curves.target_quality(kind, qb) for kind in curves.TARGETS}
+            for f in args.curve_floors:
+                floors[f"curve-{f:g}"] = q_train[weak] + f * (qb - q_train[weak])
+            try:
+                with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
+                    fits = tierwise_method.run(train, test, floors, table.models[strong], args.trials,
+                                               args.fit_seed, Path(tmp))
+            except Exception as e:  # noqa: BLE001 - one failed fit must not lose the split's other methods
+                print(f"[{table.name} seed {seed}: tierwise failed: {type(e).__name__}: {e}]", file=sys.stderr)
+                continue
+            results[name] = {"points": {kind: fits[kind]["point"] for kind in curves.TARGETS},
+                             "curve": [f["point"] for f in fits.values()],
+                             "extra": {"policies": {k: f["policy"] for k, f in fits.items()},
+                                       "fit_seconds": {k: round(f["fit_s"], 2) for k, f in fits.items()}}}
+        elif name == "lr":
+            lr_preds = routers.lr_predictions(lambda j: table.inputs, table.score, train_idx, test_idx, rng_seed)
+            sweep(name, *routers.router(*lr_preds, table, train_idx, test_idx, strong))
+        elif name == "knn":
+            sweep(name, *routers.router(*routers.knn_predictions(table, train_idx, test_idx), table, train_idx,
+                                        test_idx, strong))
+        elif name == "mlp":
+            if embeddings is None:
+                continue
+            preds = routers.mlp_predictions(embeddings, table.score, train_idx, test_idx, rng_seed)
+            sweep(name, *routers.router(*preds, table, train_idx, test_idx, strong))
+        elif name == "frugal":
+            if strong == weak:
+                continue  # nothing cheaper to start from
+            sweep(name, *routers.frugal_cascade(table, train_idx, test_idx, strong, rng_seed, input_only=lr_preds))
+        elif name == "random":
+            results[name] = {"points": {kind: curves.mix(singles_test, curves.mixture_for(
+                singles_train, curves.target_quality(kind, qb))) for kind in curves.TARGETS},
+                "curve": singles_test, "extra": {}}
+        elif name == "single":
+            sweep(name, singles_train, singles_test)
+        elif name == "oracle":
+            best_here = test.score >= test.score.max(axis=1, keepdims=True) - 1e-12
+            pick = np.argmax(best_here, axis=1)  # models are cheapest first
+            rows = np.arange(test.n)
+            point = (float(test.cost[rows, pick].mean() * 1000), float((pick == strong).mean()),
+                     float(test.score[rows, pick].mean()))
+            results[name] = {"points": {kind: point for kind in curves.TARGETS}, "curve": [point], "extra": {}}
+        timings[name] = time.perf_counter() - started
+
+    q_strong, c_strong = float(q_test[strong]), float(c_test[strong])
+    anchor = singles_test[weak]
+    out = []
+    for name, res in results.items():
+        row = {"table": table.name, "seed": seed, "method": name, "n_train": train.n, "n_test": test.n,
+               "strong": table.models[strong], "weak": table.models[weak], "q_strong": q_strong,
+               "c_strong": c_strong, "q_weak": float(q_test[weak]), "c_weak": float(c_test[weak]),
+               "seconds": round(timings[name], 2)}
+        for kind, (cost, calls, quality) in res["points"].items():
+            row.update({f"{kind}_quality": quality, f"{kind}_cost_per_1k": cost, f"{kind}_calls": calls,
+                        f"{kind}_pct_best": 100 * quality / q_strong if q_strong > 0 else float("nan"),
+                        f"{kind}_saving": curves.saving(cost, c_strong),
+                        f"{kind}_met": bool(quality >= curves.target_quality(kind, q_strong) - curves.TOL)})
+        row.update(curves.curve_metrics(res["curve"], anchor, row["c_weak"], c_strong, row["q_weak"], q_strong))
+        row["extra"] = res["extra"]
+        out.append(row)
+    return out
 
 
-def cost_to_reach(h: np.ndarray, quality: float) -> float | None:
-    if h[-1, 1] < quality - 1e-12:
-        return None
-    i = int(np.argmax(h[:, 1] >= quality - 1e-12))
-    if i == 0:
-        return float(h[0, 0])
-    (c0, q0), (c1, q1) = h[i - 1], h[i]
-    return float(c0 + (quality - q0) * (c1 - c0) / (q1 - q0))
+# --- reporting -------------------------------------------------------------------------------------------------
 
 
-def aiq(h: np.ndarray, c_min: float, c_max: float) -> float:
-    grid = np.linspace(c_min, c_max, 2001)
-    values = hull_at(h, grid)
-    return float(np.nanmean(values)) if np.isfinite(values).all() else float("nan")
+def _range(s: dict, fmt="{:.1f}") -> str:
+    if s["median"] is None:
+        return "-"
+    if s["n"] == 1:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])} to {fmt.format(s['max'])})"
 
 
-# --- baselines -----------------------------------------------------------------------------------
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (table, method) over the numbered seeds: median (range) of each figure, misses per target."""
+    out = []
+    keys = sorted({(r["table"], r["method"]) for r in rows if r["seed"] != "source"},
+                  key=lambda k: (list(TABLE_FILES).index(k[0]) if k[0] in TABLE_FILES else 99, list(METHODS).index(k[1])))
+    for table, method in keys:
+        rs = [r for r in rows if r["table"] == table and r["method"] == method and r["seed"] != "source"]
+        s = {"table": table, "method": method, "seeds": len(rs)}
+        for kind in curves.TARGETS:
+            s[f"{kind}_saving"] = curves.spread(r[f"{kind}_saving"] for r in rs)
+            s[f"{kind}_pct_best"] = curves.spread(r[f"{kind}_pct_best"] for r in rs)
+            s[f"{kind}_misses"] = sum(not r[f"{kind}_met"] for r in rs)
+            s[f"hull_saving_{kind}"] = curves.spread(r[f"hull_saving_{kind}"] for r in rs)
+        for key in ("aiq", "apgr_cost", "apgr_calls"):
+            s[key] = curves.spread(r[key] for r in rs)
+        out.append(s)
+    return out
 
 
-def choose_on_train(train_points: list[tuple[float, float, float]], target: float) -> int:
-    """Index of the cheapest (cost, share, quality) setting meeting the target on train (the best
-    quality when none does)."""
-    ok = [i for i, (c, _, q) in enumerate(train_points) if q >= target - 1e-12]
-    if ok:
-        return min(ok, key=lambda i: train_points[i][0])
-    return max(range(len(train_points)), key=lambda i: train_points[i][2])
-
-
-class FrugalCascade:
-    """Cheapest model first; a TF-IDF logistic scorer on (question, cheap answer) decides escalation."""
-
-    def __init__(self, cheap: int, strong: int):
-        self.cheap, self.strong = cheap, strong
-
-    def fit(self, m: OutcomeMatrix):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
-        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-        X = self.vec.fit_transform(self._texts(m))
-        lo, hi = m.score.min(), m.score.max()
-        y = m.score[:, self.cheap] - lo >= 0.5 * (hi - lo)  # "right": the upper half of the score range
-        self.clf = LogisticRegression(C=1.0, max_iter=2000).fit(X, y) if 0 < y.sum() < len(y) else None
-        return self
-
-    def cross_fitted(self, m: OutcomeMatrix, seed: int, folds: int = 5) -> np.ndarray:
-        """Out-of-fold confidences on the training half: in-sample TF-IDF scores are near-perfect
-        and would pick a threshold that fails on new queries."""
-        fold = np.random.default_rng(seed).integers(0, folds, m.n)
-        conf = np.empty(m.n)
-        for k in range(folds):
-            part = FrugalCascade(self.cheap, self.strong).fit(m.subset(np.flatnonzero(fold != k)))
-            conf[fold == k] = part.confidence(m.subset(np.flatnonzero(fold == k)))
-        return conf
-
-    def _texts(self, m):
-        return [f"{q} || {row[self.cheap]}" for q, row in zip(m.inputs, m.outputs)]
-
-    def confidence(self, m) -> np.ndarray:
-        if self.clf is None:
-            return np.ones(m.n)
-        return self.clf.predict_proba(self.vec.transform(self._texts(m)))[:, 1]
-
-    def run(self, m, conf, threshold) -> tuple[float, float, float]:
-        accept = conf >= threshold
-        score = np.where(accept, m.score[:, self.cheap], m.score[:, self.strong])
-        cost = m.cost[:, self.cheap] + np.where(accept, 0.0, m.cost[:, self.strong])
-        return float(cost.mean() * 1000), float(1 - accept.mean()), float(score.mean())
-
-
-class KnnRouter:
-    """Predicts each model's score on a query as the mean over its k nearest training queries."""
-
-    def __init__(self, k: int = 10):
-        self.k = k
-
-    def fit(self, m: OutcomeMatrix):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        self.vec = TfidfVectorizer(sublinear_tf=True)
-        self.X = self.vec.fit_transform(m.inputs)
-        self.score = m.score
-        self.scale = float(m.cost.mean(axis=0).max()) or 1.0
-        return self
-
-    def predicted(self, m: OutcomeMatrix, exclude_self: bool) -> np.ndarray:
-        sims = (self.vec.transform(m.inputs) @ self.X.T).toarray()
-        if exclude_self:
-            np.fill_diagonal(sims, -np.inf)
-        nearest = np.argsort(-sims, axis=1)[:, :self.k]
-        return self.score[nearest].mean(axis=1)  # (n, M)
-
-    def run(self, m, predicted, lam, strong) -> tuple[float, float, float]:
-        choice = np.argmax(predicted - lam * m.cost / self.scale, axis=1)
-        rows = np.arange(m.n)
-        return (float(m.cost[rows, choice].mean() * 1000), float((choice == strong).mean()),
-                float(m.score[rows, choice].mean()))
-
-
-# --- the benchmark -------------------------------------------------------------------------------
-
-
-def write_table(m: OutcomeMatrix, path: Path) -> Path:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "input", "model", "output", "score", "cost_usd", "segment"])
-        for i, rid in enumerate(m.ids):
-            for j, model in enumerate(m.models):
-                w.writerow([rid, m.inputs[i], model, m.outputs[i][j], repr(float(m.score[i, j])),
-                            repr(float(m.cost[i, j])), m.segments[i]])
-    return path
-
-
-def with_estimated_costs(table: Path, tmp: Path) -> tuple[Path, str | None]:
-    """A CSV table that records neither cost_usd nor token counts, copied with an estimated cost per call:
-    len(input) / 4 prompt tokens and ASSUMED_COMPLETION_TOKENS completion tokens at the model's price-map
-    price (looked up under together_ai when the bare name has none, as the GSM8K table's Mixtral was
-    priced). Other tables are returned as they are, with no note."""
-    from pipelines.tiers import _price_map
-
-    if table.suffix.lower() != ".csv":
-        return table, None
-    with table.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or {"cost_usd", "prompt_tokens"} & set(rows[0]):
-        return table, None
-    prices = {m: _price_map(m) or _price_map(f"together_ai/{m}") for m in {r["model"] for r in rows}}
-    unknown = sorted(m for m, price in prices.items() if price is None)
-    if unknown:
-        raise SystemExit(f"{table}: no costs recorded and no price known for {unknown}")
-    for r in rows:
-        price_in, price_out = prices[r["model"]]
-        prompt_tokens = len(r.get("input") or "") / 4
-        r["cost_usd"] = repr((prompt_tokens * price_in + ASSUMED_COMPLETION_TOKENS * price_out) / 1e6)
-    out = tmp / f"{table.stem}.priced.csv"
-    with out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    note = (f"costs estimated (the table records none): len(input)/4 prompt + {ASSUMED_COMPLETION_TOKENS} "
-            "completion tokens per call at price-map prices; APGR (call share) does not depend on them")
-    return out, note
-
-
-def benchmark(table: Path, trials: int, seed: int) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="tierwise-bench-"))
-    priced, cost_note = with_estimated_costs(table, tmp)
-    full = load_outcomes(priced)
-    notes = [cost_note] if cost_note else []
-    top = float(full.score.max())
-    if top > 1:  # judge scores (MT-Bench: 1-10); quality floors are fractions, and ratios survive the division
-        full.score = full.score / top
-        notes.append(f"scores divided by {top:g} (the table's highest) so that quality lies in [0, 1]")
-    train_idx, test_idx = split_ids(full, 0.5, seed)
-    train, test = full.subset(train_idx), full.subset(test_idx)
-    M = len(full.models)
-    train_q, test_q = train.score.mean(axis=0), test.score.mean(axis=0)
-    test_c = test.cost.mean(axis=0) * 1000
-    best = int(np.argmax(train_q))  # best single model, judged on train
-    cheapest = 0  # models are ordered by average cost
-    target = TARGET * train_q[best]
-    c_min, c_max = test_c[cheapest], test_c[best]
-    anchor = [(test_c[cheapest], 0.0, test_q[cheapest])]
-    rows: dict[str, dict] = {}
-
-    def add(name, point, sweep):
-        """point and sweep: (cost per 1k, share of strong calls, quality) on the test half."""
-        points = list(sweep) + anchor
-        by_cost, by_share = hull([(c, q) for c, _, q in points]), hull([(sh, q) for _, sh, q in points])
-        rows[name] = {"cost_per_1k": point[0], "calls": point[1], "quality": point[2], "hull": by_cost,
-                      "aiq": aiq(by_cost, c_min, c_max), "aiq_calls": aiq(by_share, 0.0, 1.0)}
-
-    singles = [(test_c[j], float(j == best), test_q[j]) for j in range(M)]
-    for j, model in enumerate(full.models):
-        add(model, singles[j], [singles[j]])
-
-    # tierwise: fit on the training half only (holdout 0), then evaluate on the test half
-    train_path = write_table(train, tmp / "train.csv")
-    storage = f"sqlite:///{tmp / 'studies.db'}"
-    started = time.perf_counter()
-    fitted = fit(ReplayOptions(str(train_path), Objective(min_quality=target), holdout=0.0, trials=trials,
-                               seed=seed, storage=storage, out=str(tmp / "policy.json")))
-    fit_s = time.perf_counter() - started
-    one_se = fit(ReplayOptions(str(train_path), Objective(min_quality=target), holdout=0.0, trials=trials,
-                               seed=seed, storage=storage, out=str(tmp / "policy-1se.json"), safety_z=1.0))
-    default = fit(ReplayOptions(str(train_path), Objective(), holdout=0.0, trials=trials, seed=seed,
-                                storage=storage, out=str(tmp / "policy-default.json")))
-    signals = Signals.of(test)
-    index = {mdl: j for j, mdl in enumerate(full.models)}
-    conf = {"learned": learned_confidence(fitted.scorer, signals), "agreement": agreement_confidence(signals)}
-
-    def on_test(policy: Policy) -> tuple[float, float, float]:
-        pp = policy[PREDICTOR]
-        run = run_ladder_vectorized(pp, index, conf, test.score, test.cost)
-        ladder = [index[t] for t in pp.ladder]
-        calls = float((run.final_rung >= ladder.index(best)).mean()) if best in ladder else 0.0
-        return float(run.cost.mean() * 1000), calls, float(run.score.mean())
-
-    front = [on_test(Policy.from_dict(t.user_attrs["policy"])) for t in completed(fitted.study)]
-    add("tierwise (95% target)", on_test(fitted.policy), front)
-    add("tierwise (95% target, 1-SE margin)", on_test(one_se.policy), front)
-    add("tierwise (default objective)", on_test(default.policy), front)
-    tier_cost = rows["tierwise (95% target)"]["cost_per_1k"]
-
-    zero = hull([(c, q) for c, _, q in singles])
-    share_at = {c: sh for c, sh, _ in singles}  # hull vertices are single models
-    zero_calls = float(np.interp(tier_cost, zero[:, 0], [share_at[c] for c in zero[:, 0]]))
-    add("random mixing (zero router)", (tier_cost, zero_calls, float(hull_at(zero, tier_cost))), singles)
-
-    if M >= 2 and best != cheapest:
-        frugal = FrugalCascade(cheapest, best).fit(train)
-        train_conf, test_conf = frugal.cross_fitted(train, seed), frugal.confidence(test)
-        thresholds = np.linspace(0, 1.0001, 201)
-        pick = choose_on_train([frugal.run(train, train_conf, t) for t in thresholds], target)
-        add("FrugalGPT-style cascade", frugal.run(test, test_conf, thresholds[pick]),
-            [frugal.run(test, test_conf, t) for t in thresholds])
-
-    knn = KnnRouter().fit(train)
-    lams = np.concatenate([[0.0], np.logspace(-3, 1, 60)])
-    pred_train, pred_test = knn.predicted(train, exclude_self=True), knn.predicted(test, exclude_self=False)
-    pick = choose_on_train([knn.run(train, pred_train, lam, best) for lam in lams], target)
-    add("kNN router (TF-IDF, k=10)", knn.run(test, pred_test, lams[pick], best),
-        [knn.run(test, pred_test, lam, best) for lam in lams])
-
-    right = test.score >= test.score.max(axis=1, keepdims=True) - 1e-12
-    oracle = np.argmax(right, axis=1)  # cheapest model with the best score on that query
-    r = np.arange(test.n)
-    point = (float(test.cost[r, oracle].mean() * 1000), float((oracle == best).mean()),
-             float(test.score[r, oracle].mean()))
-    add("oracle (cheapest right model)", point, [point])
-
-    q_weak, q_strong, c_strong = test_q[cheapest], test_q[best], test_c[best]
-    gap = q_strong - q_weak
-    for row in rows.values():
-        row["apgr"] = (row["aiq"] - q_weak) / gap if gap > 0 else float("nan")
-        row["apgr_calls"] = (row["aiq_calls"] - q_weak) / gap if gap > 0 else float("nan")
-        for level in (1.0, TARGET):
-            c = cost_to_reach(row["hull"], level * q_strong)
-            row[f"saving@{level:.0%}"] = None if c is None else 100 * (1 - c / c_strong)
-    return {"table": str(table), "train": train.n, "test": test.n, "models": full.models, "best": full.models[best],
-            "target": target, "rows": rows, "fit_seconds": fit_s, "policy": fitted.summary["policy"],
-            "one_se_policy": one_se.summary["policy"], "default_policy": default.summary["policy"],
-            "q_strong": q_strong, "c_strong": c_strong, "notes": notes}
-
-
-def render(result: dict) -> str:
-    best = result["best"]
-    lines = [f"table: {result['table']}   train ids {result['train']}   test ids {result['test']}",
-             f"best single model (train): {best}; operating points target train quality >= "
-             f"{result['target']:.4f} (95% of it)",
-             f"tierwise policy (95% target): {result['policy'][PREDICTOR]}",
-             f"tierwise policy (95% target, 1-SE margin): {result['one_se_policy'][PREDICTOR]}",
-             f"tierwise policy (default objective): {result['default_policy'][PREDICTOR]}",
-             f"tierwise fit time: {result['fit_seconds']:.1f} s", *result["notes"],
-             "", f"{'method':<38} {'quality':>8} {'cost/1k':>9} {'%best':>6} {'saving':>7} {'calls':>6} "
-             f"{'sav@100%':>9} {'sav@95%':>8} {'AIQ':>7} {'APGR$':>6} {'APGR':>6}"]
-    fmt = lambda x: "-" if x is None else f"{x:.1f}%"  # noqa: E731
-    for name, r in result["rows"].items():
-        rel = r["quality"] / result["q_strong"]
-        saving = 100 * (1 - r["cost_per_1k"] / result["c_strong"])
-        lines.append(f"{name:<38} {r['quality']:>8.4f} {r['cost_per_1k']:>9.4f} {rel:>6.1%} {saving:>6.1f}% "
-                     f"{r['calls']:>6.1%} {fmt(r['saving@100%']):>9} {fmt(r['saving@95%']):>8} {r['aiq']:>7.4f} "
-                     f"{r['apgr']:>6.3f} {r['apgr_calls']:>6.3f}")
-    t = result["rows"]["tierwise (95% target)"]
-    rel, saving = t["quality"] / result["q_strong"], 100 * (1 - t["cost_per_1k"] / result["c_strong"])
-    met = rel >= 0.95 and saving >= 35
-    lines += ["", f"issue target (>= 95% of {best}'s test quality at >= 35% lower cost): "
-                  f"{'MET' if met else 'NOT MET'} — {rel:.1%} of its quality at {saving:.1f}% lower cost"]
-    for name, r in result["rows"].items():
-        if name.startswith("tierwise"):
+def render_table(summary: list[dict], table: str) -> list[str]:
+    lines = ["| method | saving @95% | % best @95% | misses | saving @parity | % best @parity | misses | AIQ | "
+             "APGR$ | APGR |", "|---" * 10 + "|"]
+    for s in summary:
+        if s["table"] != table:
             continue
-        verdict = "higher" if t["aiq"] > r["aiq"] + 1e-9 else "lower" if t["aiq"] < r["aiq"] - 1e-9 else "equal"
-        lines.append(f"  vs {name:<36} AIQ {t['aiq']:.4f} vs {r['aiq']:.4f} ({verdict} for tierwise), "
-                     f"APGR {t['apgr_calls']:.3f} vs {r['apgr_calls']:.3f}; "
-                     f"operating point {t['quality']:.4f}@${t['cost_per_1k']:.3f} vs "
-                     f"{r['quality']:.4f}@${r['cost_per_1k']:.3f}")
+        lines.append(f"| {METHODS[s['method']]} | {_range(s['95%_saving'])} | {_range(s['95%_pct_best'])} | "
+                     f"{s['95%_misses']}/{s['seeds']} | {_range(s['parity_saving'])} | "
+                     f"{_range(s['parity_pct_best'])} | {s['parity_misses']}/{s['seeds']} | "
+                     f"{_range(s['aiq'], '{:.3f}')} | {_range(s['apgr_cost'], '{:.3f}')} | "
+                     f"{_range(s['apgr_calls'], '{:.3f}')} |")
+    return lines
+
+
+def render(rows: list[dict], tables: dict[str, dict]) -> str:
+    """Markdown per table; tables: name -> {"ids", "models", "notes"} (meta["tables"] of a results file)."""
+    summary = summarize(rows)
+    lines = []
+    for name, info in tables.items():
+        rs = [r for r in rows if r["table"] == name]
+        if not rs:
+            continue
+        seeds = sorted({r["seed"] for r in rs if r["seed"] != "source"})
+        strong = sorted({r["strong"] for r in rs})
+        lines += [f"### {name}: {info['ids']} ids x {len(info['models'])} models, seeds {seeds}, "
+                  f"best single model on train: {', '.join(strong)}", *[f"- {n}" for n in info["notes"]], ""]
+        lines += render_table(summary, name)
+        src = [r for r in rs if r["seed"] == "source"]
+        if src:
+            lines += ["", f"{name}, the source's own split (train {src[0]['n_train']} / test {src[0]['n_test']}):",
+                      ""]
+            lines += render_table(summarize([{**r, "seed": 0} for r in src]), name)
+        lines.append("")
     return "\n".join(lines)
+
+
+def merge_results(paths: list[Path]) -> tuple[list[dict], dict]:
+    """Rows and table info of earlier --out JSON files; a later file's (table, seed, method) row wins."""
+    by_key, tables = {}, {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        for r in data["rows"]:
+            by_key[(r["table"], r["seed"], r["method"])] = r
+        tables.update(data["meta"]["tables"])
+    order = {name: i for i, name in enumerate(TABLE_FILES)}
+    return list(by_key.values()), dict(sorted(tables.items(), key=lambda kv: order.get(kv[0], 99)))
+
+
+def write_rows(rows: list[dict], path: Path, meta: dict) -> None:
+    if path.suffix.lower() == ".csv":
+        flat = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
+        fields = list(dict.fromkeys(k for r in flat for k in r))
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(flat)
+    else:
+        path.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summarize(rows)}, indent=1, default=float))
+
+
+def _csv_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tables", nargs="*", type=Path, default=[DEFAULT_TABLE])
-    parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tables", type=_csv_list, default=list(TABLE_FILES), help=f"subset of {','.join(TABLE_FILES)}")
+    parser.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1")
+    parser.add_argument("--trials", type=int, default=300, help="tierwise search trials per fit")
+    parser.add_argument("--fit-seed", type=int, default=0, help="tierwise's own --seed (its search sampler)")
+    parser.add_argument("--methods", type=_csv_list, default=list(METHODS), help=",".join(METHODS))
+    parser.add_argument("--subsample", type=int, default=None, help="keep N ids per table (development)")
+    parser.add_argument("--curve-floors", type=lambda s: [float(x) for x in _csv_list(s)], default=[0.5, 0.8],
+                        help="extra tierwise floors for its curve: fractions of the way from the cheapest "
+                             "model's training quality to the best's")
+    parser.add_argument("--seed-list", type=lambda s: [x if x == "source" else int(x) for x in _csv_list(s)],
+                        default=None, help="exactly these seeds, e.g. 3,4,source (overrides --seeds)")
+    parser.add_argument("--no-source-split", action="store_true", help="skip the source's own split (LLMRouter)")
+    parser.add_argument("--out", type=Path, default=None, help="every (table, seed, method) row, .json or .csv")
+    parser.add_argument("--from", dest="merge", type=lambda s: [Path(x) for x in _csv_list(s)], default=None,
+                        help="print (and with --out, write) the merged rows of earlier --out JSON files; no run")
     args = parser.parse_args(argv)
-    for table in args.tables:
-        print(render(benchmark(table, args.trials, args.seed)))
-        print()
+    if args.merge:
+        rows, tables = merge_results(args.merge)
+        print(render(rows, tables))
+        if args.out:
+            write_rows(rows, args.out, {"merged_from": [str(p) for p in args.merge], "tables": tables})
+        return
+    unknown = [t for t in args.tables if t not in TABLE_FILES] + [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown table or method {unknown}; tables: {', '.join(TABLE_FILES)}; methods: {', '.join(METHODS)}")
+
+    started = time.perf_counter()
+    tables, rows = {}, []
+    for name in args.tables:
+        table = load(name, shared_data() / TABLE_FILES[name])
+        if args.subsample and args.subsample < table.n:
+            table = table.subset(np.sort(id_order(table, seed=-1)[:args.subsample]))
+            table.notes = table.notes + [f"subsampled to {table.n} ids (development run)"]
+        tables[name] = table
+        embeddings = _embeddings(table) if "mlp" in args.methods else None
+        wanted = args.seed_list or [*range(args.seeds), *([] if args.no_source_split else ["source"])]
+        splits = [(seed, *split_half(table, seed)) for seed in wanted if seed != "source"]
+        if "source" in wanted and (src := source_split(table)) is not None:
+            splits.append(("source", *src))
+        for seed, train_idx, test_idx in splits:
+            t0 = time.perf_counter()
+            rows += evaluate_split(table, train_idx, test_idx, seed, args.methods, args, embeddings)
+            print(f"[{name} seed {seed}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
+            if args.out:  # after every split, so a long run's finished splits survive an interruption
+                write_rows(rows, args.out, _meta(args, tables, started))
+    meta = _meta(args, tables, started)
+    print(render(rows, meta["tables"]))
+    print(f"total {meta['seconds']:.0f} s; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.out:
+        write_rows(rows, args.out, meta)
+        print(f"rows written to {args.out}")
+
+
+def _meta(args, tables: dict[str, Table], started: float) -> dict:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "seconds": round(time.perf_counter() - started, 1), "load_average": os.getloadavg(),
+            "cpus": os.cpu_count(), "commit": _commit(),
+            "tables": {n: {"ids": t.n, "models": t.models, "notes": t.notes} for n, t in tables.items()}}
+
+
+def _embeddings(table: Table):
+    try:
+        from pipelines.embeddings import embed
+    except ImportError:
+        print("[mlp router skipped: pipelines.embeddings is not available on this branch]", file=sys.stderr)
+        return None
+    t0 = time.perf_counter()
+    emb = np.asarray(embed(table.inputs), np.float32)
+    print(f"[{table.name}: {len(emb)} embeddings in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+    return emb
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":
