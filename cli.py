@@ -157,15 +157,24 @@ def replay_fit(
     seed: int = typer.Option(defaults.SEED, help="seed for sampling and the holdout split"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
     out: Optional[Path] = typer.Option(None, help="policy artifact path (default STEM.replay.tierwise.json)"),
+    score_max: Optional[float] = typer.Option(None, "--score-max",
+                                              help="divide scores by this (judge scores, e.g. 10 for 1-10)"),
+    signals: Optional[str] = typer.Option(None, "--signals",
+                                          help="opt-in signal plug-ins, comma-separated (arithmetic: GSM8K-style "
+                                               "re-checks of a math answer's working)"),
+    features: Optional[str] = typer.Option(None, "--features",
+                                           help="router input features: embedding (default) or hashed-words"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ):
-    """Search ladders and thresholds over recorded outcomes (no calls), write the policy artifact."""
+    """Search routers, cascades and routed cascades over recorded outcomes (no calls), write the policy artifact."""
     from optimizers.replay import ReplayOptions, fit
     from optimizers.select import Objective
     from optimizers.summary import render_text
 
+    plugins = tuple(p.strip() for p in (signals or "").split(",") if p.strip())
     fitted = fit(ReplayOptions(str(outcomes), Objective(min_quality, match_tier, max_cost_per_1k), holdout, trials,
-                               seed, storage, str(out) if out else None))
+                               seed, storage, str(out) if out else None, score_max=score_max, plugins=plugins,
+                               features=features))
     typer.echo(json.dumps(fitted.summary, indent=2) if as_json else render_text(fitted.summary))
 
 

@@ -22,23 +22,28 @@ import numpy as np
 
 from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cross_fitted_confidence,
                                     learned_confidence, run_ladder_vectorized)
-from optimizers.replay_signals import FEATURES, NONE, ReplayScorer, feature_row
+from optimizers.replay_signals import NONE, ReplayScorer, feature_names, feature_row, plugin, text_features
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
+from optimizers.routing import cross_fitted_predictions, fit_router, folds_of
+from pipelines.routing import Router, default_block, input_features
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
-from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
+from optimizers.summary import block as block_of, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 from pipelines.policy import Policy
 from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"
-SIGNALS_VERSION = "replay-signals-2"  # part of the study name: a change of features starts a new study
+SIGNALS_VERSION = "replay-signals-3"  # part of the study name: a change of features starts a new study
+PARITY_TOLERANCE = 0.01  # "at the reference's quality": a paired tie within 1 point (select.choose)
 ESTIMATOR_DOCS = {
-    "agreement": "1.0 when this rung's final number (or, without numbers, its normalized text) equals the "
-                 "previous rung's; 0.0 otherwise and at rung 0",
-    "learned": "per-model logistic scorer over text features of input and answer (including an exact "
-               "re-check of every arithmetic claim in the answer and its use of the question's numbers) plus "
-               "agreement with the previous rung; fitted on training rows",
+    "agreement": "1.0 when this rung's answer says the same as the previous answered rung's (choice letter, "
+                 "final number, code, or normalized text); 0.0 otherwise and at the first rung",
+    "learned": "per-model logistic scorer over answer-level features (length, refusals, hedges, commitment), "
+               "the router's predicted score for the model on this input, opt-in plug-ins, and agreement with "
+               "the previous answered rung; fitted on training rows",
+    "route": "a routed policy starts at the rung with the best router prediction - lambda * relative cost; "
+             "the router (input embedding -> kNN + ridge per model) is stored under replay.router",
 }
 
 
@@ -52,7 +57,11 @@ class ReplayOptions:
     storage: str | None = None
     out: str | None = None
     max_rungs: int = 3
-    safety_z: float = SAFETY_Z  # standard errors a --min-quality floor must be cleared by
+    safety_z: float = SAFETY_Z  # standard errors a quality target must be cleared by
+    score_max: float | None = None  # divide scores by this (judge scores, e.g. 10)
+    plugins: tuple[str, ...] = ()  # opt-in signal plug-ins (replay_signals.PLUGINS)
+    features: str | None = None  # the router's input feature block (default: the local embedding)
+    tolerance: float = PARITY_TOLERANCE
 
 
 @dataclass
@@ -68,6 +77,8 @@ class Fitted:
     hold_run: LadderRun
     scorer: ReplayScorer
     study: object
+    router: Router = None
+    hold_predicted: np.ndarray = None
 
 
 def split_ids(matrix: OutcomeMatrix, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +87,12 @@ def split_ids(matrix: OutcomeMatrix, holdout: float, seed: int) -> tuple[np.ndar
     return np.array([r["i"] for r in dev], int), np.array([r["i"] for r in hold], int)
 
 
-def _study_name(matrix: OutcomeMatrix, options: ReplayOptions) -> str:
+def _study_name(matrix: OutcomeMatrix, options: ReplayOptions, block: str) -> str:
     digest = hashlib.sha256()
     for part in (SIGNALS_VERSION, json.dumps([matrix.ids, matrix.models, options.seed, options.holdout,
-                                              options.max_rungs]),
-                 matrix.score.tobytes(), matrix.cost.tobytes(), json.dumps(matrix.outputs).encode()):
+                                              options.max_rungs, list(options.plugins), block]),
+                 matrix.score.tobytes(), matrix.cost.tobytes(), matrix.present.tobytes(),
+                 json.dumps(matrix.outputs).encode()):
         digest.update(part.encode() if isinstance(part, str) else part)
     return f"replay-{Path(matrix.source).stem}-{digest.hexdigest()[:12]}"
 
@@ -99,10 +111,13 @@ def _catalog(matrix: OutcomeMatrix) -> Catalog:
 def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     import optuna
 
+    from optimizers.space import routing_seeds, suggest_routed_policy
     from optimizers.study import completed, open_study, run_search, write_trials
 
     objective = options.objective
-    matrix = load_outcomes(options.outcomes)
+    for name in options.plugins:
+        plugin(name)  # an unknown plug-in fails before any work
+    matrix = load_outcomes(options.outcomes, options.score_max)
     if objective.match_tier is not None and objective.match_tier not in matrix.models:
         raise ConfigError(f"--match-tier {objective.match_tier!r} is not a model of {matrix.source}; "
                           f"models: {', '.join(matrix.models)}")
@@ -110,91 +125,131 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     if len(dev_idx) < 2:
         raise ConfigError(f"only {len(dev_idx)} training ids after the holdout split; use more rows or a smaller "
                           "--holdout")
-    signals = Signals.of(matrix)
-    dev_sig, hold_sig = signals.subset(dev_idx), signals.subset(hold_idx)
-    dev_score, dev_cost = matrix.score[dev_idx], matrix.cost[dev_idx]
-    scorer = ReplayScorer(matrix.models).fit(dev_sig.base, dev_sig.agree, dev_score)
+    index = {m: j for j, m in enumerate(matrix.models)}
+    dev_means = matrix.score[dev_idx].mean(axis=0)  # a failed (absent) cell scores 0
+    reference_name = objective.match_tier or min(
+        matrix.models, key=lambda m: (-dev_means[index[m]], matrix.cost[dev_idx, index[m]].mean()))
+    ref = index[reference_name]
+    kept = matrix.present[:, ref]
+    if not kept.all():  # a reference must be scored on every id it is compared on
+        matrix = matrix.dropping_ids_without(reference_name)
+        dev_idx, hold_idx = split_ids(matrix, options.holdout, options.seed)
+    block = options.features or default_block()
+    X = input_features(matrix.inputs, block)
+    dev, hold = matrix.subset(dev_idx), matrix.subset(hold_idx)
+    dev_ids = dev.ids
+    dev_pred = cross_fitted_predictions(X[dev_idx], dev.score, dev.present, matrix.models, block,
+                                        folds_of(dev_ids, options.seed))
+    router = fit_router(X[dev_idx], dev.score, dev.present, matrix.models, block)
+    hold_pred = router.predict(X[hold_idx]) if len(hold_idx) else np.zeros((0, len(matrix.models)))
+    dev_sig = Signals.of(dev, dev_pred, options.plugins)
+    hold_sig = Signals.of(hold, hold_pred, options.plugins)
+    names = feature_names(options.plugins)
+
+    def new_scorer() -> ReplayScorer:
+        return ReplayScorer(matrix.models, features=names)
+
+    scorer = new_scorer().fit(dev_sig.base, dev_sig.agree, dev.score, dev.present)
     has_text = any(o.strip() for row in matrix.outputs for o in row)
-    dev_conf = {"learned": cross_fitted_confidence(matrix.models, dev_sig, dev_score,
-                                                   [matrix.ids[i] for i in dev_idx], options.seed)}
+    dev_conf = {"learned": cross_fitted_confidence(new_scorer, dev_sig, dev.score, dev_ids, options.seed)}
     hold_conf = {"learned": learned_confidence(scorer, hold_sig)}
     if has_text:  # without answer text no two answers can agree
         dev_conf["agreement"], hold_conf["agreement"] = agreement_confidence(dev_sig), agreement_confidence(hold_sig)
     estimators = sorted(dev_conf)
-    index = {m: j for j, m in enumerate(matrix.models)}
+
+    def run_dev(policy: Policy) -> LadderRun:
+        return run_ladder_vectorized(policy[PREDICTOR], index, dev_conf, dev.score, dev.cost, dev.present, dev_pred)
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:
-        run = run_ladder_vectorized(policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
+        run = run_dev(policy)
         return float(run.score.mean()), float(run.cost.mean() * 1000)
+
+    mean_cost = np.array([dev.cost[dev.present[:, j], j].mean() if dev.present[:, j].any() else 0.0
+                          for j in range(len(matrix.models))])
+    route_costs = {m: float(mean_cost[j] / mean_cost.max()) if mean_cost.max() > 0 else 0.0
+                   for j, m in enumerate(matrix.models)}
+
+    def suggest(trial, predictors, tier_names, estimators_, max_rungs):
+        return suggest_routed_policy(trial, predictors, tier_names, estimators_, max_rungs, route_costs)
 
     # Trials take microseconds here, so a SQLite round trip per trial would dominate: search in memory
     # (seeded with the stored trials, so a rerun resumes), then write the new trials in one pass.
-    study = open_study(_study_name(matrix, options), options.storage, options.seed)
+    study = open_study(_study_name(matrix, options, block), options.storage, options.seed)
     scratch = open_study(study.study_name, optuna.storages.InMemoryStorage(), options.seed)
     stored = completed(study)
     scratch.add_trials(stored)
     ran = run_search(scratch, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
-                     on_trial=on_trial, max_rungs=options.max_rungs)
+                     on_trial=on_trial, max_rungs=options.max_rungs, suggest=suggest,
+                     seeds=routing_seeds(PREDICTOR, matrix.models, reference_name, estimators)[:max(options.trials // 3, len(matrix.models))])
     write_trials(study, completed(scratch)[len(stored):])
 
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])
              for t in completed(study)]
-    dev_means = dev_score.mean(axis=0)
-    reference_name = objective.match_tier or min(matrix.models, key=lambda m: (-dev_means[index[m]],
-                                                                              dev_cost[:, index[m]].mean()))
-    ref = index[reference_name]
-    reference = Candidate(reference_name, Policy.uniform([PREDICTOR], reference_name), float(dev_means[ref]),
-                          float(dev_cost[:, ref].mean() * 1000), dev_score[:, ref])
-    row_scores = None
-    if objective.min_quality is not None:  # a quality floor: guard it against the noise of the training rows
-        def row_scores(c: Candidate) -> np.ndarray:
-            return run_ladder_vectorized(c.policy[PREDICTOR], index, dev_conf, dev_score, dev_cost).score
-    chosen, info = choose(cands, objective, reference, row_scores=row_scores, z=options.safety_z)
-    policy = chosen.policy
-    dev_run = run_ladder_vectorized(policy[PREDICTOR], index, dev_conf, dev_score, dev_cost)
-    hold_run = run_ladder_vectorized(policy[PREDICTOR], index, hold_conf, matrix.score[hold_idx],
-                                     matrix.cost[hold_idx])
+    reference = Candidate(reference_name, Policy.uniform([PREDICTOR], reference_name), float(dev.score[:, ref].mean()),
+                          float(dev.cost[:, ref].mean() * 1000), dev.score[:, ref])
 
-    baselines = {m: {"dev": block(dev_score[:, j], dev_cost[:, j]),
-                     "holdout": block(matrix.score[hold_idx, j], matrix.cost[hold_idx, j], with_ci=True,
-                                      seed=options.seed)}
+    def row_scores(c: Candidate) -> np.ndarray:
+        return run_dev(c.policy).score
+
+    guarded = objective.max_cost_per_1k is None  # a quality target (floor or tie) is guarded by training noise
+    chosen, info = choose(cands, objective, reference, row_scores=row_scores if guarded else None,
+                          z=options.safety_z, tolerance=options.tolerance)
+    policy = chosen.policy
+    dev_run = run_dev(policy)
+    hold_run = run_ladder_vectorized(policy[PREDICTOR], index, hold_conf, hold.score, hold.cost, hold.present,
+                                     hold_pred)
+
+    baselines = {m: {"dev": block_of(dev.score[:, j], dev.cost[:, j]),
+                     "holdout": block_of(hold.score[:, j], hold.cost[:, j], with_ci=True, seed=options.seed)}
                  for j, m in enumerate(matrix.models)}
-    hold_block = block(hold_run.score, hold_run.cost, with_ci=True, seed=options.seed)
-    notes = []
+    hold_block = block_of(hold_run.score, hold_run.cost, with_ci=True, seed=options.seed)
+    notes = list(matrix.notes)
+    if options.score_max is not None:
+        notes.append(f"scores divided by --score-max {options.score_max:g}")
     if not info["feasible"]:
         notes.append("no searched policy met the objective on the training rows; the closest one was chosen")
-    if row_scores is not None:
+    if guarded and objective.min_quality is not None:
         notes.append(f"quality floor checked against training quality minus {options.safety_z:g} paired standard "
                      f"errors of the gap to {reference_name}-only (chosen policy: -{info.get('margin', 0.0):.4f})")
-    gap = paired_gap(hold_run.score, matrix.score[hold_idx, ref], options.seed)
+    elif guarded:
+        notes.append(f"'at {reference_name}'s quality' = the paired training gap minus {options.safety_z:g} standard "
+                     f"errors is >= -{options.tolerance:g} (chosen policy's margin {info.get('margin', 0.0):.4f})")
+    gap = paired_gap(hold_run.score, hold.score[:, ref], options.seed)
     if len(hold_idx):
         notes.append(gap_note(gap, reference_name, info["noise"], "training"))
     else:
         notes.append("--holdout 0: no held-out rows, the numbers above are training numbers only")
-    notes.append("dev numbers use cross-fitted (out-of-fold) learned confidences; holdout uses the final scorer")
+    notes.append("dev numbers use cross-fitted (out-of-fold) router predictions and learned confidences; holdout "
+                 "uses the router and scorer fitted on all training rows")
+    notes.append(f"router input features: {block}" + ("" if block == "embedding" else
+                                                       " (pipelines.embeddings is not installed)"))
     if not has_text:
         notes.append("the table has no answer text: estimator 'agreement' unavailable, 'learned' sees inputs only")
 
     out_path = Path(options.out) if options.out else Path(f"{Path(matrix.source).stem}.replay.tierwise.json")
     summary = build_summary(
         task=f"replay:{Path(matrix.source).name}", objective=objective.describe(reference_name),
-        artifact=str(out_path), policy=policy.describe(), dev=block(dev_run.score, dev_run.cost),
+        artifact=str(out_path), policy=policy.describe(), dev=block_of(dev_run.score, dev_run.cost),
         holdout=hold_block, baselines=baselines, reference=reference_name, paid_calls=0,
-        full_matrix_calls=matrix.n * len(matrix.models), trials=len(completed(study)), spent_usd=0.0,
+        full_matrix_calls=int(matrix.present.sum()), trials=len(completed(study)), spent_usd=0.0,
         trials_run_now=ran, noise=info["noise"], holdout_vs_reference=gap, study=study.study_name,
         storage=options.storage or "default (.tierwise/studies.db)", notes=notes,
     )
+    pp = policy[PREDICTOR]
+    needs_router = pp.route is not None or pp.estimator == "learned"
     body = artifact.build(
         task_source=None, program=None, catalog=_catalog(matrix), policy=policy, scorers={PREDICTOR: scorer},
         summary=summary, metrics={"dev": summary["dev"], "holdout": hold_block},
         extra={"replay": {"models": matrix.models, "predictor": PREDICTOR, "estimators": ESTIMATOR_DOCS,
-                          "features": ["model_position", *FEATURES], "signals_version": SIGNALS_VERSION,
+                          "features": ["model_position", *names], "signals_version": SIGNALS_VERSION,
+                          "plugins": list(options.plugins), "score_max": options.score_max,
+                          "router": router.to_dict() if needs_router else None,
                           "outcomes": matrix.source,
                           "split": {"dev": [matrix.ids[i] for i in dev_idx],
                                     "holdout": [matrix.ids[i] for i in hold_idx], "seed": options.seed,
                                     "holdout_fraction": options.holdout}}})
     artifact.save(body, out_path)
-    return Fitted(summary, policy, matrix, dev_idx, hold_idx, dev_run, hold_run, scorer, study)
+    return Fitted(summary, policy, matrix, dev_idx, hold_idx, dev_run, hold_run, scorer, study, router, hold_pred)
 
 
 # --- apply ---------------------------------------------------------------------------------------
@@ -224,43 +279,72 @@ def read_replay_artifact(path) -> tuple[dict, Policy, ReplayScorer | None]:
 
 
 def apply(policy_path, outcomes_path) -> tuple[list[Decision], dict]:
-    """Decisions per id (in table order) and the artifact body."""
+    """Decisions per id (in table order) and the artifact body. Each id climbs the policy's ladder through
+    pipelines.cascade.run_ladder itself; a cell the table lacks is a failed rung, and an id whose every
+    rung failed scores 0 with final_model ''."""
     from pipelines.cascade import RungOutcome, run_ladder
-    from optimizers.replay_signals import answers_agree, text_features
+    from pipelines.errors import AllRungsFailed
+    from optimizers.replay_signals import answers_agree
 
     body, policy, scorer = read_replay_artifact(policy_path)
     replay = body["replay"]
     pp = policy[replay["predictor"]]
-    matrix = load_outcomes(outcomes_path)
+    plugins = tuple(replay.get("plugins") or ())
+    matrix = load_outcomes(outcomes_path, replay.get("score_max"))
     missing = [m for m in pp.ladder if m not in matrix.models]
     if missing:
         raise DatasetError(f"{outcomes_path}: the policy's ladder needs models {missing}, which the table lacks "
                            f"(it has {', '.join(matrix.models)})")
     column = {m: j for j, m in enumerate(matrix.models)}
-    position = {m: j for j, m in enumerate(replay["models"])}  # the scorer's model positions
+    position = {m: j for j, m in enumerate(replay["models"])}  # the scorer's and router's model positions
+    predicted = _router_predictions(replay, matrix.inputs, policy_path)
     decisions = []
     for q, rid in enumerate(matrix.ids):
         called: list[str] = []
+        answered: list[str] = []
 
-        def answer(tier, q=q, called=called):
+        def answer(tier, q=q, called=called, answered=answered):
             j = column[tier]
-            prev = called[-1] if called else None
+            called.append(tier)
+            if not matrix.present[q, j]:
+                return RungOutcome(tier=tier, outputs=None, error="no scored answer in the table",
+                                   cost_usd=float(matrix.cost[q, j]))
+            prev = answered[-1] if answered else None
             out = matrix.outputs[q][j]
             agrees = prev is not None and answers_agree(out, matrix.outputs[q][column[prev]])
-            called.append(tier)
-            feats = feature_row(position[tier], text_features(matrix.inputs[q], out),
+            answered.append(tier)
+            own = [float(predicted[q, position[tier]])] if predicted is not None else [0.0]
+            feats = feature_row(position[tier], [*text_features(matrix.inputs[q], out, plugins), *own],
                                 position[prev] if prev else NONE, agrees)
             return RungOutcome(tier=tier, outputs={"answer": out}, scores={"agreement": float(agrees)},
                                features=feats, cost_usd=float(matrix.cost[q, j]))
 
-        final, _ = run_ladder(replay["predictor"], pp, answer, replay["models"], use_fallback=False, scorer=scorer)
-        decisions.append(Decision(rid, final.tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
-                                  float(matrix.score[q, column[final.tier]])))
+        rung_scores = [float(predicted[q, position[t]]) for t in pp.ladder] if predicted is not None else None
+        try:
+            final, _ = run_ladder(replay["predictor"], pp, answer, replay["models"], use_fallback=False,
+                                  scorer=scorer, predicted=rung_scores)
+            tier, score = final.tier, float(matrix.score[q, column[final.tier]])
+        except AllRungsFailed:
+            tier, score = "", 0.0
+        decisions.append(Decision(rid, tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
+                                  score))
     return decisions, body
 
 
+def _router_predictions(replay: dict, inputs: list[str], where) -> np.ndarray | None:
+    """(n, models) router predictions for the table's inputs, or None when the policy stored no router."""
+    data = replay.get("router")
+    if not data:
+        return None
+    try:
+        router = Router.from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{where}: malformed router ({type(e).__name__}: {e})") from None
+    return router.predict(input_features(inputs, router.block))
+
+
 def decision_stats(decisions: list[Decision]) -> dict:
-    return block([d.score for d in decisions], [d.cost_usd for d in decisions])
+    return block_of([d.score for d in decisions], [d.cost_usd for d in decisions])
 
 
 def write_decisions(decisions: list[Decision], path) -> Path:

@@ -1,244 +1,76 @@
-"""Confidence signals a live system has when rung i answers: the input, this rung's answer and the
-answers of the rungs already called. Nothing here reads a score or a later rung.
+"""Confidence signals a live system has when rung i answers: the input, this rung's answer, the router's
+prediction for this model from the input alone, and the answers of the rungs already called. Nothing
+here reads a score or a later rung.
 
-agreement (estimator "agreement"): 1.0 when this rung's answer matches the previous rung's answer,
-  else 0.0. Two answers match when both state a final number and the numbers are equal (math), or
-  when neither does and their normalized texts are equal (lowercased, punctuation dropped,
-  whitespace collapsed). Empty answers never match. At rung 0 nothing was answered before, so the
-  agreement is 0.0: an agreement ladder always escalates its first rung (unless its threshold is 0)
-  and accepts rung 1 when it matches rung 0.
-learned (estimator "learned"): the expected score (P(right) for 0/1 scores, rescaled to [0, 1]) from a per-model logistic scorer over text features
-  of the input and answer, plus the agreement with the previous rung (and whether there is one).
-  The text features re-verify the answer's own working: every arithmetic claim "expression = number"
-  (numbers joined by + - * / x × ÷, with parentheses and percent signs, and the calculator annotations
-  "<<expr=value>>") is recomputed with exact rational arithmetic (rounding to the stated decimals
-  allowed; a percent read either as /100 or as a plain number); whether the final number is the result
-  of the last claim, appears in the working, or is cut off (an unfinished answer); how many of the
-  question's numbers (digits and number words) the working uses; answer length and count of numbers
-  relative to the question's; a percent answer to a non-percent question (or the reverse); a fractional
-  answer to an all-integer question.
+agreement (estimator "agreement"): 1.0 when this rung's answer says the same as the previous answered
+  rung's (optimizers.answer_signals.answer_key: choice letters, final numbers, code, normalized text),
+  else 0.0; 0.0 at the first rung.
+learned (estimator "learned"): the expected score from a per-model logistic scorer over
+  - answer-level features any task has (answer_signals.GENERIC_FEATURES: length, refusals, hedges,
+    whether it commits to a number, letter or code block, whether it ends cleanly),
+  - the router's predicted score for this model on this input (pipelines.routing: the input's
+    embedding through kNN and a ridge head; cross-fitted on training rows),
+  - opt-in plug-ins (`--signals arithmetic`: optimizers.arithmetic_checks, GSM8K-shaped),
+  - whether a previous rung answered and whether this answer agrees with it.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import math
-import re
-from fractions import Fraction
-
 import numpy as np
 
+from optimizers.answer_signals import GENERIC_FEATURES, answer_features, answers_agree
 from pipelines.confidence import LogisticScorer
 
 NONE = -1  # "no previous rung"
-_NUM = r"-?\d+(?:\.\d+)?"
-_NUMBER = re.compile(_NUM)
-_HEDGES = re.compile(r"\b(maybe|perhaps|probably|possibly|not sure|unsure|unclear|assum\w*|approximately|"
-                     r"roughly|i think|i believe|cannot|can't|however|mistake|wait|re-?evaluat\w*)\b", re.I)
-_STATES = re.compile(r"####|answer is|final answer|\\boxed", re.I)
-# arithmetic claims "expression = number": the expression is numbers joined by + - * / x × ÷, with
-# parentheses and percent signs; the calculator annotations "<<expr=value>>" are checked the same way
-_CALC = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
-_OPERAND = r"\(*\s*\d+(?:\.\d+)?\s*%?\s*\)*"
-_EXPRESSION = re.compile(rf"-?{_OPERAND}(?:\s*[-+*/x×÷]\s*{_OPERAND})+")
-_EXPR_TAIL = re.compile(r"[\d\s.+\-*/x×÷()%]*$")
-_RHS = re.compile(r"\s*\$?\s*(-?\d+(?:\.\d+)?)(\s*%)?")
-_PERCENT_Q = re.compile(r"\b(what|which)\s+(is\s+the\s+)?percent(age)?\b|\bhow\s+many\s+percent\b", re.I)
-_WORD_NUMBERS = {w: float(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
-_WORD_NUMBERS.update({"twenty": 20.0, "thirty": 30.0, "forty": 40.0, "fifty": 50.0, "hundred": 100.0,
-                      "thousand": 1000.0, "dozen": 12.0, "half": 0.5, "twice": 2.0, "double": 2.0,
-                      "triple": 3.0, "quarter": 0.25})
-_PERCENTS = re.compile(rf"({_NUM})\s*(?:%|percent)")
-_SENTENCE_END = re.compile(r"[.?!]+\s")
-_WORD = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")\b", re.I)
-
-TEXT_FEATURES = ("input_len", "input_numbers", "answer_len", "answer_lines", "answer_numbers", "has_final_number",
-                 "final_is_integer", "final_magnitude", "final_negative", "final_in_input", "final_is_computed",
-                 "states_answer", "arith_claims", "arith_errors", "hedges",
-                 # exact re-verification of the working and its consistency with the question
-                 "any_arith_error", "arith_error_share", "calc_annotations", "final_is_last_result",
-                 "final_in_working", "final_mentions", "ends_cleanly", "input_coverage", "unused_input_numbers",
-                 "numbers_per_input_number", "answer_per_input_len", "percent_mismatch", "unexpected_fraction",
-                 "input_sentences")
 CONTEXT_FEATURES = ("has_previous", "agrees_with_previous")
-FEATURES = TEXT_FEATURES + CONTEXT_FEATURES
+ROUTER_FEATURE = "predicted_score"
 
 
-def _plain(text: str) -> str:
-    """Numbers without currency signs or thousands separators: '$1,200' -> '1200'."""
-    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.replace("$", ""))
+def _arithmetic():
+    from optimizers.arithmetic_checks import ARITHMETIC_FEATURES, arithmetic_features
+
+    return ARITHMETIC_FEATURES, arithmetic_features
 
 
-def final_number(text: str) -> float | None:
-    """The stated final answer: the number after the last '####' marker if any, else the last number."""
-    text = _plain(text)
-    tail = text.rsplit("####", 1)[1] if "####" in text else text
-    found = _NUMBER.findall(tail) or (_NUMBER.findall(text) if "####" in text else [])
-    return float(found[-1]) if found else None
+PLUGINS = {"arithmetic": _arithmetic}  # name -> () -> (feature names, features(input, answer))
 
 
-def normalized(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+def plugin(name: str):
+    from pipelines.errors import ConfigError
+
+    if name not in PLUGINS:
+        raise ConfigError(f"unknown signal plug-in {name!r}; one of {sorted(PLUGINS)}")
+    return PLUGINS[name]()
 
 
-def answers_agree(a: str, b: str) -> bool:
-    if not a.strip() or not b.strip():
-        return False
-    x, y = final_number(a), final_number(b)
-    if x is not None and y is not None:
-        return abs(x - y) <= 1e-6 * max(1.0, abs(x))
-    if x is None and y is None:
-        return normalized(a) == normalized(b)
-    return False
+def text_feature_names(plugins: tuple[str, ...] = ()) -> tuple[str, ...]:
+    names = GENERIC_FEATURES
+    for name in plugins:
+        names += plugin(name)[0]
+    return names
 
 
-def _exact(node) -> Fraction:
-    """Exact value of a parsed + - * / expression over number literals (anything else raises)."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return Fraction(str(node.value))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _exact(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-        a, b = _exact(node.left), _exact(node.right)
-        if isinstance(node.op, ast.Add):
-            return a + b
-        if isinstance(node.op, ast.Sub):
-            return a - b
-        if isinstance(node.op, ast.Mult):
-            return a * b
-        return a / b  # ZeroDivisionError on b == 0
-    raise ValueError("not arithmetic")
+def text_features(inputs: str, answer: str, plugins: tuple[str, ...] = ()) -> list[float]:
+    """The answer-level features of one answer (generic, then each plug-in's)."""
+    row = answer_features(inputs, answer)
+    for name in plugins:
+        row += plugin(name)[1](inputs, answer)
+    return row
 
 
-def exact_values(expression: str) -> list[Fraction]:
-    """The exact values of an arithmetic expression: percent signs read as /100 and, where that
-    differs, as plain numbers ("60% of 5" vs "12/20 x 100 = 60%"). Empty when it does not parse."""
-    e = expression.replace("×", "*").replace("÷", "/").replace("x", "*").replace("X", "*")
-    if len(e) > 200 or "**" in e or "//" in e:
-        return []
-    variants = {re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", e), e.replace("%", "")}
-    values = []
-    for variant in variants:
-        try:
-            values.append(_exact(ast.parse(variant.strip(), mode="eval").body))
-        except (SyntaxError, ValueError, ZeroDivisionError, RecursionError, TypeError, MemoryError):
-            pass
-    return values
+def feature_names(plugins: tuple[str, ...] = ()) -> list[str]:
+    """What a scorer row holds after the model position (see feature_row)."""
+    return [*text_feature_names(plugins), ROUTER_FEATURE, *CONTEXT_FEATURES]
 
 
-@functools.lru_cache(maxsize=65536)
-def claim_holds(expression: str, stated: str, percent: bool) -> bool | None:
-    """Whether "expression = stated" holds exactly (up to rounding to the stated decimals; a stated
-    percent may be read as a fraction), or None when the expression does not evaluate."""
-    values = exact_values(expression)
-    return _claim_holds(values, stated, percent) if values else None
-
-
-def _claim_holds(values: list[Fraction], stated: str, percent: bool) -> bool:
-    c = Fraction(stated)
-    decimals = len(stated.split(".", 1)[1]) if "." in stated else 0
-    tolerance = Fraction(1, 2 * 10 ** decimals) + abs(c) * Fraction(1, 10 ** 6)
-    targets = [c, c / 100] if percent else [c]
-    return any(abs(v - t) <= tolerance for v in values for t in targets)
-
-
-def arithmetic_claims(text: str) -> list[tuple[bool, float]]:
-    """Every checkable "expression = number" claim in an answer, as (holds, stated number), in order:
-    the calculator annotations "<<expr=value>>" and the equations of the visible working."""
-    plain = _plain(text).replace("\\", "")
-    claims: list[tuple[int, bool, float]] = []
-    for m in _CALC.finditer(plain):
-        rhs = _RHS.match(m.group(2))
-        holds = claim_holds(m.group(1).strip(), rhs.group(1), bool(rhs.group(2))) \
-            if rhs and _EXPRESSION.fullmatch(m.group(1).strip()) else None
-        if holds is not None:
-            claims.append((m.start(), holds, float(rhs.group(1))))
-    visible = _CALC.sub(lambda m: " " * len(m.group(0)), plain)  # same offsets, annotations blanked
-    for m in re.finditer("=", visible):
-        rhs = _RHS.match(visible, m.end())
-        tail = _EXPR_TAIL.search(visible, max(0, m.start() - 200), m.start())
-        if not rhs or not tail:
-            continue
-        lhs = tail.group(0)
-        # the longest suffix of the tail that is a whole expression (text before it is not part of it)
-        for k in range(len(lhs)):
-            if lhs[k] in "-(0123456789" and (k == 0 or not lhs[k - 1].isdigit() and lhs[k - 1] != "."):
-                candidate = lhs[k:].strip()
-                if candidate.count("(") == candidate.count(")") and _EXPRESSION.fullmatch(candidate):
-                    holds = claim_holds(candidate, rhs.group(1), bool(rhs.group(2)))
-                    if holds is not None:
-                        claims.append((m.start(), holds, float(rhs.group(1))))
-                    break
-    return [(ok, value) for _, ok, value in sorted(claims)]
-
-
-def _numbers_in_question(plain_in: str) -> set[float]:
-    found = {float(x) for x in _NUMBER.findall(plain_in)}
-    found |= {_WORD_NUMBERS[w.lower()] for w in _WORD.findall(plain_in)}
-    return {abs(x) for x in found}
-
-
-@functools.lru_cache(maxsize=4096)
-def _question_facts(inputs: str) -> tuple:
-    """What the features need from the question (every model answers the same one)."""
-    plain_in = _plain(inputs)
-    input_numbers = frozenset(float(x) for x in _NUMBER.findall(plain_in))
-    sentences = len([s for s in _SENTENCE_END.split(inputs.strip()) if s.strip()])
-    return (input_numbers, frozenset(_numbers_in_question(plain_in)), bool(_PERCENT_Q.search(inputs)),
-            all(x == int(x) for x in input_numbers), sentences)
-
-
-def text_features(inputs: str, answer: str) -> list[float]:
-    plain_out = _plain(answer)
-    input_numbers, question_numbers, percent_q, integral_inputs, sentences = _question_facts(inputs)
-    final = final_number(answer)
-    claims = arithmetic_claims(answer)
-    errors = sum(not ok for ok, _ in claims)
-    results = {value for _, value in claims}
-    answer_numbers = [float(x) for x in _NUMBER.findall(_CALC.sub(" ", plain_out))]
-    answer_set = {abs(x) for x in answer_numbers}
-    has_final = final is not None
-    body = plain_out.rsplit("####", 1)[0] if "####" in plain_out else plain_out
-    body_numbers = [float(x) for x in _NUMBER.findall(_CALC.sub(" ", body))]
-    if "####" not in plain_out and body_numbers:
-        body_numbers = body_numbers[:-1]  # the final number itself is the last one
-    stripped = answer.rstrip()
-    ends_cleanly = bool(stripped) and answer.count("<<") == answer.count(">>") and (
-        "####" in answer or stripped[-1] in ".!?)%*0123456789")
-    used = question_numbers & answer_set
-    percent_a = has_final and final in {float(x) for x in _PERCENTS.findall(plain_out)}
-    return [
-        math.log1p(len(inputs)), math.log1p(len(input_numbers)),
-        math.log1p(len(answer)), math.log1p(answer.count("\n")), math.log1p(len(_NUMBER.findall(plain_out))),
-        float(has_final), float(has_final and final == int(final)),
-        math.log1p(abs(final)) if has_final else 0.0, float(has_final and final < 0),
-        float(has_final and final in input_numbers), float(has_final and final in results),
-        float(bool(_STATES.search(answer))),
-        math.log1p(len(claims)), math.log1p(errors), math.log1p(len(_HEDGES.findall(answer))),
-        float(errors > 0), errors / len(claims) if claims else 0.0, math.log1p(answer.count("<<")),
-        float(has_final and bool(claims) and abs(claims[-1][1] - final) <= 1e-9 * max(1.0, abs(final))),
-        float(has_final and final in body_numbers), math.log1p(sum(x == final for x in answer_numbers)),
-        float(ends_cleanly),
-        len(used) / len(question_numbers) if question_numbers else 1.0,
-        math.log1p(len(question_numbers - answer_set)),
-        math.log1p(len(answer_set)) - math.log1p(len(question_numbers)),
-        math.log1p(len(answer)) - math.log1p(len(inputs)),
-        float(has_final and percent_q != percent_a),
-        float(has_final and integral_inputs and final != int(final)), math.log1p(sentences),
-    ]
-
-
-def base_features(inputs: list[str], outputs: list[list[str]]) -> np.ndarray:
-    """(n, M, len(TEXT_FEATURES)): features of each model's answer to each input."""
+def base_features(inputs: list[str], outputs: list[list[str]], plugins: tuple[str, ...] = ()) -> np.ndarray:
+    """(n, M, text features): features of each model's answer to each input."""
     seen: dict[tuple[str, str], list[float]] = {}  # models often give the very same answer text
 
     def of(text_in: str, out: str) -> list[float]:
         key = (text_in, out)
         if key not in seen:
-            seen[key] = text_features(text_in, out)
+            seen[key] = text_features(text_in, out, plugins)
         return seen[key]
 
     return np.array([[of(inputs[i], out) for out in outputs[i]] for i in range(len(inputs))], float)
@@ -262,17 +94,20 @@ def feature_row(model: int, base: np.ndarray, previous: int, agrees: bool) -> li
 
 class ReplayScorer:
     """One LogisticScorer per model; predict_proba takes rows from `feature_row` (sklearn-shaped,
-    stored as plain numbers)."""
+    stored as plain numbers). `base` holds the text features and the router's prediction last."""
 
-    def __init__(self, models: list[str], l2: float = 1.0):
+    def __init__(self, models: list[str], l2: float = 1.0, features: list[str] | None = None):
         self.models = list(models)
         self.l2 = l2
+        self.features = list(features) if features is not None else feature_names()
 
-    def fit(self, base: np.ndarray, agree: np.ndarray, score: np.ndarray) -> "ReplayScorer":
-        """Train on every (query, model, previous rung) context a cheapest-first ladder can produce."""
+    def fit(self, base: np.ndarray, agree: np.ndarray, score: np.ndarray,
+            present: np.ndarray | None = None) -> "ReplayScorer":
+        """Train on every (query, model, previous rung) context a cheapest-first ladder can produce;
+        cells without a scored answer (failed rungs) teach nothing."""
         n, m, _ = base.shape
-        lo, hi = float(score.min()), float(score.max())
-        target = (score - lo) / (hi - lo) if hi > lo else np.ones_like(score)  # 0/1 stays; judge scores -> [0, 1]
+        present = np.ones(score.shape, bool) if present is None else present
+        target = np.clip(score, 0.0, 1.0)  # scores lie in [0, 1] (replay_table checks it)
         self.scorers_ = []
         for j in range(m):
             # The contexts after a previous rung differ only in whether it agreed, so the j stacked
@@ -283,7 +118,11 @@ class ReplayScorer:
                              if j else []))
             y = np.tile(target[:, j], 3 if j else 1)
             w = np.concatenate([np.ones(n)] + ([agreeing, j - agreeing] if j else []))
-            keep = w > 0
+            keep = (w > 0) & np.tile(present[:, j], 3 if j else 1)
+            if not keep.any():  # the model answered no training query: an uninformed constant
+                keep = np.zeros_like(keep)
+                keep[:1] = True
+                y = np.full_like(y, 0.5)
             self.scorers_.append(_fit_logistic(X[keep], y[keep], self.l2, w[keep]))
         return self
 
@@ -306,12 +145,12 @@ class ReplayScorer:
         return out
 
     def to_dict(self) -> dict:
-        return {"kind": "per-model-logistic", "features": list(FEATURES), "models": self.models, "l2": self.l2,
+        return {"kind": "per-model-logistic", "features": self.features, "models": self.models, "l2": self.l2,
                 "scorers": [{k: v for k, v in s.to_dict().items() if k != "features"} for s in self.scorers_]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ReplayScorer":
-        scorer = cls(data["models"], data.get("l2", 1.0))
+        scorer = cls(data["models"], data.get("l2", 1.0), data.get("features"))
         scorer.scorers_ = [LogisticScorer.from_dict(d) for d in data["scorers"]]
         return scorer
 

@@ -3,16 +3,19 @@ or Parquet, checked row by row, priced, and pivoted into dense per-model arrays.
 
 Columns: id, model, score (required); input, output, cost_usd, prompt_tokens, completion_tokens,
 segment (optional). A row without cost_usd is priced from its token counts and the model's price in
-the shipped price map (pipelines.tiers._price_map). Every id must have exactly one row per model:
-a replay can only compare ladders on queries every model answered, so an incomplete id is an error
-that names it, not a silent drop.
+the shipped price map (pipelines.tiers._price_map).
+
+Tables as users have them are sparse: a query some model never answered, or a cell whose judge failed
+(blank score). Such a cell is kept as absent (`present` False, score 0, cost 0) and read as a rung that
+failed, as a live cascade reads a failed call: it climbs past it. `notes` says what was left out.
+Scores must lie in [0, 1]; judge scores on another scale are divided by `score_max` (e.g. 10).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,12 @@ class OutcomeMatrix:
     cost: np.ndarray  # (n_ids, n_models), USD per call
     outputs: list[list[str]]  # [id][model]
     prices: dict  # model -> ($/1M in, $/1M out) or None when costs came recorded
+    present: np.ndarray | None = None  # (n_ids, n_models) bool: the cell holds a scored answer
+    notes: list = field(default_factory=list)  # one line per kind of cell or id left out
+
+    def __post_init__(self):
+        if self.present is None:
+            self.present = np.ones(self.score.shape, bool)
 
     @property
     def n(self) -> int:
@@ -45,7 +54,17 @@ class OutcomeMatrix:
         idx = list(idx)
         return OutcomeMatrix(self.source, [self.ids[i] for i in idx], [self.inputs[i] for i in idx],
                              [self.segments[i] for i in idx], self.models, self.score[idx], self.cost[idx],
-                             [self.outputs[i] for i in idx], self.prices)
+                             [self.outputs[i] for i in idx], self.prices, self.present[idx], list(self.notes))
+
+    def dropping_ids_without(self, model: str) -> "OutcomeMatrix":
+        """Only the ids `model` answered (a reference must be scored on every id it is compared on)."""
+        keep = np.flatnonzero(self.present[:, self.models.index(model)])
+        if len(keep) == self.n:
+            return self
+        out = self.subset(keep)
+        out.notes.append(f"{self.n - len(keep)} of {self.n} ids dropped: no scored answer from the reference "
+                         f"{model}")
+        return out
 
 
 def _rows(path: Path):
@@ -54,11 +73,21 @@ def _rows(path: Path):
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            for i, row in enumerate(reader, 1):
-                yield f"row {i} (line {reader.line_num})", row
+            try:
+                for i, row in enumerate(reader, 1):
+                    yield f"row {i} (line {reader.line_num})", row
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); "
+                                   "re-save it as UTF-8") from None
+            except csv.Error as e:
+                raise DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({e})") from None
     elif suffix in (".jsonl", ".ndjson"):
-        for line_no, row in iter_jsonl_objects(path):
-            yield f"line {line_no}", row
+        try:
+            for line_no, row in iter_jsonl_objects(path):
+                yield f"line {line_no}", row
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a line); "
+                               "re-save it as UTF-8") from None
     elif suffix in (".parquet", ".pq"):
         try:
             import pyarrow.parquet as pq
@@ -104,8 +133,11 @@ class _Pricer:
         return self.prices[model]
 
 
-def load_outcomes(path: str | Path) -> OutcomeMatrix:
+def load_outcomes(path: str | Path, score_max: float | None = None) -> OutcomeMatrix:
+    """The table as a matrix; scores are divided by `score_max` when given, and must then lie in [0, 1]."""
     path = Path(path)
+    if score_max is not None and not (math.isfinite(score_max) and score_max > 0):
+        raise DatasetError(f"--score-max must be a positive number, got {score_max}")
     if not path.exists():
         raise DatasetError(f"outcome table not found: {path}")
     pricer = _Pricer()
@@ -113,13 +145,17 @@ def load_outcomes(path: str | Path) -> OutcomeMatrix:
     first_seen: dict[tuple[str, str], str] = {}
     info: dict[str, dict] = {}  # id -> input, segment
     priced_models: set[str] = set()
+    unscored = 0
     for label, row in _rows(path):
         where = f"{path}: {label}"
-        for column in REQUIRED:
+        for column in ("id", "model"):
             if _blank(row.get(column)):
                 raise DatasetError(f"{where}: missing {column}")
+        if "score" not in row:
+            raise DatasetError(f"{where}: missing score (the table needs a score column)")
         rid, model = str(row["id"]).strip(), str(row["model"]).strip()
-        score = _number(row["score"], "score", where)
+        score = None if _blank(row.get("score")) else _score(row["score"], score_max, where)
+        unscored += score is None
         if (rid, model) in cells:
             raise DatasetError(f"{where}: duplicate row for id {rid!r} and model {model!r} "
                                f"(first at {first_seen[(rid, model)]})")
@@ -131,7 +167,20 @@ def load_outcomes(path: str | Path) -> OutcomeMatrix:
                               "segment": "all" if _blank(row.get("segment")) else str(row["segment"])})
     if not cells:
         raise DatasetError(f"{path}: no rows")
-    return _pivot(path, cells, info, pricer, priced_models)
+    matrix = _pivot(path, cells, info, pricer, priced_models)
+    if unscored:
+        matrix.notes.append(f"{unscored} unscored cells (blank score) read as failed rungs: a ladder climbs past them")
+    return matrix
+
+
+def _score(value, score_max: float | None, where: str) -> float:
+    x = _number(value, "score", where)
+    scaled = x / score_max if score_max is not None else x
+    if not 0.0 <= scaled <= 1.0:
+        hint = (f"above --score-max {score_max:g}" if score_max is not None else
+                "scores must lie in [0, 1]; for judge scores on another scale pass --score-max (e.g. 10)")
+        raise DatasetError(f"{where}: score {x:g} is out of range ({hint})")
+    return scaled
 
 
 def _cost(row: dict, model: str, where: str, pricer: _Pricer, priced_models: set) -> float:
@@ -157,21 +206,32 @@ def _pivot(path, cells, info, pricer, priced_models) -> OutcomeMatrix:
     ids = sorted(info)
     models = sorted({m for _, m in cells})
     missing = [(rid, m) for rid in ids for m in models if (rid, m) not in cells]
+    notes = []
     if missing:
         incomplete = sorted({rid for rid, _ in missing})
         rid, m = missing[0]
-        raise DatasetError(f"{path}: {len(incomplete)} of {len(ids)} ids lack a row for some model "
-                           f"(e.g. id {rid!r} has none for {m!r}); replay needs one row per id and model")
-    if len(models) < 1:
-        raise DatasetError(f"{path}: no models")
-    score = np.array([[cells[(rid, m)]["score"] for m in models] for rid in ids], float)
-    cost = np.array([[cells[(rid, m)]["cost"] for m in models] for rid in ids], float)
-    order = sorted(range(len(models)), key=lambda j: (cost[:, j].mean(), models[j]))  # cheapest first
+        notes.append(f"{len(missing)} cells absent ({len(incomplete)} of {len(ids)} ids lack a row for some model, "
+                     f"e.g. id {rid!r} for {m!r}): read as failed rungs")
+    empty = {"score": None, "cost": 0.0, "output": ""}
+    grid = [[cells.get((rid, m), empty) for m in models] for rid in ids]
+    present = np.array([[c["score"] is not None for c in row] for row in grid], bool)
+    score = np.array([[c["score"] or 0.0 for c in row] for row in grid], float)
+    cost = np.array([[c["cost"] for c in row] for row in grid], float)  # an unscored call was still paid
+    never = [m for j, m in enumerate(models) if not present[:, j].any()]
+    if never:
+        raise DatasetError(f"{path}: model(s) {never} have no scored row; drop them or score them")
+
+    def mean_cost(j):  # over the cells the model answered
+        return cost[present[:, j], j].mean()
+
+
+    order = sorted(range(len(models)), key=lambda j: (mean_cost(j), models[j]))  # cheapest first
     models = [models[j] for j in order]
     return OutcomeMatrix(
         source=str(path), ids=ids, inputs=[info[rid]["input"] for rid in ids],
         segments=[info[rid]["segment"] for rid in ids], models=models,
         score=score[:, order], cost=cost[:, order],
-        outputs=[[cells[(rid, m)]["output"] for m in models] for rid in ids],
+        outputs=[[row[j]["output"] for j in order] for row in grid],
         prices={m: (pricer(m) if m in priced_models else None) for m in models},
+        present=present[:, order], notes=notes,
     )

@@ -71,13 +71,21 @@ def pareto_front(cands: list[Candidate]) -> list[Candidate]:
 
 
 def choose(cands: list[Candidate], objective: Objective, reference: Candidate,
-           row_scores=None, z: float = SAFETY_Z) -> tuple[Candidate, dict]:
+           row_scores=None, z: float = SAFETY_Z, tolerance: float | None = None) -> tuple[Candidate, dict]:
     """The chosen candidate and how: {'target_quality', 'noise', 'feasible', 'margin'}.
 
     With `row_scores(candidate) -> per-row scores` (aligned with reference.scores), a quality target is
     met only with a margin: the candidate's quality minus `z` standard errors of its per-row difference
     to the reference. The margin is small for a policy that answers like the reference and grows with
-    how often it answers differently."""
+    how often it answers differently.
+
+    `tolerance` (with row_scores) defines "at the reference's quality" (default objective, --match-tier)
+    as a paired tie: the one-sided lower bound of the per-row difference to the reference, mean minus
+    `z` standard errors, is at least -tolerance. The reference ties itself (difference 0), and so can a
+    policy that answers differently on some rows, when it is right there at least as often."""
+    if tolerance is not None and row_scores is not None and reference.scores is not None \
+            and objective.min_quality is None and objective.max_cost_per_1k is None:
+        return _choose_tie(cands, reference, row_scores, z, tolerance)
     noise = standard_error(reference.scores) if reference.scores is not None else 0.0
     if objective.max_cost_per_1k is not None:
         feasible = [c for c in cands if c.cost_per_1k <= objective.max_cost_per_1k + 1e-12]
@@ -95,6 +103,20 @@ def choose(cands: list[Candidate], objective: Objective, reference: Candidate,
     for c in feasible:  # cheapest first; the reference itself has margin 0, so one always qualifies
         margin = z * standard_error(np.asarray(row_scores(c), float) - reference.scores)
         if c.quality - margin >= target - 1e-12:
+            info["margin"] = margin
+            return c, info
+    return reference, info
+
+
+def _choose_tie(cands, reference, row_scores, z, tolerance) -> tuple[Candidate, dict]:
+    noise = standard_error(reference.scores)
+    info = {"target_quality": reference.quality - tolerance, "noise": noise, "feasible": True, "margin": 0.0,
+            "tolerance": tolerance}
+    near = [c for c in cands if c.quality >= reference.quality - tolerance - 1e-12]  # a bound never beats its mean
+    for c in sorted(near, key=lambda c: (c.cost_per_1k, -c.quality)):
+        diff = np.asarray(row_scores(c), float) - reference.scores
+        margin = z * standard_error(diff)
+        if diff.mean() - margin >= -tolerance - 1e-12:
             info["margin"] = margin
             return c, info
     return reference, info

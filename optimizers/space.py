@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from itertools import combinations
 
+import numpy as np
+
 from pipelines.policy import Policy, PredictorPolicy
 
 
@@ -56,4 +58,64 @@ def escalation_seeds(predictors: list[str], tier_names: list[str], estimators: l
                         params.update({f"{name}:ladder": f"{tier}>{top}", f"{name}:estimator": estimator,
                                        f"{name}:t0": threshold})
                     seeds.append(params)
+    return seeds
+
+
+# --- routing (replay): plain routers, plain cascades and routed cascades in one search ------------
+
+SHAPES = ("cascade", "router", "routed")
+ALL = "all"  # a router's candidate set: every model
+
+
+def suggest_routed_policy(trial, predictors: list[str], tier_names: list[str], estimators: list[str],
+                          max_rungs: int, route_costs: dict) -> Policy:
+    """One of three shapes per predictor, so the search (and the Pareto front it feeds) holds the best
+    of each: "cascade" (start cheapest, climb on confidence), "router" (start at the rung with the best
+    predicted score - lambda * relative cost, keep its answer), "routed" (start as a router, then climb
+    as a cascade). `route_costs`: tier -> average cost relative to the dearest tier."""
+    chosen = {}
+    for name in predictors:
+        shape = trial.suggest_categorical(f"{name}:shape", SHAPES)
+        if shape == "cascade":
+            chosen[name] = suggest_policy(trial, [name], tier_names, estimators, max_rungs)[name]
+            continue
+        multi = [option for option in ladders(tier_names, max_rungs) if ">" in option]
+        if shape == "router":
+            option = trial.suggest_categorical(f"{name}:router_ladder", [ALL, *multi])
+            ladder = list(tier_names) if option == ALL else option.split(">")
+        else:
+            ladder = trial.suggest_categorical(f"{name}:routed_ladder", multi).split(">")
+        route = {"lambda": trial.suggest_float(f"{name}:{shape}_lambda", 1e-3, 10.0, log=True),
+                 "costs": [float(route_costs[t]) for t in ladder]}
+        if shape == "router":
+            chosen[name] = PredictorPolicy(ladder, "none", [0.0] * (len(ladder) - 1), route)
+            continue
+        estimator = trial.suggest_categorical(f"{name}:routed_estimator", estimators)
+        thresholds = [trial.suggest_float(f"{name}:routed_t{i}", 0.0, 1.0) for i in range(len(ladder) - 1)]
+        chosen[name] = PredictorPolicy(ladder, estimator, thresholds, route)
+    return Policy(chosen)
+
+
+def routing_seeds(predictor: str, tier_names: list[str], anchor: str, estimators: list[str]) -> list[dict]:
+    """Warm starts over every shape: each model alone, routers over all models along a grid of lambda;
+    then, from each cheaper tier (cheapest first) to `anchor` (the reference model), cascades at a few
+    thresholds and a routed cascade; then cheapest > middle > anchor. A caller may keep a prefix."""
+    p = predictor
+    seeds = [{f"{p}:shape": "cascade", f"{p}:ladder": tier} for tier in tier_names]  # each model alone
+    seeds += [{f"{p}:shape": "router", f"{p}:router_ladder": ALL, f"{p}:router_lambda": float(lam)}
+              for lam in np.logspace(-3, 1, 7)]
+    cheaper = [t for t in tier_names[:tier_names.index(anchor)]] or [t for t in tier_names if t != anchor][:1]
+    estimator = "learned" if "learned" in estimators else estimators[0]
+    for tier in cheaper:
+        pair = ">".join(sorted([tier, anchor], key=tier_names.index))
+        seeds += [{f"{p}:shape": "cascade", f"{p}:ladder": pair, f"{p}:estimator": estimator, f"{p}:t0": t}
+                  for t in (0.5, 0.7, 0.85)]
+        seeds += [{f"{p}:shape": "cascade", f"{p}:ladder": pair, f"{p}:estimator": e, f"{p}:t0": 0.5}
+                  for e in estimators if e != estimator]
+        seeds.append({f"{p}:shape": "routed", f"{p}:routed_ladder": pair, f"{p}:routed_lambda": 0.1,
+                      f"{p}:routed_estimator": estimator, f"{p}:routed_t0": 0.7})
+    if len(cheaper) >= 2:
+        three = ">".join([cheaper[0], cheaper[len(cheaper) // 2], anchor])
+        seeds.append({f"{p}:shape": "cascade", f"{p}:ladder": three, f"{p}:estimator": estimator,
+                      f"{p}:t0": 0.7, f"{p}:t1": 0.7})
     return seeds

@@ -46,10 +46,12 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, float]], predictors: list[str],
                tier_names: list[str], estimators: list[str], n_trials: int,
-               on_trial: Callable | None = None, max_rungs: int = 3, seeds: list[dict] = ()) -> int:
+               on_trial: Callable | None = None, max_rungs: int = 3, seeds: list[dict] = (),
+               suggest: Callable = suggest_policy) -> int:
     """Run trials until the study holds `n_trials` complete ones (a resumed study continues where it
     stopped). Uniform single-tier policies are enqueued first so the front always holds the
-    baselines, then `seeds` (warm starts, as Optuna params). Returns the number of trials run now."""
+    baselines, then `seeds` (warm starts, as Optuna params). `suggest(trial, predictors, tier_names,
+    estimators, max_rungs)` draws a policy (the space: optimizers.space). Returns the number of trials run now."""
     done = completed(study)
     if not done:
         for params in [uniform_params(predictors, tier) for tier in tier_names] + list(seeds):
@@ -57,7 +59,7 @@ def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, fl
     remaining = max(n_trials - len(done), 0)
 
     def objective(trial):
-        policy = suggest_policy(trial, predictors, tier_names, estimators, max_rungs)
+        policy = suggest(trial, predictors, tier_names, estimators, max_rungs)
         quality, cost_per_1k = evaluate(policy)
         trial.set_user_attr("policy", policy.to_dict())
         return quality, cost_per_1k

@@ -26,6 +26,7 @@ from pipelines import confidence as conf
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
 from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError
 from pipelines.policy import Policy, PredictorPolicy
+from pipelines.routing import start_rung
 
 AGREEMENT_SAMPLES = 2
 
@@ -102,19 +103,30 @@ def fallback_order(ladder: list[str], tier_names: list[str]) -> list[str]:
 
 
 def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutcome],
-               tier_names: list[str], use_fallback: bool = True, scorer=None) -> tuple[RungOutcome, list]:
-    """Climb one predictor's ladder. Returns the final outcome and [(outcome, Step), ...]."""
+               tier_names: list[str], use_fallback: bool = True, scorer=None,
+               predicted: list[float] | None = None) -> tuple[RungOutcome, list]:
+    """Climb one predictor's ladder. Returns the final outcome and [(outcome, Step), ...].
+
+    A routed policy (pp.route) starts at the rung pipelines.routing.start_rung picks from `predicted`
+    (the router's score for each rung's tier); with estimator "none" that rung's answer stands."""
     trail: list[tuple[RungOutcome, Step]] = []
     best_so_far = None
     last = len(pp.ladder) - 1
+    start = 0
+    if pp.route is not None:
+        if predicted is None:
+            raise ConfigError(f"predictor {name!r}: a routed policy needs the router's predictions")
+        start = start_rung(pp.route, predicted)
     for i, tier in enumerate(pp.ladder):
+        if i < start:
+            continue
         outcome = answer(tier)
         threshold = pp.thresholds[i] if i < last else None
         if not outcome.ok:
             trail.append((outcome, _step(name, i, outcome, None, threshold, "failed")))
             continue
         score = score_of(outcome, pp.estimator, scorer) if pp.estimator != "none" else None
-        if i == last or (score is not None and score >= threshold):
+        if i == last or pp.estimator == "none" or (score is not None and score >= threshold):
             trail.append((outcome, _step(name, i, outcome, score, threshold, "accepted")))
             return outcome, trail
         trail.append((outcome, _step(name, i, outcome, score, threshold, "escalated")))

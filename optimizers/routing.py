@@ -1,0 +1,76 @@
+"""Fitting the router of pipelines.routing: per-model correctness from the input's features, with
+out-of-fold predictions for the training rows (a threshold or lambda searched on in-sample
+predictions would trust the router more than new queries will)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from pipelines.routing import Router
+
+FOLDS = 5
+
+
+def folds_of(ids: list[str], seed: int, k: int = FOLDS) -> np.ndarray:
+    return np.array([int(hashlib.sha256(f"{seed}:fold:{i}".encode()).hexdigest()[:8], 16) % k for i in ids])
+
+
+def fit_router(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: list[str], block: str) -> Router:
+    """kNN memory plus a ridge head whose penalty is chosen by generalized cross-validation."""
+    X = np.asarray(X, np.float32)
+    n = len(X)
+    router = Router(models, block, k=int(np.clip(round(np.sqrt(n)), 5, 40)))
+    scored = present.astype(float)
+    base = (score * scored).sum(axis=0) + 1.0
+    router.base_rate_ = base / (scored.sum(axis=0) + 2.0)  # Laplace-smoothed mean score per model
+    router.memory_, router.scores_, router.scored_ = X, np.where(present, score, 0.0), present.copy()
+    router.weights_, router.bias_ = _ridge_gcv(X, np.where(present, score, router.base_rate_))
+    return router.stored()
+
+
+def _ridge_gcv(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge weights for every column of Y at once, each column's penalty picked by GCV from one SVD."""
+    x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
+    Xc, Yc = (X - x_mean).astype(float), Y - y_mean
+    n, M = Y.shape
+    if n < 3:
+        return np.zeros((X.shape[1], M), np.float32), y_mean
+    # The SVD Xc = U S V^T through the smaller Gram matrix: X^T X = V S^2 V^T, or X X^T = U S^2 U^T
+    primal = n > X.shape[1]
+    s2, E = np.linalg.eigh(Xc.T @ Xc if primal else Xc @ Xc.T)
+    keep = s2 > max(s2.max(), 1e-30) * 1e-10
+    s2, E = s2[keep], E[:, keep]
+    if primal:
+        UtY = (E.T @ (Xc.T @ Yc)) / np.sqrt(s2)[:, None]
+        back = E / np.sqrt(s2)  # coef = V diag(s / (s^2 + a)) U^T Y = back @ (s^2 / (s^2 + a) * U^T Y)
+    else:
+        UtY = E.T @ Yc
+        back = (Xc.T @ E) / s2  # V diag(1/s) = X^T U diag(1/s^2) * s ... see below
+    outside = (Yc ** 2).sum(axis=0) - (UtY ** 2).sum(axis=0)  # the part of Y no direction of X explains
+    chosen, best_gcv = np.zeros((X.shape[1], M)), np.full(M, np.inf)
+    for alpha in s2.max() * np.logspace(-5, 1, 13):
+        shrink = s2 / (s2 + alpha)
+        residual = outside + (((1 - shrink)[:, None] * UtY) ** 2).sum(axis=0)
+        gcv = residual / max(n - shrink.sum(), 1.0) ** 2
+        better = gcv < best_gcv
+        if better.any():
+            coef = back @ ((s2 / (s2 + alpha))[:, None] * UtY[:, better])  # (d, columns improved)
+            chosen[:, better], best_gcv[better] = coef, gcv[better]
+    return chosen.astype(np.float32), y_mean - x_mean @ chosen
+
+
+def cross_fitted_predictions(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: list[str],
+                             block: str, folds: np.ndarray) -> np.ndarray:
+    """(n, M) predictions for each training row from a router fitted without its fold."""
+    out = np.empty(score.shape)
+    labels = np.unique(folds)
+    if len(labels) < 2:  # too few rows to hold any out: leave-one-out kNN, in-sample ridge
+        router = fit_router(X, score, present, models, block)
+        return router.predict(X, exclude=np.arange(len(X)))
+    for k in labels:
+        test = folds == k
+        router = fit_router(X[~test], score[~test], present[~test], models, block)
+        out[test] = router.predict(X[test])
+    return out
