@@ -73,7 +73,7 @@ def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, fl
 def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, float]],
                         predictors: list[str], tier_names: list[str], estimators: list[str], n_trials: int,
                         seed: int, on_trial: Callable | None = None, max_rungs: int = 3, batch: int = 25,
-                        seeds: list[dict] = ()) -> int:
+                        seeds: list[dict] = (), suggest: Callable = suggest_policy) -> int:
     """run_search in memory, persisting to `study` every `batch` trials in one transaction.
 
     Scoring a trial from recorded outcomes takes milliseconds; SQLite's commits per trial (about a
@@ -86,7 +86,7 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
     while target < n_trials:
         target = min(target + batch, n_trials)
         before = len(completed(scratch))
-        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds)
+        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds, suggest)
         write_trials(study, completed(scratch)[before:])
     return max(n_trials - len(stored), 0)
 
