@@ -91,6 +91,7 @@ class Cell:
     predictor: str
     tier: str
     outcome: RungOutcome
+    inputs: dict = field(default_factory=dict)  # the predictor's keyword inputs (what a router reads)
 
 
 class OutcomeTable:
@@ -129,7 +130,8 @@ class OutcomeTable:
                 self.memo[key] = outcome
         row = current_row.get()
         if row is not None:
-            self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome))
+            self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome,
+                                                                         _plain(kwargs)))
         return outcome
 
 
@@ -137,6 +139,8 @@ def _passing_failure(outcome: RungOutcome) -> bool:
     """A rung refused by a resting tier or lost to a timeout or outage says nothing about the answer:
     it is not kept, so a rerun asks again (everything paid is in the disk cache either way)."""
     return not outcome.ok and UNAVAILABLE.search(outcome.error) is not None
+def _plain(kwargs: dict) -> dict:
+    return {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in kwargs.items()}
 
 
 @dataclass
@@ -151,9 +155,9 @@ class RowResult:
 
 
 def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_names: list[str],
-             scorers: dict | None = None) -> list[RowResult]:
+             scorers: dict | None = None, routers: dict | None = None) -> list[RowResult]:
     """Run `program` under `policy` on each row, rungs answered from `table`."""
-    apply_policy(program, policy, table, tier_names, scorers)
+    apply_policy(program, policy, table, tier_names, scorers, routers=routers)
     results = []
     for row in rows:
         trail: list = []
@@ -171,25 +175,41 @@ def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_
     return results
 
 
-def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str) -> dict[str, LogisticScorer]:
-    """Per predictor, P(answer right | features) from the recorded cells of `rows`. Correctness is the
-    task's per-predictor check where it has one, else agreement with the top tier's answer."""
+def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) -> bool | None:
+    """Whether a recorded answer is right: the task's per-predictor check where it has one, else agreement
+    with the top tier's answer (None when that is unknown). A failed rung is never right."""
+    if not cell.outcome.ok:
+        return False
+    right = task.predictor_correct(cell.predictor, row, cell.outcome.outputs)
+    if right is None:
+        top = table.cells.get((cell.row_id, cell.predictor, top_tier))
+        if top is None or not top.outcome.ok:
+            return None
+        right = normalize_answer(cell.outcome.outputs) == normalize_answer(top.outcome.outputs)
+    return bool(right)
+
+
+def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str,
+                routers: dict | None = None) -> dict[str, LogisticScorer]:
+    """Per predictor, P(answer right | features) from the recorded cells of `rows`. With an input router
+    for the predictor, its out-of-fold P(right) for the cell's tier is one more feature."""
     by_id = {str(r["id"]): r for r in rows}
     scorers = {}
     predictors = sorted({c.predictor for c in table.cells.values()})
     for name in predictors:
+        router = (routers or {}).get(name)
         X, y = [], []
         for (row_id, pred_name, tier), cell in table.cells.items():
             if pred_name != name or row_id not in by_id or not cell.outcome.ok or not cell.outcome.features:
                 continue
-            right = task.predictor_correct(name, by_id[row_id], cell.outcome.outputs)
+            right = cell_right(task, table, by_id[row_id], cell, top_tier)
             if right is None:
-                top = table.cells.get((row_id, name, top_tier))
-                if top is None or not top.outcome.ok:
-                    continue
-                right = normalize_answer(cell.outcome.outputs) == normalize_answer(top.outcome.outputs)
-            X.append(cell.outcome.features)
+                continue
+            features = list(cell.outcome.features)
+            if router is not None:
+                features.append(router.predict_inputs(cell.inputs)[tier])
+            X.append(features)
             y.append(float(right))
         if len(y) >= 10 and 0 < sum(y) < len(y):
-            scorers[name] = LogisticScorer().fit(np.asarray(X), np.asarray(y))
+            scorers[name] = LogisticScorer(uses_prior=router is not None).fit(np.asarray(X), np.asarray(y))
     return scorers

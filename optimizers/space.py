@@ -34,8 +34,9 @@ def suggest_policy(trial, predictors: list[str], tier_names: list[str], estimato
 
 
 def uniform_params(predictors: list[str], tier: str) -> dict:
-    """Optuna params of the policy that runs every predictor on one tier (enqueued as baselines)."""
-    return {f"{name}:ladder": tier for name in predictors}
+    """Optuna params of the policy that runs every predictor on one tier (enqueued as baselines). The
+    shape is fixed too, for the routed space (suggest_routed_policy); suggest_policy never reads it."""
+    return {**{f"{name}:shape": "cascade" for name in predictors}, **{f"{name}:ladder": tier for name in predictors}}
 
 
 def escalation_seeds(predictors: list[str], tier_names: list[str], estimators: list[str],

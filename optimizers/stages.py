@@ -18,7 +18,9 @@ from optimizers import preflight
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
 from optimizers.recording import record_baselines
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
-from optimizers.space import escalation_seeds
+from optimizers.input_routers import fit_input_routers
+from optimizers.space import (escalation_seeds, routing_seeds, suggest_policy, suggest_routed_policy,
+                              uniform_params)
 from optimizers.study import completed, open_study, run_search_buffered
 from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact, paths
@@ -69,8 +71,9 @@ class Session:
     storage: str
     table: OutcomeTable
 
-    def evaluate(self, policy: Policy, rows: list[dict], scorers=None) -> list[RowResult]:
-        return evaluate(self.job.task, self.program, policy, rows, self.table, self.job.catalog.names, scorers)
+    def evaluate(self, policy: Policy, rows: list[dict], scorers=None, routers=None) -> list[RowResult]:
+        return evaluate(self.job.task, self.program, policy, rows, self.table, self.job.catalog.names, scorers,
+                        routers)
 
     def split(self, results: list[RowResult]) -> tuple[list[RowResult], list[RowResult]]:
         by_id = {r.row_id: r for r in results}
@@ -83,6 +86,7 @@ class Searched:
     ran: int
     scorers: dict
     estimators: list[str]
+    routers: dict = field(default_factory=dict)  # predictor -> pipelines.routing.InputRouter
 
 
 @dataclass
@@ -152,22 +156,45 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
 
 
 def search(session: Session, progress) -> Searched:
-    """Fit the learned confidence scorers on dev cells, then the Optuna search scored from the table."""
+    """Fit input routers and learned confidence scorers on dev cells, then the Optuna search scored from
+    the table over cascades, routers and routed cascades (optimizers.space.suggest_routed_policy)."""
     job = session.job
-    scorers = fit_scorers(job.task, session.table, session.dev, job.catalog.flagship.name)
+    names, top = job.catalog.names, job.catalog.flagship.name
+    routers = fit_input_routers(job.task, session.table, session.dev, names, top, job.seed)
+    scorers = fit_scorers(job.task, session.table, session.dev, top, routers)
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
     study = open_study(session.study_name, session.storage, job.seed)
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:
-        results = session.evaluate(policy, session.dev, scorers)
+        results = session.evaluate(policy, session.dev, scorers, routers)
         return float(np.mean([r.score for r in results])), float(np.mean([r.cost_usd for r in results]) * 1000)
 
     progress.stage("searching policies", total=job.trials)
-    seeds = escalation_seeds(session.predictors, job.catalog.names, estimators)[: job.trials // 4]
+    seeds = escalation_seeds(session.predictors, names, estimators)[: job.trials // 4]
+    suggest = suggest_policy
+    if routers and set(routers) == set(session.predictors):
+        costs = tier_costs(session.table, names)
+        # Routers and routed cascades for one predictor at a time, the others on the top tier.
+        seeds += [{**uniform_params([other for other in session.predictors if other != name], top), **params}
+                  for name in session.predictors for params in routing_seeds(name, names, top, estimators)
+                  if params[f"{name}:shape"] != "cascade"]
+
+        def suggest(trial, predictors, tier_names, estimators_, max_rungs):
+            return suggest_routed_policy(trial, predictors, tier_names, estimators_, max_rungs, costs)
     budget = session.table.budget
-    ran = run_search_buffered(study, evaluate_dev, session.predictors, job.catalog.names, estimators, job.trials,
-                              job.seed, on_trial=lambda s, t: progress.trial(s, t, budget), seeds=seeds)
-    return Searched(study, ran, scorers, estimators)
+    ran = run_search_buffered(study, evaluate_dev, session.predictors, names, estimators, job.trials,
+                              job.seed, on_trial=lambda s, t: progress.trial(s, t, budget), seeds=seeds,
+                              suggest=suggest)
+    return Searched(study, ran, scorers, estimators, routers)
+
+
+def tier_costs(table, tier_names: list[str]) -> dict[str, float]:
+    """Each tier's mean recorded cost per call relative to the dearest tier's: what a route trades
+    predicted quality against."""
+    costs = {t: [c.outcome.cost_usd for (_, _, tier), c in table.cells.items() if tier == t] for t in tier_names}
+    means = {t: float(np.mean(v)) if v else 0.0 for t, v in costs.items()}
+    top = max(means.values()) or 1.0
+    return {t: m / top for t, m in means.items()}
 
 
 def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> Chosen:
@@ -182,7 +209,7 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
                           float(ref_scores.mean()), float(np.mean([r.cost_usd for r in ref_dev]) * 1000), ref_scores)
 
     def dev_row_scores(candidate: Candidate) -> list[float]:
-        return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers)]
+        return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers, searched.routers)]
 
     chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores)
     return Chosen(chosen, info, reference_name)
@@ -192,8 +219,8 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
     """The chosen point on the holdout rows, beside every uniform baseline, with the paired gap to the
     reference and its bootstrap CI."""
     seed = session.job.seed
-    chosen_dev = session.evaluate(chosen.candidate.policy, session.dev, searched.scorers)
-    chosen_hold = session.evaluate(chosen.candidate.policy, session.hold, searched.scorers)
+    chosen_dev = session.evaluate(chosen.candidate.policy, session.dev, searched.scorers, searched.routers)
+    chosen_hold = session.evaluate(chosen.candidate.policy, session.hold, searched.scorers, searched.routers)
     baselines = {}
     for tier, results in baseline_rows.items():
         d, h = session.split(results)
@@ -230,7 +257,7 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
     )
     body = artifact.build(
         task_source=job.task.source, program=job.task.build_program(), catalog=job.catalog,
-        policy=chosen.candidate.policy, scorers=searched.scorers, summary=summary,
+        policy=chosen.candidate.policy, scorers=searched.scorers, routers=searched.routers, summary=summary,
         metrics={"dev": checked.dev, "holdout": checked.holdout},
         extra={"study": {"name": study.study_name, "storage": job.storage or "default"},
                "dataset": job.dataset,

@@ -169,7 +169,7 @@ def run_search(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, fl
 def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[float, float]],
                         predictors: list[str], tier_names: list[str], estimators: list[str], n_trials: int,
                         seed: int, on_trial: Callable | None = None, max_rungs: int = 3, batch: int = 25,
-                        seeds: list[dict] = ()) -> int:
+                        seeds: list[dict] = (), suggest: Callable = suggest_policy) -> int:
     """run_search in memory, persisting to `study` every `batch` trials in one transaction.
 
     Scoring a trial from recorded outcomes takes milliseconds; SQLite's commits per trial (about a
@@ -183,7 +183,7 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
     while target < n_trials:
         target = min(target + batch, n_trials)
         before = len(completed(scratch))
-        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds)
+        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds, suggest)
         fresh = completed(scratch)[before:]
         with _storage_lock(url):  # another process may be resuming the same study: never pass n_trials
             room = max(n_trials - len(completed(study)), 0)

@@ -78,7 +78,8 @@ def _refuse_secrets(value, where="artifact") -> None:
 
 
 def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Policy, scorers: dict | None = None,
-          metrics: dict | None = None, summary: dict | None = None, extra: dict | None = None) -> dict:
+          metrics: dict | None = None, summary: dict | None = None, extra: dict | None = None,
+          routers: dict | None = None) -> dict:
     """The artifact's body (everything but the checksum)."""
     body = {
         "kind": KIND,
@@ -92,6 +93,10 @@ def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Po
         "catalog": catalog.to_dict(),
         "policy": policy.to_dict(),
         "scorers": {name: s.to_dict() for name, s in (scorers or {}).items()},
+        # Only the routers the policy reads (a route, or a scorer fitted with the router's prior).
+        "routers": {name: r.router.to_dict() for name, r in (routers or {}).items()
+                    if name in policy.predictors and (policy[name].route is not None
+                                                      or getattr((scorers or {}).get(name), "uses_prior", False))},
         "metrics": metrics or {},
         "summary": summary or {},
         "versions": _versions(),
@@ -202,6 +207,7 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
     """`program` (already checked against the body's fingerprint) with the body's state and policy applied."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
+    from pipelines.routing import InputRouter, Router
     from pipelines.runtime import Runtime
 
     try:
@@ -212,6 +218,7 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
                        for t in catalog for ok, why in [t.availability(scripts)] if not ok]
         policy = Policy.from_dict(body["policy"]).validate(catalog.names)
         scorers = {n: LogisticScorer.from_dict(d) for n, d in body.get("scorers", {}).items()}
+        routers = {n: InputRouter(Router.from_dict(d)) for n, d in body.get("routers", {}).items()}
     except TierwiseError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed section is the file's fault, say which
@@ -219,7 +226,7 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
     if unreachable:  # every call would fall back, silently paying another tier
         raise ArtifactError(f"{where}: tier {unreachable[0]}")
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
-    compiled = CompiledProgram(program, policy, runtime, scorers)
+    compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers)
     compiled.artifact, compiled.write_artifact = body, save
     return compiled
 

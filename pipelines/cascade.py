@@ -85,11 +85,16 @@ def inputs_key(kwargs: dict) -> str:
     return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def score_of(outcome: RungOutcome, estimator: str, scorer=None) -> float | None:
+def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | None = None) -> float | None:
+    """`prior`: the input router's predicted P(right) for this tier, which a learned scorer fitted with
+    it (scorer.uses_prior) reads beside the answer's own features."""
     if estimator == "learned":
         if scorer is None or not outcome.features:
             return None
-        return float(scorer.predict_proba([outcome.features])[0])
+        features = list(outcome.features)
+        if getattr(scorer, "uses_prior", False):
+            features.append(0.5 if prior is None else prior)
+        return float(scorer.predict_proba([features])[0])
     return outcome.scores.get(estimator)
 
 
@@ -104,7 +109,7 @@ def fallback_order(ladder: list[str], tier_names: list[str]) -> list[str]:
 
 def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutcome],
                tier_names: list[str], use_fallback: bool = True, scorer=None,
-               predicted: list[float] | None = None) -> tuple[RungOutcome, list]:
+               predicted: list[float] | None = None, priors: dict | None = None) -> tuple[RungOutcome, list]:
     """Climb one predictor's ladder. Returns the final outcome and [(outcome, Step), ...].
 
     A routed policy (pp.route) starts at the rung pipelines.routing.start_rung picks from `predicted`
@@ -125,7 +130,8 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
         if not outcome.ok:
             trail.append((outcome, _step(name, i, outcome, None, threshold, "failed")))
             continue
-        score = score_of(outcome, pp.estimator, scorer) if pp.estimator != "none" else None
+        prior = (priors or {}).get(tier)
+        score = score_of(outcome, pp.estimator, scorer, prior) if pp.estimator != "none" else None
         if i == last or pp.estimator == "none" or (score is not None and score >= threshold):
             trail.append((outcome, _step(name, i, outcome, score, threshold, "accepted")))
             return outcome, trail
@@ -242,10 +248,20 @@ _trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwi
 class CascadeForward:
     """Replaces one predictor's `forward`: the predictor object, its name and state stay as they are."""
 
-    def __init__(self, name, predictor, pp: PredictorPolicy, source: RungSource, tier_names, fallback, scorer, ledger):
+    def __init__(self, name, predictor, pp: PredictorPolicy, source: RungSource, tier_names, fallback, scorer, ledger,
+                 router=None):
         self.name, self.predictor, self.pp = name, predictor, pp
         self.source, self.tier_names, self.fallback = source, tier_names, fallback
-        self.scorer, self.ledger = scorer, ledger
+        self.scorer, self.ledger, self.router = scorer, ledger, router
+
+    def _priors(self, inputs: dict) -> dict | None:
+        """The router's P(right) per tier for these inputs, when the policy or its scorer reads them."""
+        needed = self.pp.route is not None or getattr(self.scorer, "uses_prior", False)
+        if not needed:
+            return None
+        if self.router is None:
+            raise ConfigError(f"predictor {self.name!r}: its policy reads an input router, and none was given")
+        return self.router.predict_inputs(inputs)
 
     def __call__(self, **kwargs):
         kwargs.pop("lm", None)  # the policy decides the tier
@@ -260,8 +276,11 @@ class CascadeForward:
             estimator = self.pp.estimator if tier in scored else "none"
             return self.source(self.name, self.predictor, tier, {**inputs, **extra}, estimator)
 
+        priors = self._priors(inputs)
+        predicted = [priors[t] for t in self.pp.ladder] if self.pp.route is not None else None
         try:
-            outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer)
+            outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer,
+                                        predicted, priors)
         except AllRungsFailed as error:
             self._record(error.trail)
             raise
@@ -284,7 +303,7 @@ class CascadeForward:
 
 
 def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_names: list[str],
-                 scorers: dict | None = None, ledger=None) -> dspy.Module:
+                 scorers: dict | None = None, ledger=None, routers: dict | None = None) -> dspy.Module:
     """Wrap every named predictor of `program` (in place) with its ladder from `policy`."""
     names = [name for name, _ in program.named_predictors()]
     missing = [n for n in names if n not in policy.predictors]
@@ -292,7 +311,7 @@ def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_
         raise ConfigError(f"policy has no entry for predictors {missing}; it covers {list(policy.predictors)}")
     for name, predictor in program.named_predictors():
         predictor.forward = CascadeForward(name, predictor, policy[name], source, tier_names, policy.fallback,
-                                           (scorers or {}).get(name), ledger)
+                                           (scorers or {}).get(name), ledger, (routers or {}).get(name))
     return program
 
 
@@ -301,14 +320,14 @@ class CompiledProgram(dspy.Module):
     tier trail and cost of the last call (in this thread) are on `last_trail` / `last_cost_usd`."""
 
     def __init__(self, program: dspy.Module, policy: Policy, runtime, scorers: dict | None = None,
-                 source: RungSource | None = None):
+                 source: RungSource | None = None, routers: dict | None = None):
         super().__init__()
         self.program = program
         self.policy = policy
         self.runtime = runtime
         self.ledger = runtime.ledger if runtime is not None else None
         apply_policy(program, policy, source or LiveRungs(runtime), runtime.catalog.names if runtime else [],
-                     scorers, self.ledger)
+                     scorers, self.ledger, routers)
         self._local = threading.local()
 
     def forward(self, **kwargs):

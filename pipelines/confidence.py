@@ -96,9 +96,10 @@ class LogisticScorer:
     """P(answer is right | features). L2-regularized logistic regression fitted by Newton's method,
     stored as plain numbers (no pickle) so an artifact can carry it."""
 
-    def __init__(self, l2: float = 1.0, max_iter: int = 50):
+    def __init__(self, l2: float = 1.0, max_iter: int = 50, uses_prior: bool = False):
         self.l2 = l2
         self.max_iter = max_iter
+        self.uses_prior = uses_prior  # the last feature is the input router's P(right) for the tier
 
     def fit(self, X, y, sample_weight=None) -> "LogisticScorer":
         """Newton's method; `sample_weight` counts a row that many times (collapsed duplicates)."""
@@ -132,11 +133,12 @@ class LogisticScorer:
 
     def to_dict(self) -> dict:
         return {"l2": self.l2, "mean": list(map(float, self.mean_)), "scale": list(map(float, self.scale_)),
-                "coef": list(map(float, self.coef_)), "intercept": self.intercept_, "features": list(FEATURES)}
+                "coef": list(map(float, self.coef_)), "intercept": self.intercept_,
+                "features": list(FEATURES) + (["router_prior"] if self.uses_prior else [])}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LogisticScorer":
-        scorer = cls(l2=data.get("l2", 1.0))
+        scorer = cls(l2=data.get("l2", 1.0), uses_prior="router_prior" in data.get("features", []))
         scorer.mean_ = np.asarray(data["mean"], float)
         scorer.scale_ = np.asarray(data["scale"], float)
         scorer.coef_ = np.asarray(data["coef"], float)

@@ -131,3 +131,37 @@ def start_rungs(route: dict, predicted: np.ndarray) -> np.ndarray:
     """start_rung for every row of an (n, rungs) matrix at once (the same arithmetic)."""
     utility = predicted - float(route["lambda"]) * np.asarray(route["costs"], float)
     return np.argmax(utility, axis=1)
+
+
+# --- routing a live predictor call --------------------------------------------------------------
+
+
+def route_text(inputs: dict) -> str:
+    """The text a router reads for one predictor call: its only input as it is, or `name: value` lines."""
+    if len(inputs) == 1:
+        return str(next(iter(inputs.values())))
+    return "\n".join(f"{k}: {v}" for k, v in inputs.items())
+
+
+class InputRouter:
+    """A fitted Router applied to a predictor's keyword inputs: {tier: predicted P(right)}.
+
+    `known` holds predictions made elsewhere for given texts (the optimizer's out-of-fold predictions
+    for its dev rows: a search must not read predictions the router fitted on those same rows)."""
+
+    def __init__(self, router: Router, known: dict[str, np.ndarray] | None = None, memo_size: int = 4096):
+        self.router, self.known = router, dict(known or {})
+        self._memo: dict[str, np.ndarray] = {}
+        self._memo_size = memo_size
+
+    def predict_inputs(self, inputs: dict) -> dict[str, float]:
+        text = route_text(inputs)
+        row = self.known.get(text)
+        if row is None:
+            row = self._memo.get(text)
+        if row is None:
+            row = self.router.predict(input_features([text], self.router.block))[0]
+            if len(self._memo) >= self._memo_size:
+                self._memo.clear()
+            self._memo[text] = row
+        return dict(zip(self.router.models, map(float, row)))

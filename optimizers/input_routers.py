@@ -1,0 +1,42 @@
+"""Input routers for a live compile: per predictor, each tier's P(right) from the predictor's inputs
+alone (pipelines.routing.Router over the local sentence embedding), fitted on the dev rows' recorded
+cells. The dev rows get out-of-fold predictions: the search and the learned scorers must not read a
+router's guesses about rows whose answers it was fitted on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optimizers.outcomes import OutcomeTable, cell_right
+from optimizers.routing import cross_fitted_predictions, fit_router, folds_of
+from pipelines.routing import InputRouter, default_block, input_features, route_text
+
+MIN_ROWS = 20  # fewer dev rows than this: no router (its out-of-fold folds would hold a handful each)
+
+
+def fit_input_routers(task, table: OutcomeTable, rows: list[dict], tier_names: list[str], top_tier: str,
+                      seed: int, block: str | None = None) -> dict[str, InputRouter]:
+    by_id = {str(r["id"]): r for r in rows}
+    block = block or default_block()
+    routers = {}
+    for name in sorted({c.predictor for c in table.cells.values()}):
+        texts: dict[str, str] = {}
+        score: dict[str, dict[str, float]] = {}
+        for (row_id, pred_name, tier), cell in table.cells.items():
+            if pred_name != name or row_id not in by_id:
+                continue
+            right = cell_right(task, table, by_id[row_id], cell, top_tier)
+            if right is None:
+                continue
+            texts.setdefault(row_id, route_text(cell.inputs))
+            score.setdefault(row_id, {})[tier] = float(right)
+        ids = sorted(score)
+        if len(ids) < MIN_ROWS:
+            continue
+        S = np.array([[score[i].get(t, 0.0) for t in tier_names] for i in ids])
+        present = np.array([[t in score[i] for t in tier_names] for i in ids])
+        X = input_features([texts[i] for i in ids], block)
+        router = fit_router(X, S, present, list(tier_names), block)
+        out_of_fold = cross_fitted_predictions(X, S, present, list(tier_names), block, folds_of(ids, seed))
+        routers[name] = InputRouter(router, {texts[i]: out_of_fold[k] for k, i in enumerate(ids)})
+    return routers
