@@ -12,7 +12,7 @@ import math
 import re
 from typing import Callable
 
-from pipelines.tiers import LOCAL_PREFIX, Tier
+from pipelines.tiers import LOCAL_PREFIX, SCRIPTED, Tier
 
 
 def local_backend(tier: Tier) -> Callable[[dict], dict]:
@@ -125,8 +125,7 @@ def read_chat_completion(body: dict) -> dict:
             "completion_tokens": completion_tokens, "cached_tokens": int(cached), "cache_write_tokens": int(written),
             "logprobs": [(t["token"], t["logprob"]) for t in tokens if t.get("token") is not None],
             "finish_reason": choice.get("finish_reason") or "stop"}
-# Scripted engines a test registers for a whole process (e.g. around a CLI command): tier name or "*".
-SCRIPTED: dict[str, Callable] = {}
+# SCRIPTED (imported above) is where tests register scripted engines for a whole process.
 
 
 def backend_for(tier: Tier, scripts: dict | None = None) -> Callable[[dict], dict]:

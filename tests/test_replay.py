@@ -357,36 +357,6 @@ def test_rerun_resumes_the_stored_study(fitted, tmp_path):
 # --- benchmark arithmetic (benchmarks/replay_vs_routers.py) ---------------------------------------
 
 
-def test_benchmark_curves_aiq_and_call_share_apgr():
-    from benchmarks.replay_vs_routers import aiq, cost_to_reach, hull
-
-    weak, strong = (0.0, 0.6), (1.0, 0.9)  # (share of strong calls, quality)
-    mixing = hull([weak, strong])
-    assert (aiq(mixing, 0.0, 1.0) - 0.6) / 0.3 == pytest.approx(0.5)  # random mixing recovers half the gap
-    cascade = hull([weak, strong, (0.3, 0.9), (0.2, 0.7)])  # (0.2, 0.7) lies under the hull: dropped
-    assert cascade.tolist() == [[0.0, 0.6], [0.3, 0.9]]
-    assert aiq(cascade, 0.0, 1.0) == pytest.approx(0.3 * 0.75 + 0.7 * 0.9, abs=1e-4)
-    assert cost_to_reach(cascade, 0.75) == pytest.approx(0.15)
-    assert cost_to_reach(cascade, 0.95) is None
-    assert hull([weak, (0.0, 0.7), strong]).tolist() == [[0.0, 0.7], [1.0, 0.9]]  # one vertex per x
-
-
-def test_benchmark_prices_tables_without_costs(tmp_path):
-    from benchmarks.replay_vs_routers import ASSUMED_COMPLETION_TOKENS, with_estimated_costs
-
-    rows = [{"id": "a", "input": "x" * 40, "model": "gpt-4-1106-preview", "output": "", "score": 9}]
-    bare = write_csv(tmp_path / "judge.csv", rows, ["id", "input", "model", "output", "score"])
-    priced, note = with_estimated_costs(bare, tmp_path)
-    cost = load_outcomes(priced, score_max=10).cost[0, 0]
-    assert cost == pytest.approx((10 * 10.0 + ASSUMED_COMPLETION_TOKENS * 30.0) / 1e6)  # $10 / $30 per 1M
-    assert "estimated" in note
-    recorded = write_csv(tmp_path / "t.csv", synthetic_rows(4))
-    assert with_estimated_costs(recorded, tmp_path) == (recorded, None)
-
-
-# --- tables as users have them ---------------------------------------------------------------------
-
-
 def test_sparse_and_unscored_cells_are_failed_rungs_with_a_note(tmp_path):
     rows = synthetic_rows(40)
     rows = [r for r in rows if not (r["id"] == "q003" and r["model"] == "mid")]  # never answered

@@ -10,9 +10,10 @@ def test_escalation_seeds_cover_each_predictor_then_all_of_them():
     seeds = escalation_seeds(["classify", "extract"], ["cheap", "mid", "flagship"], ["logprob_mean", "learned"],
                              thresholds=(0.5, 0.7))
     assert len(seeds) == 2 * 2 * 2 * 3  # cheaper tiers x estimators x thresholds x (each predictor, both)
-    only_extract = {"classify:ladder": "flagship", "extract:ladder": "mid>flagship",
+    shapes = {"classify:shape": "cascade", "extract:shape": "cascade"}  # fixed for the routed space
+    only_extract = {**shapes, "classify:ladder": "flagship", "extract:ladder": "mid>flagship",
                     "extract:estimator": "learned", "extract:t0": 0.7}
-    both = {"classify:ladder": "cheap>flagship", "classify:estimator": "logprob_mean", "classify:t0": 0.5,
+    both = {**shapes, "classify:ladder": "cheap>flagship", "classify:estimator": "logprob_mean", "classify:t0": 0.5,
             "extract:ladder": "cheap>flagship", "extract:estimator": "logprob_mean", "extract:t0": 0.5}
     assert only_extract in seeds and both in seeds
 
@@ -29,7 +30,9 @@ def test_run_search_tries_baselines_then_seeds_first():
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=0))
     run_search(study, evaluate, predictors, tiers, estimators, n_trials=len(tiers) + len(seeds) + 3, seeds=seeds)
     trials = completed(study)
+    # suggest_policy reads no shape: the fixed shape params of the seeds are not among a trial's params
+    without_shape = [{k: v for k, v in s.items() if not k.endswith(":shape")} for s in seeds]
     assert [t.params for t in trials[:3]] == [{"classify:ladder": t, "extract:ladder": t} for t in tiers]
-    assert [t.params for t in trials[3:3 + len(seeds)]] == seeds
+    assert [t.params for t in trials[3:3 + len(seeds)]] == without_shape
     first_seed = suggest_policy(optuna.trial.FixedTrial(seeds[0]), predictors, tiers, estimators)
     assert seen[3] == first_seed.to_dict()
