@@ -1,8 +1,8 @@
 """Where a compiled program comes from, and DSPy-style tasks.
 
 An artifact records how to rebuild its program (`program.task`): a shipped task name (`support`), a
-task file (`path/to/task.py`), or an importable factory `module:attribute` (a dspy.Module class or a
-function returning a module). A program that cannot be rebuilt that way (a class defined inside a
+task file (`path/to/task.py`), or an importable dspy.Module class `module:Class`, built with no
+arguments. A program that cannot be rebuilt that way (a class defined in `__main__` or inside a
 function) is recorded as None: load the artifact onto an instance you build, `load(path, program=...)`.
 
 A DSPy-style task is a program, a trainset and a metric as DSPy users write them: `dspy.Example`s
@@ -57,7 +57,14 @@ def is_factory(source: str) -> bool:
 
 
 def build_from_factory(spec: str):
-    return resolve_factory(spec)()
+    """A fresh instance of the dspy.Module class `spec` names. Only a Module subclass is called: the
+    artifact's checksum is not a signature, so a file must not get to name any other callable."""
+    import dspy
+
+    target = resolve_factory(spec)
+    if not (isinstance(target, type) and issubclass(target, dspy.Module)):
+        raise ConfigError(f"program factory {spec!r} is not a dspy.Module class")
+    return target()
 
 
 def example_row(example, index: int) -> dict:

@@ -189,3 +189,17 @@ def test_a_dspy_style_task_file_compiles_through_the_cli_path(tmp_path):
         load(tmp_path / "bank.json")
     loaded = load(tmp_path / "bank.json", task=task_file, scripts={"*": answer})
     assert loaded(message="what's my current balance").intent == "balance"
+
+
+def test_an_artifact_cannot_name_any_callable_as_its_factory(tmp_path):
+    """The checksum is not a signature: a rewritten `program.task` may only name a dspy.Module class."""
+    from pipelines.artifact import read, save
+
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=4,
+                              storage=f"sqlite:///{tmp_path}/s.db", work_dir=tmp_path, scripts={"*": script([])})
+    path = optimizer.compile(ImportableBank(), trainset=trainset()).save(tmp_path / "b.json")
+    body = read(path)
+    body["program"]["task"] = "os:getcwd"
+    save(body, path)
+    with pytest.raises(ConfigError, match="not a dspy.Module class"):
+        load(path)
