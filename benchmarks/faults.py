@@ -169,11 +169,11 @@ def main():
     levels = [int(x) for x in args.concurrency.split(",")]
     with LlamaHTTPServer(slots=max(levels)) as server:
         print(f"server {server.base} ({server.slots} slots, 2 threads)", flush=True)
+        if args.skip != "recording":
+            part_recording(server, levels, args.record_rows, args.seed)
         if args.skip != "faults":
             results = part_faults(server, rows, [float(x) for x in args.rates.split(",")], args.seed)
             print(json.dumps([{k: v for k, v in r.items() if k not in ("answers", "latencies")} for r in results]))
-        if args.skip != "recording":
-            part_recording(server, levels, args.record_rows, args.seed)
 
 
 if __name__ == "__main__":

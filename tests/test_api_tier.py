@@ -258,3 +258,30 @@ def test_check_says_which_tier_is_unreachable_and_why(tmp_path, monkeypatch):
     ]
     assert f"reachable at http://127.0.0.1:{port}/v1 (2 models listed)" in result.stdout
     assert "bad" not in result.stdout + result.stderr.replace("BAD_KEY", "")
+
+
+def test_while_a_tier_rests_the_cascade_fallback_answers(tmp_path):
+    # Tier "a" is down (503 on every call); after two failed calls it rests and is not asked again,
+    # while tier "b" answers every question through the cascade's fallback.
+    from conftest import fake_catalog, make_runtime
+    from pipelines.cascade import CompiledProgram
+    from pipelines.policy import Policy, PredictorPolicy
+    from tests.test_cascade import QA
+
+    asked = []
+
+    def script(tier, messages):
+        asked.append(tier)
+        if tier == "a":
+            raise HTTPError(503)
+        return "Paris"
+
+    catalog = fake_catalog("a", "b", a={"cooldown_after": 2, "cooldown_s": 60})
+    runtime = make_runtime(tmp_path, catalog, script)
+    program = CompiledProgram(QA(), Policy({"qa": PredictorPolicy(["a"])}), runtime)
+    answers = [program(question=f"capital of France? ({i})").answer for i in range(5)]
+    assert answers == ["Paris"] * 5
+    assert asked.count("a") == 2 and asked.count("b") == 5
+    assert [s.decision for s in program.last_trail] == ["failed", "fallback"]
+    assert "cooling down" in program.last_trail[0].error
+    assert runtime.engine("a").health.cooldowns == 1
