@@ -644,3 +644,21 @@ def test_a_ledger_that_fails_mid_run_stops_the_run_and_loses_no_paid_call(shared
     first = Ledger.read_frame(tmp_path / "ledger.jsonl").iloc[0]
     assert (first["tier"], first["cache_hit"], first["cost_usd"]) == (calls[0], True, 0.0)  # not paid again
     assert len(calls) == paid + len(Ledger.read_frame(tmp_path / "ledger.jsonl")) - 1
+
+
+def test_a_store_damaged_mid_run_is_a_named_error_not_a_sqlite_traceback(tmp_path):
+    """Pages of the call cache overwritten after it was opened: the next read names the folder and the recovery."""
+    from pipelines.cache import CallCache
+    from pipelines.errors import StoreError
+
+    cache = CallCache(tmp_path / "cache")
+    for i in range(300):
+        cache.put(f"k{i}", "x" * 5000)
+    cache.close()
+    with open(tmp_path / "cache" / "cache.db", "r+b") as f:
+        f.seek(8192)
+        f.write(b"\xff" * 20000)
+    with pytest.raises(StoreError) as err:
+        CallCache(tmp_path / "cache").get("k5")
+    assert str(err.value).startswith(f"{tmp_path / 'cache'}: the call cache is corrupted (database disk image is "
+                                     "malformed). Kept: the recorded outcomes")
