@@ -138,7 +138,8 @@ def optimize(
                                          "max_concurrency; local tiers stay one at a time)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     sign_key_env: Optional[str] = typer.Option(None, "--sign-key-env", metavar="VAR",
-                                               help="sign the artifact (HMAC-SHA256) with the key in this environment variable"),
+                                               help="sign the artifact (HMAC-SHA256) with the key in this "
+                                                    "environment variable"),
 ):
     """Compile TASK: record outcomes per tier, search ladders and thresholds, write the artifact."""
     from optimizers.live import OptimizeOptions

@@ -32,17 +32,41 @@ CALL_CACHE_RECOVERY = ("Kept: the recorded outcomes (.tierwise/outcomes) and the
                        "paid again")
 
 
-def open_store(directory: str | Path, what: str, recovery: str, **settings) -> diskcache.Cache:
+class GuardedStore(diskcache.Cache):
+    """A diskcache store whose reads and writes report damage found mid-run as a StoreError (what, where,
+    how to recover) instead of a SQLite traceback."""
+
+    what, recovery = "store", ""
+
+    def _guarded(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.directory}: the {self.what} is corrupted ({e}). {self.recovery}") from None
+
+    def get(self, *args, **kwargs):
+        return self._guarded(super().get, *args, **kwargs)
+
+    def set(self, *args, **kwargs):
+        return self._guarded(super().set, *args, **kwargs)
+
+    def incr(self, *args, **kwargs):
+        return self._guarded(super().incr, *args, **kwargs)
+
+
+def open_store(directory: str | Path, what: str, recovery: str, **settings) -> GuardedStore:
     """A diskcache store; a corrupted or unopenable one is a StoreError naming the folder and how to recover,
     not a SQLite traceback."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        return diskcache.Cache(str(directory), **settings)
+        store = GuardedStore(str(directory), **settings)
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{directory}: the {what} is corrupted ({e}). {recovery}") from None
     except OSError as e:
         raise StoreError(f"{directory}: cannot open the {what} ({e.strerror or e})") from None
+    store.what, store.recovery = what, recovery
+    return store
 
 
 def call_key(tier_identity: str, payload: dict) -> str:
@@ -68,18 +92,11 @@ class CallCache:
     def get(self, key: str):
         if not self.enabled:
             return None
-        try:
-            return self.store.get(key)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.directory}: the call cache is corrupted ({e}). {CALL_CACHE_RECOVERY}") from None
+        return self.store.get(key)
 
     def put(self, key: str, value) -> None:
         if self.enabled:
-            try:
-                self.store.set(key, value, expire=self.ttl_s)
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"{self.directory}: the call cache is corrupted ({e}). {CALL_CACHE_RECOVERY}") \
-                    from None
+            self.store.set(key, value, expire=self.ttl_s)
 
     @contextmanager
     def claim(self, key: str):

@@ -226,8 +226,8 @@ class LiveRungs:
 
 
 def _reraise_budget(error: BaseException) -> None:
-    """A budget stop (or a ledger that cannot be written, a corrupted store) is not a failed rung: it must stop the whole
-    run, even when dspy wrapped it."""
+    """A budget stop (or a ledger that cannot be written, a corrupted store) is not a failed rung: it
+    must stop the whole run, even when dspy wrapped it."""
     seen = error
     while seen is not None:
         if isinstance(seen, (BudgetExceeded, LedgerError, StoreError)):

@@ -64,7 +64,9 @@ def verify(body: dict, signature, path, *, required: bool | None = None, key_env
         return
     if not required and not os.environ.get(env_name):
         return  # signed, not required, no key here: the checksum still guards against accidents
-    if not isinstance(signature, dict) or signature.get("alg") != ALGORITHM or not isinstance(signature.get("value"), str):
+    well_formed = isinstance(signature, dict) and signature.get("alg") == ALGORITHM \
+        and isinstance(signature.get("value"), str)
+    if not well_formed:
         raise ArtifactError(f"{path}: malformed signature (expected {ALGORITHM})")
     expected = hmac.new(signing_key(env_name), canonical(body), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature["value"]):

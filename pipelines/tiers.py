@@ -189,7 +189,8 @@ def _api_route(model: str) -> tuple[bool, str]:
     except ImportError:
         return True, ""  # another dspy layout: let the call decide
     except Exception as e:  # noqa: BLE001 - the router names the problem
-        return False, f"no provider serves this model id ({str(e).split(':')[0]}); use a provider prefix such as openai/"
+        reason = str(e).split(":")[0]
+        return False, f"no provider serves this model id ({reason}); use a provider prefix such as openai/"
     return True, ""
 
 
@@ -414,7 +415,8 @@ def _check_settings(settings: dict, where: str) -> None:
             kind = "a whole number" if whole else "a finite number"
             raise ConfigError(f"{where}: settings.{key} must be {kind} >= {floor:g}, got {value!r}")
     stop = settings.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
+    stop_ok = isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))
+    if stop is not None and not stop_ok:
         raise ConfigError(f"{where}: settings.stop must be a string or a list of strings, got {stop!r}")
 
 

@@ -60,6 +60,7 @@ class Case:
     env: dict = field(default_factory=dict)
     scripted: bool = True  # fake/ tiers answer in this process
     after: Callable[[Path], None] | None = None
+    opens_stores: bool = False  # got as far as opening .tierwise/'s stores (their files may appear)
 
 
 def artifact_edit(mutate, reseal=True, source="artifact.json"):
@@ -217,7 +218,7 @@ CASES: dict[str, Case] = {
     "outcome store corrupted": Case(OPT, r"outcomes: the outcome table is corrupted \(file is not a database\)\. Kept: "
                                     r"every paid call", files={".tierwise/outcomes/cache.db": GARBAGE}),
     "call cache corrupted": Case(OPT, r"cache: the call cache is corrupted \(file is not a database\)\. Kept: the "
-                                 r"recorded outcomes", files={".tierwise/cache/cache.db": GARBAGE}),
+                                 r"recorded outcomes", files={".tierwise/cache/cache.db": GARBAGE}, opens_stores=True),
     ".tierwise is a file": Case(OPT, r"\.tierwise: .*\.tierwise is a file, not a folder", files={".tierwise": "x"}),
     # --- artifacts --------------------------------------------------------------------------
     "artifact missing": Case(["run", "{T}/nowhere.json", "--input", "{{}}"], r"artifact not found: .*nowhere\.json"),
@@ -306,7 +307,7 @@ CASES: dict[str, Case] = {
     "replay missing argument": Case(["replay", "fit"], r"Missing argument 'OUTCOMES'|Missing argument 'outcomes'"),
     # --- money ------------------------------------------------------------------------------
     "budget zero stops": Case([*OPT, "--budget-usd", "0"], r"^stopped: budget reached: this compile has spent \$0\.000000 "
-                              r"of --budget-usd 0", code=3),
+                              r"of --budget-usd 0", code=3, opens_stores=True),
 }
 
 
@@ -371,6 +372,8 @@ def test_bad_input(name, shared, tmp_path, monkeypatch):
     assert calls == [], "a call was paid for before the input was refused"
     after = snapshot(tmp_path, shared)
     assert {p: after.get(p) for p in before} == before, "a file that was there before changed or vanished"
+    new = {p for p in set(after) - set(before) if not (case.opens_stores and ".tierwise" in p.parts)}
+    assert not new, f"a refused command left files behind: {sorted(new)}"  # e.g. a stray .tmp beside --out
     if case.after:
         case.after(tmp_path)
 
@@ -645,3 +648,21 @@ def test_a_ledger_that_fails_mid_run_stops_the_run_and_loses_no_paid_call(shared
     first = Ledger.read_frame(tmp_path / "ledger.jsonl").iloc[0]
     assert (first["tier"], first["cache_hit"], first["cost_usd"]) == (calls[0], True, 0.0)  # not paid again
     assert len(calls) == paid + len(Ledger.read_frame(tmp_path / "ledger.jsonl")) - 1
+
+
+def test_a_store_damaged_mid_run_is_a_named_error_not_a_sqlite_traceback(tmp_path):
+    """Pages of the call cache overwritten after it was opened: the next read names the folder and the recovery."""
+    from pipelines.cache import CallCache
+    from pipelines.errors import StoreError
+
+    cache = CallCache(tmp_path / "cache")
+    for i in range(300):
+        cache.put(f"k{i}", "x" * 5000)
+    cache.close()
+    with open(tmp_path / "cache" / "cache.db", "r+b") as f:
+        f.seek(8192)
+        f.write(b"\xff" * 20000)
+    with pytest.raises(StoreError) as err:
+        CallCache(tmp_path / "cache").get("k5")
+    assert str(err.value).startswith(f"{tmp_path / 'cache'}: the call cache is corrupted (database disk image is "
+                                     "malformed). Kept: the recorded outcomes")
