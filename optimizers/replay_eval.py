@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.replay_signals import NONE, ReplayScorer, agreement_matrix, base_features
+from optimizers.replay_signals import NONE, ReplayScorer, agreement_matrix, base_features, text_feature_names
 from optimizers.replay_table import OutcomeMatrix
 from optimizers.routing import folds_of
 from pipelines.policy import PredictorPolicy
@@ -36,7 +36,8 @@ class Signals:
     @classmethod
     def of(cls, matrix: OutcomeMatrix, predicted: np.ndarray, plugins: tuple[str, ...] = ()) -> "Signals":
         text = base_features(matrix.inputs, matrix.outputs, plugins)
-        return cls(np.concatenate([text, predicted[:, :, None]], axis=2), agreement_matrix(matrix.outputs),
+        text = text.reshape(matrix.n, len(matrix.models), -1 if matrix.n else len(text_feature_names(plugins)))
+        return cls(np.concatenate([text, predicted[:, :, None]], axis=2), agreement_matrix(matrix.outputs, len(matrix.models)),
                    matrix.present)
 
     def subset(self, idx) -> "Signals":

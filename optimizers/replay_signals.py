@@ -76,9 +76,10 @@ def base_features(inputs: list[str], outputs: list[list[str]], plugins: tuple[st
     return np.array([[of(inputs[i], out) for out in outputs[i]] for i in range(len(inputs))], float)
 
 
-def agreement_matrix(outputs: list[list[str]]) -> np.ndarray:
-    """(n, M, M) booleans: model j's answer matches model k's, for each query."""
-    n, m = len(outputs), len(outputs[0]) if outputs else 0
+def agreement_matrix(outputs: list[list[str]], m: int | None = None) -> np.ndarray:
+    """(n, M, M) booleans: model j's answer matches model k's, for each query (M: `m`, or read from the rows)."""
+    n = len(outputs)
+    m = m if m is not None else len(outputs[0]) if outputs else 0
     agree = np.zeros((n, m, m), bool)
     for i in range(n):
         for j in range(m):

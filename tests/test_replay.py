@@ -287,8 +287,10 @@ def test_objectives_min_quality_and_budget(fitted, tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     capped = fit(ReplayOptions(str(table), Objective(max_cost_per_1k=0.5), trials=40, storage=storage,
                                out=str(tmp_path / "a.json"))).summary
-    assert capped["dev"]["cost_per_1k"] <= 0.5  # only cheap (0.1/1k) fits; cheap>mid costs 1.1
-    assert capped["policy"][PREDICTOR]["ladder"] == ["cheap"]
+    # cheap alone (0.1/1k) fits, a cheap>mid cascade (1.1/1k) does not; a router may send a few queries up
+    assert capped["dev"]["cost_per_1k"] <= 0.5
+    assert capped["dev"]["quality"] >= capped["baselines"]["cheap"]["dev"]["quality"]
+    assert capped["policy"][PREDICTOR]["ladder"][0] == "cheap"
     matched = fit(ReplayOptions(str(table), Objective(match_tier="mid"), trials=40, storage=storage,
                                 out=str(tmp_path / "b.json"))).summary
     assert matched["reference"] == "mid"
