@@ -172,7 +172,9 @@ def test_vectorized_ladder_matches_run_ladder(tmp_path, sparse):
     assert m.present.all() != sparse
     predicted = fit_router(hashed_words(m.inputs), m.score, m.present, m.models, "hashed-words").predict(
         hashed_words(m.inputs))
-    signals = Signals.of(m, predicted)
+    from optimizers.routing import answer_scores, fit_answer_model
+
+    signals = Signals.of(m, predicted, answer_scores(fit_answer_model(m.outputs, m.score, m.present), m.outputs))
     scorer = ReplayScorer(m.models).fit(signals.base, signals.agree, m.score, m.present)
     conf = {"agreement": agreement_confidence(signals), "learned": learned_confidence(scorer, signals)}
     index = {name: j for j, name in enumerate(m.models)}
