@@ -489,3 +489,22 @@ def test_answer_keys_compare_choices_numbers_and_code():
     assert answer_key("So the total is $1,200.") == answer_key("#### 1200") == "number:1200"
     assert answer_key("```python\nx = 1  # one\nprint(x)\n```") == answer_key("Here:\n```\nx = 1\n\nprint(x)\n```")
     assert answer_key("") is None and not answers_agree("", "")
+
+
+def test_cli_fit_with_score_max_plugins_and_feature_block(tmp_path):
+    rows = [{**r, "score": 10 * r["score"] if r["model"] != "mid" else 1 + 8 * r["score"]} for r in synthetic_rows(60)]
+    table = write_csv(tmp_path / "judge.csv", rows)
+    args = ["replay", "fit", str(table), "--trials", "20", "--storage", f"sqlite:///{tmp_path / 's.db'}",
+            "--out", str(tmp_path / "p.json"), "--features", "hashed-words", "--json"]
+    res = CliRunner().invoke(cli.app, args)
+    assert res.exit_code == 2 and "is out of range (scores must lie in [0, 1]; for judge scores" in res.output
+    res = CliRunner().invoke(cli.app, [*args, "--score-max", "10", "--signals", "arithmetic"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["baselines"]["big"]["dev"]["quality"] == 1.0  # 10 / 10
+    assert "scores divided by --score-max 10" in summary["notes"]
+    body = artifact.read(tmp_path / "p.json")
+    assert body["replay"]["plugins"] == ["arithmetic"] and body["replay"]["score_max"] == 10.0
+    assert "any_arith_error" in body["replay"]["features"] and "predicted_score" in body["replay"]["features"]
+    res = CliRunner().invoke(cli.app, [*args, "--score-max", "10", "--signals", "astrology"])
+    assert res.exit_code == 2 and res.output.strip() == "error: unknown signal plug-in 'astrology'; one of ['arithmetic']"
