@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizers.replay_signals import NONE, ReplayScorer, agreement_matrix, base_features
+from optimizers.replay_signals import NONE, ReplayScorer, agreement_matrix, base_features, text_feature_names
 from optimizers.replay_table import OutcomeMatrix
 from optimizers.routing import folds_of
 from pipelines.policy import PredictorPolicy
@@ -34,10 +34,13 @@ class Signals:
     present: np.ndarray  # (n, M)
 
     @classmethod
-    def of(cls, matrix: OutcomeMatrix, predicted: np.ndarray, plugins: tuple[str, ...] = ()) -> "Signals":
+    def of(cls, matrix: OutcomeMatrix, predicted: np.ndarray, answer_scores: np.ndarray,
+           plugins: tuple[str, ...] = ()) -> "Signals":
+        """`predicted`: the router's (n, M) scores from the input; `answer_scores`: the answer model's."""
         text = base_features(matrix.inputs, matrix.outputs, plugins)
-        return cls(np.concatenate([text, predicted[:, :, None]], axis=2), agreement_matrix(matrix.outputs),
-                   matrix.present)
+        text = text.reshape(matrix.n, len(matrix.models), -1 if matrix.n else len(text_feature_names(plugins)))
+        return cls(np.concatenate([text, predicted[:, :, None], answer_scores[:, :, None]], axis=2),
+                   agreement_matrix(matrix.outputs, len(matrix.models)), matrix.present)
 
     def subset(self, idx) -> "Signals":
         return Signals(self.base[idx], self.agree[idx], self.present[idx])

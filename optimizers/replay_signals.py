@@ -10,6 +10,8 @@ learned (estimator "learned"): the expected score from a per-model logistic scor
     whether it commits to a number, letter or code block, whether it ends cleanly),
   - the router's predicted score for this model on this input (pipelines.routing: the input's
     embedding through kNN and a ridge head; cross-fitted on training rows),
+  - the answer model's predicted score for this answer (optimizers.routing.fit_answer_model: a ridge
+    over the hashed words of the answer; cross-fitted),
   - opt-in plug-ins (`--signals arithmetic`: optimizers.arithmetic_checks, GSM8K-shaped),
   - whether a previous rung answered and whether this answer agrees with it.
 """
@@ -23,7 +25,7 @@ from pipelines.confidence import LogisticScorer
 
 NONE = -1  # "no previous rung"
 CONTEXT_FEATURES = ("has_previous", "agrees_with_previous")
-ROUTER_FEATURE = "predicted_score"
+ROUTER_FEATURES = ("predicted_score", "answer_text_score")  # pipelines.routing / optimizers.routing
 
 
 def _arithmetic():
@@ -60,7 +62,7 @@ def text_features(inputs: str, answer: str, plugins: tuple[str, ...] = ()) -> li
 
 def feature_names(plugins: tuple[str, ...] = ()) -> list[str]:
     """What a scorer row holds after the model position (see feature_row)."""
-    return [*text_feature_names(plugins), ROUTER_FEATURE, *CONTEXT_FEATURES]
+    return [*text_feature_names(plugins), *ROUTER_FEATURES, *CONTEXT_FEATURES]
 
 
 def base_features(inputs: list[str], outputs: list[list[str]], plugins: tuple[str, ...] = ()) -> np.ndarray:
@@ -76,9 +78,10 @@ def base_features(inputs: list[str], outputs: list[list[str]], plugins: tuple[st
     return np.array([[of(inputs[i], out) for out in outputs[i]] for i in range(len(inputs))], float)
 
 
-def agreement_matrix(outputs: list[list[str]]) -> np.ndarray:
-    """(n, M, M) booleans: model j's answer matches model k's, for each query."""
-    n, m = len(outputs), len(outputs[0]) if outputs else 0
+def agreement_matrix(outputs: list[list[str]], m: int | None = None) -> np.ndarray:
+    """(n, M, M) booleans: model j's answer matches model k's, for each query (M: `m`, or read from the rows)."""
+    n = len(outputs)
+    m = m if m is not None else len(outputs[0]) if outputs else 0
     agree = np.zeros((n, m, m), bool)
     for i in range(n):
         for j in range(m):

@@ -74,3 +74,52 @@ def cross_fitted_predictions(X: np.ndarray, score: np.ndarray, present: np.ndarr
         router = fit_router(X[~test], score[~test], present[~test], models, block)
         out[test] = router.predict(X[test])
     return out
+
+
+# --- the answer-text model: P(right | this model's answer text), a signal for cascades -------------
+
+ANSWER_DIM = 512
+
+
+def answer_vectors(outputs: list[list[str]], model: int) -> np.ndarray:
+    from pipelines.routing import hashed_words
+
+    return hashed_words([row[model] for row in outputs], ANSWER_DIM)
+
+
+def fit_answer_model(outputs: list[list[str]], score: np.ndarray, present: np.ndarray) -> dict:
+    """Per model, a GCV ridge from the hashed words of its answer to its score (FrugalGPT's scorer, without
+    a vocabulary to store). Plain numbers: {"dim", "weights": [M][dim], "bias": [M]}."""
+    M = score.shape[1]
+    weights, bias = np.zeros((M, ANSWER_DIM)), np.zeros(M)
+    for j in range(M):
+        rows = np.flatnonzero(present[:, j])
+        X = answer_vectors([outputs[i] for i in rows], j)
+        y = score[rows, j:j + 1]
+        bias[j] = float(y.mean()) if len(rows) else 0.5
+        if len(rows) >= 3 and np.abs(X).sum() > 0:
+            w, b = _ridge_gcv(X, y)
+            weights[j], bias[j] = w[:, 0], float(b[0])
+    return {"dim": ANSWER_DIM, "weights": np.round(weights, 5).tolist(), "bias": np.round(bias, 5).tolist()}
+
+
+def answer_scores(model_data: dict, outputs: list[list[str]]) -> np.ndarray:
+    """(n, M) the answer model's predicted score of each answer."""
+    W, b = np.asarray(model_data["weights"], float), np.asarray(model_data["bias"], float)
+    out = np.empty((len(outputs), len(b)))
+    for j in range(len(b)):
+        out[:, j] = answer_vectors(outputs, j) @ W[j] + b[j]
+    return np.clip(out, 0.0, 1.0)
+
+
+def cross_fitted_answer_scores(outputs, score, present, folds) -> np.ndarray:
+    out = np.empty(score.shape)
+    labels = np.unique(folds)
+    if len(labels) < 2:
+        return answer_scores(fit_answer_model(outputs, score, present), outputs)
+    for k in labels:
+        test = np.flatnonzero(folds == k)
+        train = np.flatnonzero(folds != k)
+        data = fit_answer_model([outputs[i] for i in train], score[train], present[train])
+        out[test] = answer_scores(data, [outputs[i] for i in test])
+    return out

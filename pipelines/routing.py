@@ -47,10 +47,10 @@ FEATURE_BLOCKS = {"embedding": _embedding, "hashed-words": hashed_words}
 
 def embedding_available() -> bool:
     try:
-        import pipelines.embeddings  # noqa: F401
+        from pipelines.embeddings import is_available
     except ImportError:
         return False
-    return True
+    return is_available()
 
 
 def default_block() -> str:
