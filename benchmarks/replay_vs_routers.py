@@ -40,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+if not any(Path(p or ".").resolve() == REPO for p in sys.path):  # PYTHONPATH=<other checkout>:<this one> measures
+    sys.path.insert(0, str(REPO))                                  # the other checkout's optimizer
 
 from benchmarks import curves, routers  # noqa: E402
 from benchmarks.bench_tables import (TABLE_FILES, Table, id_order, load, shared_data, source_split,  # noqa: E402
@@ -302,7 +304,8 @@ def _meta(args, tables: dict[str, Table], started: float) -> dict:
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "seconds": round(time.perf_counter() - started, 1), "load_average": os.getloadavg(),
-            "cpus": os.cpu_count(), "commit": _commit(),
+            "cpus": os.cpu_count(), "commit": _commit(), "optimizer": sys.modules.get("optimizers.replay").__file__
+            if "optimizers.replay" in sys.modules else None,
             "tables": {n: {"ids": t.n, "models": t.models, "notes": t.notes} for n, t in tables.items()}}
 
 
