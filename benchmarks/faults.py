@@ -1,6 +1,7 @@
 """Provider faults and parallel recording, measured against a real HTTP model server on 127.0.0.1.
 
     python benchmarks/faults.py [--rows 16] [--rates 0,0.1,0.3,0.5] [--concurrency 1,4,8] [--record-rows 12]
+    python benchmarks/faults.py --simulated-latency 0.5 --record-rows 20   # recording only, no server
 
 Part 1, faults. llama.cpp's OpenAI-compatible server (xllamacpp) serves Qwen2.5-Coder-0.5B. Tier
 `api` reaches it through a fault-injecting proxy (429 with Retry-After, 500, 503, connection resets,
@@ -165,6 +166,31 @@ def part_recording(server, levels, limit, seed) -> list[tuple[int, float, int]]:
     return out
 
 
+def part_recording_latency(levels, limit, seed, latency_s: float) -> None:
+    """The same recording over scripted tiers that wait `latency_s` per call, as a network-bound
+    provider does: what --concurrency buys when the model is not on this machine's 2 cores."""
+    from optimizers.live import OptimizeOptions, optimize
+    from tests.fakes import support_script, write_tiers
+
+    base = support_script()
+
+    def remote(tier, messages):
+        time.sleep(latency_s)
+        return base(tier, messages)
+
+    first = None
+    for level in levels:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            summary = optimize(OptimizeOptions(task="support", tiers=str(write_tiers(Path(tmp))), work_dir=Path(tmp),
+                                               limit=limit, trials=4, seed=seed, storage=f"sqlite:///{tmp}/s.db",
+                                               out=f"{tmp}/a.json", concurrency=level, scripts={"*": remote}))
+            seconds = time.perf_counter() - started
+        first = first or seconds
+        print(f"scripted tiers at {latency_s:g}s per call, --concurrency {level}: {summary['paid_calls']} paid calls "
+              f"in {seconds:.1f}s (ratio to 1: {first / seconds:.2f}x)", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=16)
@@ -173,7 +199,12 @@ def main():
     parser.add_argument("--record-rows", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", choices=["faults", "recording"], default=None)
+    parser.add_argument("--simulated-latency", type=float, default=None,
+                        help="only time recording over scripted tiers that wait this long per call (no server)")
     args = parser.parse_args()
+    if args.simulated_latency is not None:
+        levels = [int(x) for x in args.concurrency.split(",")]
+        return part_recording_latency(levels, args.record_rows, args.seed, args.simulated_latency)
     rows = read_jsonl(load_task("support").default_dataset())[: args.rows]
     levels = [int(x) for x in args.concurrency.split(",")]
     with LlamaHTTPServer(slots=max(levels)) as server:
