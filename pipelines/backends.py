@@ -62,9 +62,8 @@ class ScriptedBackend:
 
 
 class EmptyCompletion(Exception):
-    """A torn answer: no choices, or empty content with no tokens and no finish reason. Worth one more
-    try. (An empty answer the model finished, finish_reason "stop", is its answer: retrying a
-    deterministic answer would pay again for the same nothing.)"""
+    """A torn answer: no choices, or empty content with no generated tokens. Worth one more try.
+    (litellm fills in a missing finish reason, so "stop" cannot tell a torn answer from a finished one.)"""
 
 
 def api_backend(tier: Tier) -> Callable[[dict], dict]:
@@ -115,8 +114,8 @@ def read_chat_completion(body: dict) -> dict:
     text = (choice.get("message") or {}).get("content") or ""
     usage = body.get("usage") or {}
     completion_tokens = int(usage.get("completion_tokens") or 0)
-    if not text and not completion_tokens and not choice.get("finish_reason"):
-        raise EmptyCompletion("empty content, no generated tokens and no finish reason")
+    if not text and not completion_tokens:
+        raise EmptyCompletion("empty content and no generated tokens")
     details = usage.get("prompt_tokens_details") or {}
     cached = usage.get("cache_read_input_tokens") or details.get("cached_tokens") or 0
     written = usage.get("cache_creation_input_tokens") or details.get("cache_creation_tokens") or 0
