@@ -43,7 +43,7 @@ _DATE_WORDS = {**{m: m[:3] for m in "january february march april may june july 
                   "november december".split()},
                **{m: m for m in "jan feb mar apr jun jul aug sep sept oct nov dec".split()},
                **{d: d[:3] for d in "monday tuesday wednesday thursday friday saturday sunday".split()},
-               **{w: w for w in "today tomorrow yesterday tonight weekend week month year morning evening".split()}}
+               **{w: w for w in "today tomorrow yesterday tonight weekend week month year".split()}}
 _NEGATIONS = set("not no never nothing none nobody nowhere neither nor cannot without cant dont didnt doesnt isnt "
                  "wasnt werent wont havent hasnt hadnt couldnt wouldnt shouldnt arent aint".split())
 

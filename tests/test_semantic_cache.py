@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import compile_fake_support
 from pipelines.artifact import build, load_program, save
 from pipelines.cache import CallCache
 from pipelines.errors import ConfigError
@@ -64,10 +65,7 @@ def cached_policy(threshold=0.8, ladder=("small",)):
 
 
 def artifact_with(tmp_path, policy):
-    catalog = load_catalog(write_tiers(tmp_path))
-    body = build(task_source="support", program=load_task("support").build_program(), catalog=catalog,
-                 policy=policy, metrics={"dev": {"quality": 0.9}})
-    return save(body, tmp_path / "support.tierwise.json")
+    return compile_fake_support(tmp_path, policy, metrics={"dev": {"quality": 0.9}})
 
 
 # --- guards ---------------------------------------------------------------------------------------
@@ -243,3 +241,56 @@ def test_compiled_artifact_answers_the_second_order_number(compiled):
     assert [s.decision for s in extract_steps] == ["semantic_miss"]
     assert program(message=PARAPHRASE).order_id == "A12345"  # a true paraphrase does hit
     assert all(s.decision == "semantic_hit" for s in program.last_trail)
+
+
+@pytest.mark.integration
+def test_real_local_tiers_answer_the_second_order_number(tmp_path):
+    """The done-when case on the real local tiers: an artifact of the support program on the local catalog,
+    both predictors mid > flagship with the semantic cache on at 0.8."""
+    from pipelines.tiers import default_catalog
+
+    catalog = default_catalog()
+    semantic = {"threshold": 0.8}
+    policy = Policy({name: PredictorPolicy(["mid", "flagship"], "logprob_mean", [0.6], semantic=dict(semantic))
+                     for name in ("classify", "extract")})
+    body = build(task_source="support", program=load_task("support").build_program(), catalog=catalog,
+                 policy=policy, metrics={"dev": {"quality": 0.0}})
+    program = load_program(save(body, tmp_path / "local.tierwise.json"), cache=CallCache(tmp_path / "cache"),
+                           ledger=Ledger())
+    assert program(message=FIRST).order_id == "A12345"
+    second = program(message=SECOND)
+    assert second.order_id == "B99999"
+    assert [s.decision for s in program.last_trail if s.tier == SEMANTIC_TIER] == ["semantic_miss"] * 2
+    assert program(message=PARAPHRASE).order_id == "A12345" and program.last_cost_usd == 0
+
+
+def test_cli_optimize_with_semantic_cache_then_run_shows_lookups(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli
+    from pipelines import backends
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(backends.SCRIPTED, "*", script_for({**all_rows(), **EXTRA_ROWS}))
+    tiers, out = str(write_tiers(tmp_path)), str(tmp_path / "s.tierwise.json")
+    bad = CliRunner().invoke(cli.app, ["optimize", "math", "--tiers", tiers, "--semantic-cache"])
+    assert bad.exit_code == 2 and "--semantic-cache: task math declares no predictors" in bad.stderr
+    done = CliRunner().invoke(cli.app, ["optimize", "support", "--tiers", tiers, "--semantic-cache", "--trials", "60",
+                                        "--out", out, "--json"])
+    assert done.exit_code == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["dev"]["n"] + summary["holdout"]["n"] == 222 + 120  # the paraphrase groups joined the dev set
+    body = json.loads(open(out).read())
+    for entry in body["policy"]["predictors"].values():  # the cache on both predictors, as the done-when asks
+        entry.setdefault("semantic", {"threshold": 0.8})
+    save({k: v for k, v in body.items() if k != "checksum"}, out)
+    dataset = tmp_path / "stream.jsonl"
+    dataset.write_text("".join(json.dumps({"id": i, "message": m}) + "\n"
+                               for i, m in enumerate([FIRST, SECOND, PARAPHRASE], 1)))
+    ran = CliRunner().invoke(cli.app, ["run", out, "--dataset", str(dataset), "--json"])
+    assert ran.exit_code == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    assert [r["output"]["order_id"] for r in report["results"]] == ["A12345", "B99999", "A12345"]
+    assert report["summary"]["semantic_lookups"] == 6 and report["summary"]["semantic_hits"] == 2
+    third = [s for s in report["results"][2]["trail"] if s["decision"] == "semantic_hit"]
+    assert len(third) == 2 and all(s["matched"] and s["confidence"] > 0.95 for s in third)
