@@ -7,7 +7,9 @@
 2. Build a stream of --requests requests (seeded): new requests (support rows and paraphrase-group bases,
    in random order), hand-written paraphrases from the groups, surface variants of earlier requests
    (greeting, sign-off, case, punctuation), exact repeats, entity swaps of earlier requests (a new order
-   number or amount: same intent, another order id), the groups' negations and near-topic requests.
+   number or amount: same intent, another order id), and requests close to an earlier one in meaning
+   but not the same: the groups' negations and near-topic rows, each once, then the unused support row
+   nearest (cosine) to a random earlier request. A later repeat of any of these counts as a repeat.
 3. Run the stream through the compiled artifact without the cache (the ladder's own answers), then with
    the cache at 0.80 / 0.90 / 0.95 on both predictors and at the searched policy, a fresh cache per run;
    and, to show what the guards do, at the same thresholds with the entity guards switched off.
@@ -33,6 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # the scripted tiers' helpers read conftest
 
 import numpy as np  # noqa: E402
 
@@ -82,6 +85,20 @@ def entity_swap(row: dict, rng: random.Random) -> dict | None:
     return None
 
 
+def near_request(kind: str, variants: dict, fresh: list[dict], seen: list[dict], rng: random.Random) -> dict | None:
+    """A request that differs in meaning from earlier ones: a hand-written negation or near-topic row of the
+    groups not used yet; when those run out, the unused support row nearest (cosine) to a random earlier
+    request: another request that embeds close to one already answered."""
+    unused = variants[kind] or variants["near_topic"]
+    if unused:
+        return unused.pop(rng.randrange(len(unused)))
+    if not fresh:
+        return None
+    anchor = embed([rng.choice(seen)["message"]])[0]
+    sims = embed([r["message"] for r in fresh]) @ anchor
+    return fresh.pop(int(np.argmax(sims)))
+
+
 def build_stream(n: int, seed: int) -> list[tuple[str, dict]]:
     rng = random.Random(seed)
     support, para = read("support.jsonl"), read("support_paraphrases.jsonl")
@@ -96,8 +113,8 @@ def build_stream(n: int, seed: int) -> list[tuple[str, dict]]:
     kinds, weights = zip(*MIX)
     while len(stream) < n:
         kind = "new" if not seen else rng.choices(kinds, weights)[0]
-        if kind == "new" and not fresh:
-            kind = "entity_swap"
+        if kind == "new" and not fresh:  # every dev-set request has come once: the rest of the stream repeats
+            kind = "paraphrase"
         if kind == "new":
             row = fresh.pop()
         elif kind == "repeat":
@@ -116,8 +133,9 @@ def build_stream(n: int, seed: int) -> list[tuple[str, dict]]:
             if row is None:
                 continue
         else:
-            base = rng.choice(variants[kind])
-            row = base if rng.random() < 0.5 else {**base, "message": surface_variant(base["message"], rng)}
+            row = near_request(kind, variants, fresh, seen, rng)
+            if row is None:
+                continue
         seen.append(row)
         stream.append((kind, row))
     return stream
