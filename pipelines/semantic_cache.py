@@ -185,16 +185,24 @@ class SemanticCache:
         return sum(len(i.entries) for i in self._indexes.values())
 
     def _insert(self, space, key, entry, vec) -> None:
+        dropped = []
         with self._lock:
             index = self._indexes.setdefault(space, _Index())
+            if not index.entries:
+                index.vectors = np.zeros((0, len(vec)), np.float32)
             now = self.clock()
-            keep = [i for i, e in enumerate(index.entries) if not self._expired(e, now)]
-            keep = keep[max(len(keep) - self.max_entries + 1, 0):]  # the oldest go first
-            dropped = [index.keys[i] for i in range(len(index.entries)) if i not in set(keep)]
-            rows = index.vectors[keep] if index.entries else np.zeros((0, len(vec)), np.float32)
-            index.vectors = np.vstack([rows, vec[None, :].astype(np.float32)])
-            index.entries = [index.entries[i] for i in keep] + [entry]
-            index.keys = [index.keys[i] for i in keep] + [key]
+            drop = {i for i, e in enumerate(index.entries) if self._expired(e, now)}
+            live = [i for i in range(len(index.entries)) if i not in drop]
+            drop.update(live[:max(len(live) + 1 - self.max_entries, 0)])  # over the limit: the oldest go first
+            if drop:
+                keep = [i for i in range(len(index.entries)) if i not in drop]
+                dropped = [index.keys[i] for i in sorted(drop)]
+                index.vectors = index.vectors[keep]
+                index.entries = [index.entries[i] for i in keep]
+                index.keys = [index.keys[i] for i in keep]
+            index.vectors = np.vstack([index.vectors, vec[None, :].astype(np.float32)])
+            index.entries.append(entry)
+            index.keys.append(key)
         if self._disk is not None:
             for old in dropped:
                 self._disk.delete(old)
