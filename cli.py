@@ -140,6 +140,9 @@ def optimize(
     sign_key_env: Optional[str] = typer.Option(None, "--sign-key-env", metavar="VAR",
                                                help="sign the artifact (HMAC-SHA256) with the key in this "
                                                     "environment variable"),
+    semantic_cache: bool = typer.Option(False, "--semantic-cache",
+                                        help="also search a semantic cache (and its threshold) for the predictors the "
+                                             "task declares; adds the task's paraphrase groups to its default dev set"),
 ):
     """Compile TASK: record outcomes per tier, search ladders and thresholds, write the artifact."""
     from optimizers.live import OptimizeOptions
@@ -152,7 +155,7 @@ def optimize(
                               tiers=str(tiers_file) if tiers_file else None, trials=trials, seed=seed,
                               budget_usd=budget_usd, objective=Objective(min_quality, match_tier, max_cost_per_1k),
                               holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit,
-                              concurrency=concurrency, sign_key_env=sign_key_env)
+                              concurrency=concurrency, sign_key_env=sign_key_env, semantic_cache=semantic_cache)
     with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
         summary = run_optimize(options, progress)
     typer.echo(_json(summary) if as_json else render_text(summary))

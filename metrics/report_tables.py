@@ -18,7 +18,7 @@ import pandas as pd
 from optimizers.select import Candidate, pareto_front, savings_pct
 from optimizers.summary import describe_ladder
 
-FINAL = ("accepted", "fallback")  # decisions whose answer is the one the program used
+FINAL = ("accepted", "fallback", "semantic_hit")  # decisions whose answer is the one the program used
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 Z_FLAG = 1.96  # routing-fairness flag: a segment's gap beyond 1.96 standard errors (about 95%, two-sided)
 

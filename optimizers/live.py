@@ -6,12 +6,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimizers import defaults, preflight
+from optimizers import defaults, preflight, semantic_search
 from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import artifact, paths
 from pipelines.errors import ConfigError
-from pipelines.tasks import load_task, read_task_rows
+from pipelines.tasks import DATASETS_DIR, load_task, read_task_rows
 from pipelines.tiers import load_catalog
 
 
@@ -32,6 +32,7 @@ class OptimizeOptions:
     scripts: dict | None = None  # fake/ tiers (tests)
     concurrency: int = 1  # calls at once while recording outcomes (each tier within its max_concurrency)
     sign_key_env: str | None = None  # sign the artifact with the key in this environment variable
+    semantic_cache: bool = False  # search a semantic cache too (predictors the task declares; optimizers.semantic_search)
 
 
 def check_rows(rows: list[dict], task, where: str) -> list[dict]:
@@ -54,6 +55,10 @@ def load_rows(task, options: OptimizeOptions) -> list[dict]:
         raise ConfigError(f"task {task.name} has no default dataset; pass --dataset")
     # Inputs and labels are checked before the first paid call.
     rows = read_task_rows(task, path) if path is not None else check_rows(examples, task, str(task.source))
+    paraphrases = getattr(getattr(task, "module", None), "PARAPHRASES", None)
+    if options.semantic_cache and options.dataset is None and paraphrases:
+        # The task's own dev set plus its paraphrase groups: near-duplicates the cache's threshold is tuned on.
+        rows = check_rows(rows + read_task_rows(task, DATASETS_DIR / paraphrases), task, str(path))
     if options.limit is not None:
         rows = random.Random(options.seed).sample(rows, min(options.limit, len(rows)))
     return rows
@@ -65,13 +70,16 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     catalog = load_catalog(options.tiers)
     preflight.check_options(options, task.name)
     preflight.check_stores(options)
+    if options.semantic_cache and not semantic_search.declared(task):
+        raise ConfigError(f"--semantic-cache: task {task.name} declares no predictors for it "
+                          "(SEMANTIC_CACHE = {\"predictors\": [...]} in its module)")
     out_path = Path(options.out) if options.out else Path(f"{task.name}.tierwise.json")
     job = Job(task=task, rows=load_rows(task, options), catalog=catalog,
               objective=options.objective or Objective(), trials=options.trials, seed=options.seed,
               budget_usd=options.budget_usd, holdout=options.holdout, storage=options.storage,
               work_dir=options.work_dir, out=str(out_path),
               dataset=str(options.dataset or task.default_dataset() or task.source), scripts=options.scripts,
-              concurrency=options.concurrency)
+              concurrency=options.concurrency, semantic_cache=options.semantic_cache)
     result = run(job, progress)
     artifact.save(result.body, out_path, options.sign_key_env)
     return result.summary

@@ -17,6 +17,7 @@ import numpy as np
 from optimizers import preflight
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
 from optimizers.recording import record_baselines
+from optimizers import semantic_search
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 from optimizers.input_routers import fit_input_routers
 from optimizers.space import (escalation_seeds, routing_seeds, suggest_policy, suggest_routed_policy,
@@ -55,6 +56,7 @@ class Job:
     dataset: str | None = None  # where the rows came from, for the artifact
     scripts: dict | None = None  # fake/ tiers (tests)
     concurrency: int = 1  # calls at once while recording outcomes (optimizers.recording)
+    semantic_cache: bool = False  # also search a semantic cache for the predictors the task declares eligible
 
 
 @dataclass
@@ -181,6 +183,10 @@ def search(session: Session, progress) -> Searched:
 
         def suggest(trial, predictors, tier_names, estimators_, max_rungs):
             return suggest_routed_policy(trial, predictors, tier_names, estimators_, max_rungs, costs)
+    semantic = semantic_search.declared(job.task) if job.semantic_cache else {}
+    if semantic:  # the task opts predictors into the semantic cache: its threshold is searched too
+        seeds += semantic_search.seeds(semantic, uniform_params(session.predictors, top))
+        suggest = semantic_search.with_cache_choice(suggest, semantic)
     budget = session.table.budget
     ran = run_search_buffered(study, evaluate_dev, session.predictors, names, estimators, job.trials,
                               job.seed, on_trial=lambda s, t: progress.trial(s, t, budget), seeds=seeds,
@@ -212,6 +218,9 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
         return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers, searched.routers)]
 
     chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores)
+    # A semantic threshold under which a dev row scores lower than the ladder's own answer is not kept.
+    chosen.policy, info["semantic_notes"] = semantic_search.without_quality_loss(
+        chosen.policy, lambda policy: session.evaluate(policy, session.dev, searched.scorers, searched.routers))
     return Chosen(chosen, info, reference_name)
 
 
@@ -226,7 +235,7 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
         d, h = session.split(results)
         baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
                            "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
-    notes = []
+    notes = list(chosen.info.get("semantic_notes", []))
     if not chosen.info["feasible"]:
         notes.append("no searched policy met the objective on dev; the closest one was chosen")
     _, ref_hold = session.split(baseline_rows[chosen.reference])  # the same holdout rows, in the same order

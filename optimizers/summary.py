@@ -71,6 +71,8 @@ def describe_ladder(p: dict) -> str:
     text = " > ".join(p["ladder"])
     if p.get("thresholds"):
         text += f"  (escalate when {p.get('estimator', '')} < {', '.join(f'{t:.3f}' for t in p['thresholds'])})"
+    if p.get("semantic_threshold") is not None:  # the semantic cache's lookup comes first
+        text = f"semantic cache (similarity >= {p['semantic_threshold']:.3f}) > {text}"
     return text
 
 

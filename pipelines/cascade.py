@@ -26,7 +26,8 @@ from pipelines import confidence as conf
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
 from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError
 from pipelines.policy import Policy, PredictorPolicy
-from pipelines.routing import start_rung
+from pipelines.routing import route_text, start_rung
+from pipelines.semantic_cache import DEFAULT_MAX_ENTRIES, SEMANTIC_TIER, SemanticCache, compile_patterns, guard_key, signature_key
 
 AGREEMENT_SAMPLES = 2
 
@@ -76,6 +77,7 @@ class Step:
     error: str = ""
     tokens: int = 0
     latency_s: float = 0.0
+    matched: str = ""  # a semantic-cache lookup: the stored request that answered (or the nearest one)
 
 
 RungSource = Callable[[str, dspy.Predict, str, dict, str], RungOutcome]
@@ -249,10 +251,14 @@ class CascadeForward:
     """Replaces one predictor's `forward`: the predictor object, its name and state stay as they are."""
 
     def __init__(self, name, predictor, pp: PredictorPolicy, source: RungSource, tier_names, fallback, scorer, ledger,
-                 router=None):
+                 router=None, semantic: SemanticCache | None = None):
         self.name, self.predictor, self.pp = name, predictor, pp
         self.source, self.tier_names, self.fallback = source, tier_names, fallback
         self.scorer, self.ledger, self.router = scorer, ledger, router
+        self.semantic = semantic if pp.semantic is not None else None
+        if self.semantic is not None:
+            self.space = f"{name}|{signature_key(predictor)}"
+            self.patterns = compile_patterns(pp.semantic.get("entities", ()), f"policy for predictor {name!r}")
 
     def _priors(self, inputs: dict) -> dict | None:
         """The router's P(right) per tier for these inputs, when the policy or its scorer reads them."""
@@ -267,6 +273,12 @@ class CascadeForward:
         kwargs.pop("lm", None)  # the policy decides the tier
         inputs = {k: v for k, v in kwargs.items() if k in self.predictor.signature.input_fields}
         extra = {k: v for k, v in kwargs.items() if k not in inputs}
+        request = None
+        if self.semantic is not None:  # the first "rung": an earlier answer to a request close enough
+            request = (route_text(inputs), guard_key(route_text(inputs), self.patterns))
+            found = self._lookup(*request)
+            if found.hit:
+                return dspy.Prediction(**found.entry.outputs)
 
         scored = set(self.pp.ladder[:-1])  # only rungs that may escalate need a confidence
 
@@ -285,9 +297,38 @@ class CascadeForward:
             self._record(error.trail)
             raise
         self._record(trail)
+        if request is not None and outcome.ok:
+            self.semantic.store(self.space, *request, outcome.tier, self._rank(outcome.tier), outcome.outputs,
+                                sum(step.cost_usd for _, step in trail), current_request_id.get() or "")
         if outcome.prediction is not None:
             return outcome.prediction
         return dspy.Prediction(**outcome.outputs)
+
+    def _rank(self, tier: str) -> int:
+        return self.tier_names.index(tier) if tier in self.tier_names else -1
+
+    def _lookup(self, text: str, guard: tuple):
+        """Same predictor and signature (the space), same entities (the guard), an answer from the
+        ladder's start tier or a better one; a hit at or above the policy's threshold."""
+        found = self.semantic.lookup(self.space, text, guard, self._rank(self.pp.ladder[0]),
+                                     float(self.pp.semantic["threshold"]))
+        decision = "semantic_hit" if found.hit else "semantic_miss"
+        matched = found.entry.request_id if found.entry is not None else ""
+        sink = _trail_var.get()
+        if sink is not None:
+            sink.append(Step(self.name, -1, SEMANTIC_TIER, found.similarity, found.threshold, decision, 0.0,
+                             latency_s=found.latency_s, matched=matched))
+        if self.ledger is not None:
+            from pipelines.embeddings import MODEL_NAME
+            from pipelines.ledger import CallRecord
+
+            self.ledger.add(CallRecord(
+                SEMANTIC_TIER, MODEL_NAME, self.name, 0, 0, 0.0,
+                found.entry.cost_usd if found.hit else 0.0, found.latency_s, found.hit,
+                request_id=current_request_id.get() or "", estimator="semantic", confidence=found.similarity,
+                threshold=found.threshold, decision=decision, similarity=found.similarity, matched_request=matched,
+                matched_text=found.entry.text if found.entry is not None else ""))
+        return found
 
     def _record(self, trail) -> None:
         """Each rung's step goes to the call's trail, and its decision onto its ledger records."""
@@ -303,15 +344,21 @@ class CascadeForward:
 
 
 def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_names: list[str],
-                 scorers: dict | None = None, ledger=None, routers: dict | None = None) -> dspy.Module:
-    """Wrap every named predictor of `program` (in place) with its ladder from `policy`."""
+                 scorers: dict | None = None, ledger=None, routers: dict | None = None,
+                 semantic_dir=None) -> dspy.Module:
+    """Wrap every named predictor of `program` (in place) with its ladder from `policy`. A predictor whose
+    policy has a semantic cache gets a fresh one (kept under `semantic_dir`/<predictor> when given)."""
     names = [name for name, _ in program.named_predictors()]
     missing = [n for n in names if n not in policy.predictors]
     if missing:
         raise ConfigError(f"policy has no entry for predictors {missing}; it covers {list(policy.predictors)}")
     for name, predictor in program.named_predictors():
+        settings = policy[name].semantic
+        semantic = None if settings is None else SemanticCache(
+            settings.get("ttl_s"), int(settings.get("max_entries", DEFAULT_MAX_ENTRIES)),
+            None if semantic_dir is None else f"{semantic_dir}/{name}")
         predictor.forward = CascadeForward(name, predictor, policy[name], source, tier_names, policy.fallback,
-                                           (scorers or {}).get(name), ledger, (routers or {}).get(name))
+                                           (scorers or {}).get(name), ledger, (routers or {}).get(name), semantic)
     return program
 
 
@@ -320,14 +367,14 @@ class CompiledProgram(dspy.Module):
     tier trail and cost of the last call (in this thread) are on `last_trail` / `last_cost_usd`."""
 
     def __init__(self, program: dspy.Module, policy: Policy, runtime, scorers: dict | None = None,
-                 source: RungSource | None = None, routers: dict | None = None):
+                 source: RungSource | None = None, routers: dict | None = None, semantic_dir=None):
         super().__init__()
         self.program = program
         self.policy = policy
         self.runtime = runtime
         self.ledger = runtime.ledger if runtime is not None else None
         apply_policy(program, policy, source or LiveRungs(runtime), runtime.catalog.names if runtime else [],
-                     scorers, self.ledger, routers)
+                     scorers, self.ledger, routers, semantic_dir)
         self._local = threading.local()
 
     def forward(self, **kwargs):

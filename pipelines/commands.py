@@ -58,7 +58,8 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         except AllRungsFailed as e:
             result, error = None, str(e)
         trail = [{"predictor": s.predictor, "tier": s.tier, "decision": s.decision,
-                  "confidence": s.confidence, "cost_usd": s.cost_usd} for s in program.last_trail]
+                  "confidence": s.confidence, "cost_usd": s.cost_usd, **({"matched": s.matched} if s.matched else {})}
+                 for s in program.last_trail]
         outputs.append({"id": row.get("id", number), "output": result, "error": error,
                         "cost_usd": sum(s["cost_usd"] for s in trail), "trail": trail})
     summary = _summary(outputs, program.ledger)
@@ -71,7 +72,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             echo(f"    ${out['cost_usd']:.7f}  {path_text}")
         echo(f"{summary['requests']} requests  cost ${summary['cost_usd']:.7f} (paid now ${summary['paid_usd']:.7f}, "
              f"{summary['cache_hits']} cache hits)  answered by: "
-             + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items()))
+             + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items())
+             + (f"  semantic cache: {summary['semantic_hits']} hits of {summary['semantic_lookups']} lookups"
+                if "semantic_lookups" in summary else ""))
     return outputs
 
 
@@ -90,12 +93,24 @@ def _summary(outputs, ledger) -> dict:
     final = Counter()
     for out in outputs:
         for step in out["trail"]:
-            if step["decision"] in ("accepted", "fallback"):
+            if step["decision"] in ("accepted", "fallback", "semantic_hit"):
                 final[f"{step['predictor']}:{step['tier']}"] += 1
     records = ledger.records if ledger is not None else []
     return {"requests": len(outputs), "cost_usd": sum(o["cost_usd"] for o in outputs),
-            "paid_usd": sum(r.cost_usd for r in records), "cache_hits": sum(r.cache_hit for r in records),
-            "failed": sum(1 for o in outputs if o["error"]), "final_tiers": dict(final)}
+            "paid_usd": sum(r.cost_usd for r in records),
+            "cache_hits": sum(r.cache_hit for r in records if r.tier != "semantic-cache"),  # the exact call cache
+            "failed": sum(1 for o in outputs if o["error"]), "final_tiers": dict(final),
+            **_lookups(outputs)}
+
+
+def _lookups(outputs) -> dict:
+    """Semantic-cache lookups (pipelines.semantic_cache), when the policy has any."""
+    steps = [s for out in outputs for s in out["trail"] if s["decision"] in ("semantic_hit", "semantic_miss")]
+    if not steps:
+        return {}
+    hits = [s for s in steps if s["decision"] == "semantic_hit"]
+    return {"semantic_lookups": len(steps), "semantic_hits": len(hits),
+            "semantic_hit_similarity_min": min((s["confidence"] for s in hits), default=None)}
 
 
 def _stderr_console():

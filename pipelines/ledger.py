@@ -36,6 +36,9 @@ class CallRecord:
     threshold: float | None = None
     decision: str = ""  # accepted | escalated | failed | fallback
     error: str = ""
+    similarity: float | None = None  # a semantic-cache lookup (tier "semantic-cache"): the nearest stored request's
+    matched_request: str = ""  # its request_id: which stored request answered (on a hit)
+    matched_text: str = ""
     ts: float = field(default_factory=time.time)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -19,6 +19,9 @@ class PredictorPolicy:
     # the rung with the best predicted score - lambda * cost, then climbs as a cascade. With estimator
     # "none" the routed rung's answer stands (a plain router); a failed rung still climbs.
     route: dict | None = None
+    # Semantic cache (pipelines.semantic_cache), opt-in: {"threshold": t, "ttl_s": s, "max_entries": n,
+    # "entities": [regex]}. A close enough earlier request (same guarded entities) answers first.
+    semantic: dict | None = None
 
     def validate(self, name: str, tier_names: list[str] | None = None) -> None:
         where = f"policy for predictor {name!r}"
@@ -46,6 +49,10 @@ class PredictorPolicy:
                 raise ConfigError(f"{where}: a route needs a number 'lambda' and a list 'costs'") from None
             if len(costs) != len(self.ladder) or lam < 0 or any(c < 0 for c in costs):
                 raise ConfigError(f"{where}: a route needs lambda >= 0 and one cost >= 0 per rung")
+        if self.semantic is not None:
+            from pipelines.semantic_cache import validate_settings
+
+            validate_settings(self.semantic, where)
 
 
 @dataclass
@@ -62,8 +69,8 @@ class Policy:
         return self
 
     def to_dict(self) -> dict:
-        def entry(p: PredictorPolicy) -> dict:  # an unrouted policy is written as before routes existed
-            return {k: v for k, v in asdict(p).items() if k != "route" or v is not None}
+        def entry(p: PredictorPolicy) -> dict:  # an unrouted, uncached policy is written as before either existed
+            return {k: v for k, v in asdict(p).items() if k not in ("route", "semantic") or v is not None}
 
         return {"predictors": {k: entry(v) for k, v in self.predictors.items()}, "fallback": self.fallback}
 
@@ -71,7 +78,8 @@ class Policy:
     def from_dict(cls, data: dict) -> "Policy":
         try:
             predictors = {name: PredictorPolicy(list(p["ladder"]), p.get("estimator", "none"),
-                                                [float(t) for t in p.get("thresholds", [])], p.get("route"))
+                                                [float(t) for t in p.get("thresholds", [])], p.get("route"),
+                                                p.get("semantic"))
                           for name, p in data["predictors"].items()}
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"policy is malformed: {e}") from None
@@ -88,4 +96,6 @@ class Policy:
         for k, v in self.predictors.items():
             if v.route is not None:
                 out[k]["route_lambda"] = round(float(v.route["lambda"]), 4)
+            if v.semantic is not None:
+                out[k]["semantic_threshold"] = round(float(v.semantic["threshold"]), 4)
         return out

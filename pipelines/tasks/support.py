@@ -98,6 +98,14 @@ class SupportTriage(dspy.Module):
         return dspy.Prediction(intent=match_label(intent, INTENTS), order_id=normalize_order_id(order_id))
 
 
+# Semantic cache (pipelines.semantic_cache; searched with `semantic_cache=True`): both predictors may
+# reuse an earlier answer. Beside the built-in guards (ids and numbers, dates, negation), requests naming
+# a different carrier or payment brand never share one. Paraphrase groups for the search: PARAPHRASES.
+SEMANTIC_CACHE = {"predictors": ["classify", "extract"],
+                  "entities": [r"\b(?:ups|fedex|dhl|usps|royal mail|paypal|visa|mastercard|amex|klarna|apple pay)\b"]}
+PARAPHRASES = "support_paraphrases.jsonl"
+
+
 def build_program() -> dspy.Module:
     return SupportTriage()
 
