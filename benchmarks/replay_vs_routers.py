@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/replay_vs_routers.py [--tables gsm8k,mtbench,llmrouter,routerarena]
         [--seeds 5] [--trials 300] [--methods tierwise,lr,knn,mlp,frugal,random,single,oracle]
-        [--subsample N] [--curve-floors 0.5,0.8] [--out results.json] [--from a.json,b.json]
+        [--seed-list 0,1,source] [--subsample N] [--curve-floors 0.5,0.8] [--out results.json]
+        [--from a.json,b.json]
 
 Each table is split in half by id, once per seed (bench_tables.split_half); every method fits on the
 training half and is reported on the test half. LLMRouter also records the source's own train/test split:

@@ -179,6 +179,10 @@ def test_splits_are_halves_disjoint_deterministic_and_seeded():
     assert [x.tolist() for x in split_half(table, 0)] == [train.tolist(), test.tolist()]
     assert split_half(table, 1)[0].tolist() != train.tolist()
     assert sorted(id_order(table, 3).tolist()) == list(range(101))
+    # seeds give independent halves: any two training halves share about half their ids
+    halves = [set(split_half(table, seed)[0].tolist()) for seed in range(5)]
+    overlaps = [len(halves[a] & halves[b]) / 50 for a in range(5) for b in range(a + 1, 5)]
+    assert all(0.25 < o < 0.75 for o in overlaps), overlaps
     src_train, src_test = source_split(table)
     assert src_train.tolist() == list(range(90)) and src_test.tolist() == list(range(90, 101))
 
