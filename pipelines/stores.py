@@ -53,10 +53,14 @@ def _lock_id(text: str) -> int:
 
 def open_shared(url: str, table: str, what: str):
     """The store at `url` for one kind of state (`table`: calls, outcomes)."""
-    if is_sql_url(url):
-        return PostgresStore(url, table, what)
-    if url.startswith(REDIS_SCHEMES):
-        return RedisStore(url, table, what)
+    try:
+        if is_sql_url(url):
+            return PostgresStore(url, table, what)
+        if url.startswith(REDIS_SCHEMES):
+            return RedisStore(url, table, what)
+    except ImportError as e:
+        raise ConfigError(f"{_redact(url)}: the {what} needs the {e.name} package (pip install "
+                          "'tierwise[shared]')") from None
     raise ConfigError(f"{url.split('://')[0]!r}: unknown store scheme for the {what}; use postgresql://... or "
                       "redis://...")
 

@@ -17,7 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("TIERWISE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _pg_bin() -> Path:
+    """TIERWISE_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin (Debian's layout)."""
+    if os.environ.get("TIERWISE_PG_BIN"):
+        return Path(os.environ["TIERWISE_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 PG_USER = "tierwise-test"
 
 
