@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -89,6 +90,12 @@ def ledger_paid(folder: Path) -> int:
     return paid
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of the worker processes waited for so far (not the database server's)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def same_artifacts(folders: list[Path]) -> bool:
     bodies = [json.loads((f / "a.json").read_text()) for f in folders]
     keys = ("policy", "metrics")
@@ -100,14 +107,14 @@ def run_workers(pg: Postgres, n: int, args, tmp: Path) -> dict:
     folders = [tmp / f"n{n}-{time.monotonic_ns()}-w{i}" for i in range(n)]
     for f in folders:
         f.mkdir(parents=True)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu()
     procs = [start(f, storage, args) for f in folders]
     codes = [p.wait(timeout=3600) for p in procs]
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, children_cpu() - cpu
     if any(codes):
         raise SystemExit(f"a worker failed: {[f.with_suffix('.err').read_text()[-800:] for f in folders]}")
     summaries = [json.loads((f / "summary.json").read_text()) for f in folders]
-    return {"workers": n, "wall_s": wall, "paid_calls": sum(s["paid_calls"] for s in summaries),
+    return {"workers": n, "wall_s": wall, "cpu_s": cpu, "paid_calls": sum(s["paid_calls"] for s in summaries),
             "paid_per_worker": [s["paid_calls"] for s in summaries], "full_matrix": summaries[0]["full_matrix_calls"],
             "trials": db_counts(storage, storage.replace("postgresql://", "postgresql+psycopg://"))["trials"],
             "same_artifact": same_artifacts(folders)}
@@ -159,14 +166,15 @@ def main() -> None:
         base = statistics.median(r["wall_s"] for r in runs[counts[0]])
         print(f"support, {args.rows} rows, 2 tiers x 2 predictors, {args.latency * 1000:g} ms per call, "
               f"--trials {args.trials}")
-        print("| workers | wall s (median) | ratio to 1 | paid calls (sum) | full matrix | per worker | trials | "
-              "same artifact |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| workers | wall s (median) | ratio to 1 | CPU s, all workers | paid calls (sum) | full matrix | "
+              "per worker | trials | same artifact |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for n, rs in runs.items():
             wall = statistics.median(r["wall_s"] for r in rs)
             r = rs[-1]
-            print(f"| {n} | {wall:.1f} | {wall / base:.2f} | {r['paid_calls']} | {r['full_matrix']} | "
-                  f"{r['paid_per_worker']} | {r['trials']} | {all(x['same_artifact'] for x in rs)} |")
+            print(f"| {n} | {wall:.1f} | {wall / base:.2f} | {statistics.median(x['cpu_s'] for x in rs):.0f} | "
+                  f"{r['paid_calls']} | {r['full_matrix']} | {r['paid_per_worker']} | {r['trials']} | "
+                  f"{all(x['same_artifact'] for x in rs)} |")
         if not args.no_kill:
             print(json.dumps({"kill -9": kill_run(pg, args, Path(tmp))}))
 

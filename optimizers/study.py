@@ -193,23 +193,29 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
 
     Scoring a trial from recorded outcomes takes milliseconds; SQLite's commits per trial (about a
     dozen) would otherwise dominate. A killed run loses at most one batch of trials: never a paid
-    call, since those live in the cache and the outcome table. Returns the number of trials run now."""
+    call, since those live in the cache and the outcome table. Returns the number of trials run now.
+
+    Workers searching one study (a shared --storage) exchange trials at each batch: what the others
+    wrote since this worker's last write joins its sampler's history."""
     scratch = open_study(study.study_name, optuna.storages.InMemoryStorage(), seed)
     stored = completed(study)
     scratch.add_trials(stored)
-    target, written = len(stored), 0
+    seen, written = len(stored), 0  # trials of `study` this worker's scratch holds (writes are serialized)
     url = getattr(getattr(study._storage, "_backend", study._storage), "url", None)
-    while target < n_trials:
-        target = min(target + batch, n_trials)
+    while len(completed(scratch)) < n_trials:
         before = len(completed(scratch))
-        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds, suggest)
+        run_search(scratch, evaluate, predictors, tier_names, estimators, min(before + batch, n_trials), on_trial,
+                   max_rungs, seeds, suggest)
         fresh = completed(scratch)[before:]
         with _storage_lock(url):  # another process may be resuming the same study: never pass n_trials
-            room = max(n_trials - len(completed(study)), 0)
+            now = completed(study)
+            room = max(n_trials - len(now), 0)
             write_trials(study, fresh[:room])
+        others, seen = now[seen:], len(now) + min(room, len(fresh))
         written += min(room, len(fresh))
         if room <= len(fresh):
             break
+        scratch.add_trials(others)
     return written
 
 
