@@ -95,11 +95,19 @@ class PostgresStore:
         try:
             return self._psycopg.connect(_conninfo(self.url), autocommit=True, connect_timeout=10)
         except self._psycopg.OperationalError as e:
-            raise StoreError(f"{_redact(self.url)}: cannot open the {self.what} "
-                             f"({str(e).strip().splitlines()[-1]})") from None
+            raise StoreError(f"{_redact(self.url)}: cannot open the {self.what} ({_first_line(e)})") from None
+
+    @contextmanager
+    def _reachable(self):
+        """A server gone mid-run is one line naming the URL, not a driver traceback (everything stored so
+        far stays in the database)."""
+        try:
+            yield
+        except self._psycopg.OperationalError as e:
+            raise StoreError(f"{_redact(self.url)}: lost the {self.what} ({_first_line(e)})") from None
 
     def get(self, key: str, default=None):
-        with self._lock:
+        with self._reachable(), self._lock:
             row = self.db.execute(f"SELECT value, expires_at FROM {self.table} WHERE key = %s", (key,)).fetchone()
         if row is None or (row[1] is not None and row[1] < time.time()):
             return default
@@ -107,7 +115,7 @@ class PostgresStore:
 
     def set(self, key: str, value, expire: float | None = None) -> None:
         expires_at = time.time() + expire if expire else None
-        with self._lock:
+        with self._reachable(), self._lock:
             self.db.execute(f"INSERT INTO {self.table} (key, value, expires_at) VALUES (%s, %s, %s) ON CONFLICT (key)"
                             " DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                             (key, json.dumps(value), expires_at))
@@ -120,7 +128,8 @@ class PostgresStore:
         if db is None or db.closed:
             db = self._local.claims = self._connect()
         lock = _lock_id(f"{self.table}|{key}")
-        db.execute("SELECT pg_advisory_lock(%s)", (lock,))
+        with self._reachable():
+            db.execute("SELECT pg_advisory_lock(%s)", (lock,))
         try:
             yield
         finally:
@@ -154,7 +163,7 @@ class SharedSpend:
     def reserve(self, amount: int, cap: int | None) -> tuple[int | None, int, int]:
         """(reservation id or None when it would pass `cap`, spent, reserved by calls in flight)."""
         db = self.store.db
-        with self.store._lock, db.transaction():
+        with self.store._reachable(), self.store._lock, db.transaction():
             spent = db.execute("SELECT spent FROM tierwise_spend WHERE key = %s FOR UPDATE", (self.key,)).fetchone()[0]
             db.execute("DELETE FROM tierwise_reservations r WHERE key = %s AND NOT EXISTS (SELECT 1 FROM "
                        "pg_stat_activity a WHERE a.pid = split_part(r.owner, '|', 1)::int)", (self.key,))
@@ -168,7 +177,7 @@ class SharedSpend:
 
     def settle(self, rid: int, cost: int) -> None:
         db = self.store.db
-        with self.store._lock, db.transaction():
+        with self.store._reachable(), self.store._lock, db.transaction():
             db.execute("DELETE FROM tierwise_reservations WHERE id = %s", (rid,))
             if cost:
                 db.execute("UPDATE tierwise_spend SET spent = spent + %s WHERE key = %s", (cost, self.key))
@@ -210,6 +219,11 @@ class RedisStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _redact(url: str) -> str:

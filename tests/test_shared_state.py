@@ -93,6 +93,9 @@ def test_two_workers_on_one_url_pay_what_one_pays(postgres, tmp_path):
                                  storage=storage.replace("postgresql://", "postgresql+psycopg://")).get_trials(
         states=[optuna.trial.TrialState.COMPLETE])
     assert len(complete) == TRIALS
+    from metrics.report import load_report  # `report STUDY --storage URL` reads the shared study
+
+    assert len(load_report(study.study_name, storage=storage).tables["trials"]) == TRIALS
     assert [s["trials"] for s in two] == [TRIALS, TRIALS]
     first, second = artifact(tmp_path / "two" / "w0" / "a.json"), artifact(tmp_path / "two" / "w1" / "a.json")
     assert first == second
@@ -235,7 +238,7 @@ def test_load_reads_the_cache_url_from_the_environment(redis_server, tmp_path):
         del os.environ["TIERWISE_CACHE_URL"]
 
 
-def test_an_unreachable_storage_url_is_one_named_error(tmp_path):
+def test_an_unreachable_storage_url_is_one_named_error():
     from pipelines.errors import StoreError
     from pipelines.stores import PostgresStore
     from db_servers import free_port
@@ -246,3 +249,40 @@ def test_an_unreachable_storage_url_is_one_named_error(tmp_path):
         PostgresStore(f"postgresql://u:secret@127.0.0.1:{free_port()}/x", "outcomes", "outcome table")
     except StoreError as e:
         assert "secret" not in str(e)
+
+
+HOLD_CLAIM = """
+import sys, time
+from pipelines.stores import PostgresStore
+store = PostgresStore(sys.argv[1], "calls", "call cache")
+with store.claim("k"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_workers_claim_is_released(postgres):
+    """kill -9 of a worker paying a call: the server ends its session and its claim with it; the next worker
+    gets the claim at once instead of waiting forever."""
+    import signal
+
+    from pipelines.stores import PostgresStore
+
+    url = postgres.new_database()
+    holder = subprocess.Popen([PYTHON, "-c", HOLD_CLAIM, url], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    store = PostgresStore(url, "calls", "call cache")
+    got = threading.Event()
+
+    def take():
+        with store.claim("k"):
+            got.set()
+
+    waiter = threading.Thread(target=take, daemon=True)
+    waiter.start()
+    assert not got.wait(1.0)  # held by the other process
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert got.wait(10.0)
+    store.close()
