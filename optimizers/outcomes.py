@@ -69,44 +69,30 @@ class Budget:
         with self._lock:
             committed = self.total_usd + self.reserved_usd
             if self.cap_usd is not None and committed + bound > self.cap_usd:
-                raise BudgetExceeded(
-                    f"budget reached: this compile has spent ${self.total_usd:.6f} of --budget-usd "
-                    f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls this run"
-                    + (f", ${self.reserved_usd:.6f} reserved by calls in flight" if self.reserved_usd else "")
-                    + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
-                    "is cached: rerun with a larger budget to continue")
+                raise self._refusal(tier, bound, self.total_usd, self.reserved_usd, "this run")
             self.reserved_usd += bound
             self.peak_committed_usd = max(self.peak_committed_usd, committed + bound)
-        settled = []
 
-        def settle(cost_usd: float | None) -> None:
-            if settled:
-                return
-            settled.append(True)
-            with self._lock:
-                self.reserved_usd -= bound
-                if cost_usd is not None:
-                    self.spent_usd += cost_usd
-                    self.paid_calls += 1
+        def stored(cost_usd: float | None) -> None:
             if cost_usd and self.store is not None:
                 self.store.incr(self.key, round(cost_usd * self.UNITS), default=0)
 
-        return settle
+        return self._settler(bound, stored)
 
     def _reserve_shared(self, tier, bound: float):
+        """The same in the database, one transaction per reservation, so the cap holds across workers."""
         units = int(bound * self.UNITS) + 1  # rounded up: the bound stays a bound
         cap = None if self.cap_usd is None else int(self.cap_usd * self.UNITS)
         rid, spent, reserved = self.shared.reserve(units, cap)
         if rid is None:
-            raise BudgetExceeded(
-                f"budget reached: this compile (all its workers) has spent ${spent / self.UNITS:.6f} of --budget-usd "
-                f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls by this worker"
-                + (f", ${reserved / self.UNITS:.6f} reserved by calls in flight" if reserved else "")
-                + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
-                "is cached: rerun with a larger budget to continue")
+            raise self._refusal(tier, bound, spent / self.UNITS, reserved / self.UNITS, "by this worker")
         with self._lock:
             self.reserved_usd += bound
             self.peak_committed_usd = max(self.peak_committed_usd, (spent + reserved + units) / self.UNITS)
+        return self._settler(bound, lambda cost_usd: self.shared.settle(rid, round((cost_usd or 0) * self.UNITS)))
+
+    def _settler(self, bound: float, stored):
+        """settle(cost_usd | None), once: frees the reservation, counts a paid call, then `stored(cost_usd)`."""
         settled = []
 
         def settle(cost_usd: float | None) -> None:
@@ -118,9 +104,17 @@ class Budget:
                 if cost_usd is not None:
                     self.spent_usd += cost_usd
                     self.paid_calls += 1
-            self.shared.settle(rid, round(cost_usd * self.UNITS) if cost_usd else 0)
+            stored(cost_usd)
 
         return settle
+
+    def _refusal(self, tier, bound: float, total_usd: float, reserved_usd: float, whose: str) -> BudgetExceeded:
+        return BudgetExceeded(
+            f"budget reached: this compile has spent ${total_usd:.6f} of --budget-usd "
+            f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls {whose}"
+            + (f", ${reserved_usd:.6f} reserved by calls in flight" if reserved_usd else "")
+            + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
+            "is cached: rerun with a larger budget to continue")
 
 
 @dataclass
