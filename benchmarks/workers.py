@@ -162,7 +162,10 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     with Postgres() as pg, tempfile.TemporaryDirectory() as tmp:
-        runs = {n: [run_workers(pg, n, args, Path(tmp)) for _ in range(args.repeats)] for n in counts}
+        runs = {n: [] for n in counts}
+        for repeat in range(args.repeats):  # interleaved, rotating which count goes first: noise hits all alike
+            for n in counts[repeat % len(counts):] + counts[:repeat % len(counts)]:
+                runs[n].append(run_workers(pg, n, args, Path(tmp)))
         base = statistics.median(r["wall_s"] for r in runs[counts[0]])
         print(f"support, {args.rows} rows, 2 tiers x 2 predictors, {args.latency * 1000:g} ms per call, "
               f"--trials {args.trials}")
