@@ -99,6 +99,15 @@ def test_two_workers_on_one_url_pay_what_one_pays(postgres, tmp_path):
     assert [s["trials"] for s in two] == [TRIALS, TRIALS]
     first, second = artifact(tmp_path / "two" / "w0" / "a.json"), artifact(tmp_path / "two" / "w1" / "a.json")
     assert first == second
+    # A replica loading the artifact with the compile's URL as its cache answers the dev rows it saw for free.
+    from fakes import support_rows, support_script
+    from pipelines import load
+
+    program = load(tmp_path / "two" / "w0" / "a.json", cache_url=storage, scripts={"*": support_script()})
+    dev_id = json.loads((tmp_path / "two" / "w0" / "a.json").read_text())["split"]["dev"][0]
+    program(message=next(m for m, row in support_rows().items() if str(row["id"]) == dev_id))
+    frame = program.ledger.to_frame()
+    assert len(frame) >= 2 and frame["cache_hit"].all() and frame["cost_usd"].sum() == 0.0
     # Nothing landed in the workers' own folders but the ledger: the cache and the outcomes are in the database.
     for worker in ("w0", "w1"):
         assert not (tmp_path / "two" / worker / ".tierwise" / "cache").exists()
@@ -223,19 +232,16 @@ def test_replicas_share_cached_answers_with_the_disk_cache_keys_and_a_ttl(server
         runtime.close()
 
 
-def test_load_reads_the_cache_url_from_the_environment(redis_server, tmp_path):
+def test_load_reads_the_cache_url_from_the_environment(redis_server, monkeypatch):
     """TIERWISE_CACHE_URL puts a loaded program's cache in Redis, as `load(..., cache_url=)` does."""
     from pipelines.cache import CallCache
 
-    os.environ["TIERWISE_CACHE_URL"] = redis_server.url
-    try:
-        cache = CallCache()
-        assert cache.url == redis_server.url
-        cache.put("k", {"text": "x"})
-        assert CallCache(url=redis_server.url).get("k") == {"text": "x"}
-        assert not cache.directory.exists()
-    finally:
-        del os.environ["TIERWISE_CACHE_URL"]
+    monkeypatch.setenv("TIERWISE_CACHE_URL", redis_server.url)
+    cache = CallCache()
+    assert cache.url == redis_server.url
+    cache.put("k", {"text": "x"})
+    assert CallCache(url=redis_server.url).get("k") == {"text": "x"}
+    assert not cache.directory.exists()
 
 
 def test_an_unreachable_storage_url_is_one_named_error():
