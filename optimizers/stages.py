@@ -31,7 +31,7 @@ from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
 from pipelines.policy import Policy
 from pipelines.runtime import Runtime
-from pipelines.stores import is_sql_url
+from pipelines.stores import is_sql_url, redact
 from pipelines.tiers import Catalog
 
 DEFAULT_TRIALS = 600  # on the full support set, 200 TPE trials missed the best ladders that 800 found (measured)
@@ -262,14 +262,14 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
         full_matrix_calls=(len(session.dev) + len(session.hold)) * len(session.predictors) * len(job.catalog),
         trials=len(completed(study)), spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd,
         trials_run_now=searched.ran, noise=chosen.info["noise"], holdout_vs_reference=checked.gap,
-        study=study.study_name, storage=job.storage or f"default ({paths.studies_db(job.work_dir)})",
+        study=study.study_name, storage=redact(job.storage or f"default ({paths.studies_db(job.work_dir)})"),
         cells_recorded=len(table.memo), notes=checked.notes,
     )
     body = artifact.build(
         task_source=job.task.source, program=job.task.build_program(), catalog=job.catalog,
         policy=chosen.candidate.policy, scorers=searched.scorers, routers=searched.routers, summary=summary,
         metrics={"dev": checked.dev, "holdout": checked.holdout},
-        extra={"study": {"name": study.study_name, "storage": job.storage or "default"},
+        extra={"study": {"name": study.study_name, "storage": redact(job.storage or "default")},  # no password
                "dataset": job.dataset,
                "split": {"dev": [str(r["id"]) for r in session.dev],
                          "holdout": [str(r["id"]) for r in session.hold], "seed": job.seed},

@@ -59,7 +59,7 @@ def open_shared(url: str, table: str, what: str):
         if url.startswith(REDIS_SCHEMES):
             return RedisStore(url, table, what)
     except ImportError as e:
-        raise ConfigError(f"{_redact(url)}: the {what} needs the {e.name} package (pip install "
+        raise ConfigError(f"{redact(url)}: the {what} needs the {e.name} package (pip install "
                           "'tierwise[shared]')") from None
     raise ConfigError(f"{url.split('://')[0]!r}: unknown store scheme for the {what}; use postgresql://... or "
                       "redis://...")
@@ -95,7 +95,7 @@ class PostgresStore:
         try:
             return self._psycopg.connect(_conninfo(self.url), autocommit=True, connect_timeout=10)
         except self._psycopg.OperationalError as e:
-            raise StoreError(f"{_redact(self.url)}: cannot open the {self.what} ({_first_line(e)})") from None
+            raise StoreError(f"{redact(self.url)}: cannot open the {self.what} ({_first_line(e)})") from None
 
     @contextmanager
     def _reachable(self):
@@ -104,7 +104,7 @@ class PostgresStore:
         try:
             yield
         except self._psycopg.OperationalError as e:
-            raise StoreError(f"{_redact(self.url)}: lost the {self.what} ({_first_line(e)})") from None
+            raise StoreError(f"{redact(self.url)}: lost the {self.what} ({_first_line(e)})") from None
 
     def get(self, key: str, default=None):
         with self._reachable(), self._lock:
@@ -196,7 +196,7 @@ class RedisStore:
         try:
             self.db.ping()
         except redis.RedisError as e:
-            raise StoreError(f"{_redact(url)}: cannot open the {what} ({e})") from None
+            raise StoreError(f"{redact(url)}: cannot open the {what} ({e})") from None
 
     def get(self, key: str, default=None):
         raw = self.db.get(self.prefix + key)
@@ -226,7 +226,7 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for messages."""
     head, sep, rest = url.partition("://")
     if "@" not in rest:
