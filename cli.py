@@ -130,7 +130,9 @@ def optimize(
     match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching tier NAME"),
     max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),
     holdout: float = typer.Option(defaults.HOLDOUT, help="fraction of rows held out for the final check"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite under .tierwise/)"),
+    storage: Optional[str] = typer.Option(
+        None, help="where the compile's state lives (default sqlite + folders under .tierwise/). A postgresql:// "
+                   "URL keeps the study, outcomes, spend and call cache there: workers on one URL share one compile"),
     out: Optional[Path] = typer.Option(None, help="artifact path (default TASK.tierwise.json)"),
     limit: Optional[int] = typer.Option(None, help="optimize on a seeded sample of N rows"),
     concurrency: int = typer.Option(1, "--concurrency", min=1, max=64,

@@ -134,9 +134,11 @@ def report_from_study(storage: str, study_name: str) -> Report:
     import sqlalchemy
 
     from optimizers.study import check_storage
+    from pipelines.stores import optuna_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_storage(storage)
+    storage = optuna_url(storage)  # postgresql:// through psycopg 3, as optimize wrote it
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except sqlalchemy.exc.DatabaseError as e:

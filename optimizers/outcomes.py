@@ -19,6 +19,7 @@ from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, normalize_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded
+from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
                      "and rerun: the outcome table is recorded again from the call cache with no call paid again "
@@ -43,7 +44,11 @@ class Budget:
     def __init__(self, cap_usd: float | None, store=None, key: str = "spent"):
         self.cap_usd = cap_usd
         self.store, self.key = store, key
-        self.earlier_usd = (store.get(key, 0) / self.UNITS) if store is not None else 0.0
+        # On a shared store (a storage URL) the counter and the reservations live in the database, so the
+        # cap holds across every worker of the compile: reserve is one transaction there (pipelines.stores).
+        self.shared = SharedSpend(store, key) if isinstance(store, PostgresStore) else None
+        earlier = self.shared.spent() if self.shared else (store.get(key, 0) if store is not None else 0)
+        self.earlier_usd = earlier / self.UNITS
         self.spent_usd = 0.0  # this run
         self.reserved_usd = 0.0  # upper bounds of the calls in flight
         self.paid_calls = 0
@@ -52,22 +57,42 @@ class Budget:
 
     @property
     def total_usd(self) -> float:
+        if self.shared is not None:  # every worker's spend, not only this one's
+            return self.shared.spent() / self.UNITS
         return self.earlier_usd + self.spent_usd
 
     def reserve(self, tier, payload: dict):
         """Reserve the call's upper-bound price or refuse it; returns `settle(cost_usd | None)`."""
         bound = tier.cost_bound(payload)
+        if self.shared is not None:
+            return self._reserve_shared(tier, bound)
         with self._lock:
             committed = self.total_usd + self.reserved_usd
             if self.cap_usd is not None and committed + bound > self.cap_usd:
-                raise BudgetExceeded(
-                    f"budget reached: this compile has spent ${self.total_usd:.6f} of --budget-usd "
-                    f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls this run"
-                    + (f", ${self.reserved_usd:.6f} reserved by calls in flight" if self.reserved_usd else "")
-                    + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
-                    "is cached: rerun with a larger budget to continue")
+                raise self._refusal(tier, bound, self.total_usd, self.reserved_usd, "this run")
             self.reserved_usd += bound
             self.peak_committed_usd = max(self.peak_committed_usd, committed + bound)
+
+        def stored(cost_usd: float | None) -> None:
+            if cost_usd and self.store is not None:
+                self.store.incr(self.key, round(cost_usd * self.UNITS), default=0)
+
+        return self._settler(bound, stored)
+
+    def _reserve_shared(self, tier, bound: float):
+        """The same in the database, one transaction per reservation, so the cap holds across workers."""
+        units = int(bound * self.UNITS) + 1  # rounded up: the bound stays a bound
+        cap = None if self.cap_usd is None else int(self.cap_usd * self.UNITS)
+        rid, spent, reserved = self.shared.reserve(units, cap)
+        if rid is None:
+            raise self._refusal(tier, bound, spent / self.UNITS, reserved / self.UNITS, "by this worker")
+        with self._lock:
+            self.reserved_usd += bound
+            self.peak_committed_usd = max(self.peak_committed_usd, (spent + reserved + units) / self.UNITS)
+        return self._settler(bound, lambda cost_usd: self.shared.settle(rid, round((cost_usd or 0) * self.UNITS)))
+
+    def _settler(self, bound: float, stored):
+        """settle(cost_usd | None), once: frees the reservation, counts a paid call, then `stored(cost_usd)`."""
         settled = []
 
         def settle(cost_usd: float | None) -> None:
@@ -79,10 +104,17 @@ class Budget:
                 if cost_usd is not None:
                     self.spent_usd += cost_usd
                     self.paid_calls += 1
-            if cost_usd and self.store is not None:
-                self.store.incr(self.key, round(cost_usd * self.UNITS), default=0)
+            stored(cost_usd)
 
         return settle
+
+    def _refusal(self, tier, bound: float, total_usd: float, reserved_usd: float, whose: str) -> BudgetExceeded:
+        return BudgetExceeded(
+            f"budget reached: this compile has spent ${total_usd:.6f} of --budget-usd "
+            f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls {whose}"
+            + (f", ${reserved_usd:.6f} reserved by calls in flight" if reserved_usd else "")
+            + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
+            "is cached: rerun with a larger budget to continue")
 
 
 @dataclass
@@ -102,7 +134,10 @@ class OutcomeTable:
         self.live = LiveRungs(runtime)
         self.runtime = runtime
         self.namespace = namespace
-        self.store = open_store(directory, "outcome table", OUTCOMES_RECOVERY) if directory else None
+        if is_sql_url(directory):  # a storage URL: the table every worker of the compile reads and fills
+            self.store = open_shared(directory, "outcomes", "outcome table")
+        else:
+            self.store = open_store(directory, "outcome table", OUTCOMES_RECOVERY) if directory else None
         self.budget = Budget(budget_usd, self.store, f"{namespace}|{budget_key}")
         self.memo: dict[tuple, RungOutcome] = {}
         self.cells: dict[tuple, Cell] = {}  # (row_id, predictor, tier) -> cell, for scorers and reports

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
 from pipelines.policy import Policy
 from pipelines.runtime import Runtime
+from pipelines.stores import is_sql_url, redact
 from pipelines.tiers import Catalog
 
 DEFAULT_TRIALS = 600  # on the full support set, 200 TPE trials missed the best ladders that 800 found (measured)
@@ -137,12 +139,14 @@ def prepare(job: Job) -> Session:
     if len(dev) < 2:
         raise ConfigError(f"only {len(dev)} dev rows after the holdout split; use more rows or a smaller --holdout")
     work = paths.work_dir(job.work_dir)
-    runtime = Runtime(catalog, cache=CallCache(paths.cache_dir(work)), ledger=Ledger(paths.ledger_file(work)),
-                      scripts=job.scripts)
+    shared = job.storage if is_sql_url(job.storage) else None  # one URL for the study, cells, spend and cache
+    runtime = Runtime(catalog, cache=CallCache(paths.cache_dir(work), url=shared),
+                      ledger=Ledger(paths.ledger_file(work)), scripts=job.scripts)
     program = job.task.build_program()
     name = study_name(job.task, program, catalog, dev, hold, job.seed, job.holdout)
     # --budget-usd holds for this compile (this study) across reruns, not per run.
-    table = OutcomeTable(runtime, f"{job.task.source}|{program_fingerprint(program)}", paths.outcomes_dir(work),
+    table = OutcomeTable(runtime, f"{job.task.source}|{program_fingerprint(program)}",
+                         shared or paths.outcomes_dir(work),
                          job.budget_usd, budget_key=f"spent|{name}")
     return Session(job, dev, hold, runtime, program, [n for n, _ in program.named_predictors()], name,
                    job.storage or paths.study_storage(work), table)
@@ -153,8 +157,14 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     programs whose predictors all read the example's inputs), up to job.concurrency calls at once.
     Returns each tier's per-row results, dev rows then holdout rows."""
     job = session.job
-    return record_baselines(job.task, session.program, job.catalog, session.dev + session.hold, session.table,
-                            session.predictors, job.concurrency, progress, preflight.TierProbe(job.catalog))
+    rows = session.dev + session.hold
+    # Workers sharing a storage URL walk the rows in their own random order: each pays mostly for cells no
+    # other worker has reached and reads the rest from the shared cache (the claim keeps any call single).
+    order = random.Random().sample(rows, len(rows)) if is_sql_url(job.storage) else rows
+    results = record_baselines(job.task, session.program, job.catalog, order, session.table,
+                               session.predictors, job.concurrency, progress, preflight.TierProbe(job.catalog))
+    at = {str(r["id"]): i for i, r in enumerate(rows)}
+    return {tier: sorted(found, key=lambda r: at[r.row_id]) for tier, found in results.items()}
 
 
 def search(session: Session, progress) -> Searched:
@@ -261,14 +271,14 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
         full_matrix_calls=(len(session.dev) + len(session.hold)) * len(session.predictors) * len(job.catalog),
         trials=len(completed(study)), spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd,
         trials_run_now=searched.ran, noise=chosen.info["noise"], holdout_vs_reference=checked.gap,
-        study=study.study_name, storage=job.storage or f"default ({paths.studies_db(job.work_dir)})",
+        study=study.study_name, storage=redact(job.storage or f"default ({paths.studies_db(job.work_dir)})"),
         cells_recorded=len(table.memo), notes=checked.notes,
     )
     body = artifact.build(
         task_source=job.task.source, program=job.task.build_program(), catalog=job.catalog,
         policy=chosen.candidate.policy, scorers=searched.scorers, routers=searched.routers, summary=summary,
         metrics={"dev": checked.dev, "holdout": checked.holdout},
-        extra={"study": {"name": study.study_name, "storage": job.storage or "default"},
+        extra={"study": {"name": study.study_name, "storage": redact(job.storage or "default")},  # no password
                "dataset": job.dataset,
                "split": {"dev": [str(r["id"]) for r in session.dev],
                          "holdout": [str(r["id"]) for r in session.hold], "seed": job.seed},

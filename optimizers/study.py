@@ -14,6 +14,7 @@ import optuna
 from optimizers.space import suggest_policy, uniform_params
 from pipelines.errors import ConfigError
 from pipelines.policy import Policy
+from pipelines.stores import is_sql_url, optuna_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -54,7 +55,7 @@ def check_storage(storage: str | None) -> None:
 
     where = f"--storage {storage!r}"
     try:
-        make_url(storage).get_dialect()
+        make_url(optuna_url(storage)).get_dialect()
     except sqlalchemy.exc.NoSuchModuleError:  # a subclass of ArgumentError: first
         raise ConfigError(f"{where}: unknown database scheme {storage.split(':')[0]!r}; use sqlite:///FILE or a "
                           "SQLAlchemy URL whose driver is installed") from None
@@ -94,7 +95,8 @@ def _storage_lock(url):
     resumes of one study overshot --trials)."""
     path = _sqlite_path(url) if isinstance(url, str) else None
     if path is None:
-        yield
+        with _server_lock(url):
+            yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
@@ -103,6 +105,23 @@ def _storage_lock(url):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _server_lock(url):
+    """The same serialization for workers on other machines: a PostgreSQL advisory lock (dropped by the
+    server if its holder dies)."""
+    if not is_sql_url(url):
+        yield
+        return
+    from pipelines.stores import PostgresStore
+
+    store = PostgresStore(url, "calls", "study lock")
+    try:
+        with store.claim("optuna-study-writes"):
+            yield
+    finally:
+        store.close()
 
 
 def corrupted_store_message(path, what: str, kept: str, rebuilt: str) -> str:
@@ -121,7 +140,7 @@ def open_study(name: str, storage, seed: int) -> optuna.Study:
     try:
         with _storage_lock(url):
             return optuna.create_study(
-                study_name=name, storage=url, load_if_exists=True,
+                study_name=name, storage=optuna_url(url) if isinstance(url, str) else url, load_if_exists=True,
                 directions=["maximize", "minimize"],  # quality up, cost per 1k queries down
                 sampler=_sampler(seed),
             )
@@ -174,23 +193,29 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
 
     Scoring a trial from recorded outcomes takes milliseconds; SQLite's commits per trial (about a
     dozen) would otherwise dominate. A killed run loses at most one batch of trials: never a paid
-    call, since those live in the cache and the outcome table. Returns the number of trials run now."""
+    call, since those live in the cache and the outcome table. Returns the number of trials run now.
+
+    Workers searching one study (a shared --storage) exchange trials at each batch: what the others
+    wrote since this worker's last write joins its sampler's history."""
     scratch = open_study(study.study_name, optuna.storages.InMemoryStorage(), seed)
     stored = completed(study)
     scratch.add_trials(stored)
-    target, written = len(stored), 0
+    seen, written = len(stored), 0  # trials of `study` this worker's scratch holds (writes are serialized)
     url = getattr(getattr(study._storage, "_backend", study._storage), "url", None)
-    while target < n_trials:
-        target = min(target + batch, n_trials)
+    while len(completed(scratch)) < n_trials:
         before = len(completed(scratch))
-        run_search(scratch, evaluate, predictors, tier_names, estimators, target, on_trial, max_rungs, seeds, suggest)
+        run_search(scratch, evaluate, predictors, tier_names, estimators, min(before + batch, n_trials), on_trial,
+                   max_rungs, seeds, suggest)
         fresh = completed(scratch)[before:]
         with _storage_lock(url):  # another process may be resuming the same study: never pass n_trials
-            room = max(n_trials - len(completed(study)), 0)
+            now = completed(study)
+            room = max(n_trials - len(now), 0)
             write_trials(study, fresh[:room])
+        others, seen = now[seen:], len(now) + min(room, len(fresh))
         written += min(room, len(fresh))
         if room <= len(fresh):
             break
+        scratch.add_trials(others)
     return written
 
 

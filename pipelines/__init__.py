@@ -13,14 +13,21 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-def load(path, program=None, **runtime_options):
+def load(path, program=None, cache_url=None, cache_ttl_s=None, **runtime_options):
     """Load a compiled artifact and return a ready DSPy module (see pipelines.artifact.load_program).
+
+    `cache_url` (else TIERWISE_CACHE_URL) keeps the call cache in Redis or PostgreSQL, shared by replicas
+    (redis://host:6379/0, postgresql://...), answers kept `cache_ttl_s` seconds; default the disk cache.
 
     Without `program`, the artifact rebuilds its own (a shipped task, or the importable class it was
     compiled from); `load(path, program=MyProgram())` applies it to an instance you built, as DSPy's
     `program.load(path)` does, and refuses one whose predictors or signatures differ."""
     from pipelines.artifact import load_program
 
+    if cache_url is not None or cache_ttl_s is not None:
+        from pipelines.cache import CallCache
+
+        runtime_options["cache"] = CallCache(url=cache_url, ttl_s=cache_ttl_s)
     return load_program(path, program=program, **runtime_options)
 
 

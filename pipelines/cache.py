@@ -5,6 +5,9 @@ own cache key ignores the engine, so two tiers with one model string would share
 A per-key lock spanning processes makes a second process wait for, then reuse, a call the first is
 already paying for, instead of paying it again. The lock is an fcntl file lock, which the OS drops
 when its holder dies: a killed run never leaves a claim behind that would block the rerun.
+
+With a `url` (or TIERWISE_CACHE_URL) the same keys and values live in a shared server instead
+(pipelines.stores: PostgreSQL or Redis), so compile workers and production replicas share answers.
 """
 
 from __future__ import annotations
@@ -77,16 +80,24 @@ def call_key(tier_identity: str, payload: dict) -> str:
 class CallCache:
     """get/put of JSON-able responses by key. `enabled=False` turns caching off entirely."""
 
-    def __init__(self, directory: str | Path | None = None, ttl_s: float | None = None, enabled: bool = True):
+    def __init__(self, directory: str | Path | None = None, ttl_s: float | None = None, enabled: bool = True,
+                 url: str | None = None):
         self.directory = Path(directory) if directory else default_cache_dir()
+        self.url = url if url is not None else (os.environ.get("TIERWISE_CACHE_URL") or None)
         self.ttl_s = ttl_s
         self.enabled = enabled
         self._store = None
 
     @property
-    def store(self) -> diskcache.Cache:
-        if self._store is None:  # lazily, so a disabled or unused cache creates no folder
-            self._store = open_store(self.directory, "call cache", CALL_CACHE_RECOVERY, timeout=60, size_limit=2**34)
+    def store(self):
+        if self._store is None:  # lazily, so a disabled or unused cache creates no folder or connection
+            if self.url:
+                from pipelines.stores import open_shared
+
+                self._store = open_shared(self.url, "calls", "call cache")
+            else:
+                self._store = open_store(self.directory, "call cache", CALL_CACHE_RECOVERY, timeout=60,
+                                         size_limit=2**34)
         return self._store
 
     def get(self, key: str):
@@ -103,6 +114,10 @@ class CallCache:
         """Hold the right to compute `key` across processes; others wait until it is stored."""
         if not self.enabled:
             yield
+            return
+        if self.url:
+            with self.store.claim(key):
+                yield
             return
         # One lock file per bucket of keys (4096 buckets): flock conflicts between processes and
         # between threads (each opens its own file description), and dies with its holder.

@@ -1,0 +1,235 @@
+"""Shared stores behind one URL: the call cache, the outcome table and the spend counter in PostgreSQL, or
+the call cache in Redis, so that workers on several machines join one compile and replicas share answers.
+
+Each store has the disk store's surface (`get`, `set(key, value, expire=)`, `claim(key)`, `close`), so
+CallCache and OutcomeTable keep one code path. Values are JSON text: the same keys (pipelines.cache.call_key)
+and the same values as the disk cache.
+
+psycopg 3 rather than SQLAlchemy for these stores: a claim is a session-level advisory lock held for the
+length of a paid call on a connection of its own, and the server drops it when its holder dies (kill -9
+included), as the OS drops the disk cache's flock. That wants plain connections we own, not a pool that
+hands a session back mid-lock. Optuna keeps SQLAlchemy (`optuna_url` names the psycopg driver for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from pipelines.errors import ConfigError, StoreError
+
+SQL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_sql_url(url) -> bool:
+    return isinstance(url, str) and url.startswith(SQL_SCHEMES)
+
+
+def is_shared_url(url) -> bool:
+    return isinstance(url, str) and (url.startswith(SQL_SCHEMES) or url.startswith(REDIS_SCHEMES))
+
+
+def optuna_url(url: str) -> str:
+    """A PostgreSQL URL as SQLAlchemy needs it to load psycopg 3 (its default driver is psycopg2)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def _conninfo(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def _lock_id(text: str) -> int:
+    """A signed 64-bit advisory-lock id for a key."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def open_shared(url: str, table: str, what: str):
+    """The store at `url` for one kind of state (`table`: calls, outcomes)."""
+    try:
+        if is_sql_url(url):
+            return PostgresStore(url, table, what)
+        if url.startswith(REDIS_SCHEMES):
+            return RedisStore(url, table, what)
+    except ImportError as e:
+        raise ConfigError(f"{redact(url)}: the {what} needs the {e.name} package (pip install "
+                          "'tierwise[shared]')") from None
+    raise ConfigError(f"{url.split('://')[0]!r}: unknown store scheme for the {what}; use postgresql://... or "
+                      "redis://...")
+
+
+class PostgresStore:
+    """A key-value table in PostgreSQL. One connection for reads and writes (psycopg serializes its use
+    across threads), one per thread for claims (a session lock is reentrant within its session, so threads
+    sharing one would not exclude each other)."""
+
+    def __init__(self, url: str, table: str, what: str):
+        import psycopg
+
+        self.url, self.table, self.what = url, f"tierwise_{table}", what
+        self._psycopg = psycopg
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.db = self._connect()
+        with self._lock:
+            # Concurrent first runs race on CREATE TABLE IF NOT EXISTS (a pg_type unique violation): serialize.
+            self.db.execute("SELECT pg_advisory_lock(%s)", (_lock_id("tierwise-schema"),))
+            try:
+                self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key text PRIMARY KEY, value text NOT NULL,"
+                                " expires_at double precision)")
+                self.db.execute("CREATE TABLE IF NOT EXISTS tierwise_spend (key text PRIMARY KEY,"
+                                " spent bigint NOT NULL DEFAULT 0)")
+                self.db.execute("CREATE TABLE IF NOT EXISTS tierwise_reservations (id bigserial PRIMARY KEY,"
+                                " key text NOT NULL, amount bigint NOT NULL, owner text NOT NULL)")
+            finally:
+                self.db.execute("SELECT pg_advisory_unlock(%s)", (_lock_id("tierwise-schema"),))
+
+    def _connect(self):
+        try:
+            return self._psycopg.connect(_conninfo(self.url), autocommit=True, connect_timeout=10)
+        except self._psycopg.OperationalError as e:
+            raise StoreError(f"{redact(self.url)}: cannot open the {self.what} ({_first_line(e)})") from None
+
+    @contextmanager
+    def _reachable(self):
+        """A server gone mid-run is one line naming the URL, not a driver traceback (everything stored so
+        far stays in the database)."""
+        try:
+            yield
+        except self._psycopg.OperationalError as e:
+            raise StoreError(f"{redact(self.url)}: lost the {self.what} ({_first_line(e)})") from None
+
+    def get(self, key: str, default=None):
+        with self._reachable(), self._lock:
+            row = self.db.execute(f"SELECT value, expires_at FROM {self.table} WHERE key = %s", (key,)).fetchone()
+        if row is None or (row[1] is not None and row[1] < time.time()):
+            return default
+        return json.loads(row[0])
+
+    def set(self, key: str, value, expire: float | None = None) -> None:
+        expires_at = time.time() + expire if expire else None
+        with self._reachable(), self._lock:
+            self.db.execute(f"INSERT INTO {self.table} (key, value, expires_at) VALUES (%s, %s, %s) ON CONFLICT (key)"
+                            " DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                            (key, json.dumps(value), expires_at))
+
+    @contextmanager
+    def claim(self, key: str):
+        """Hold the right to compute `key` across every process on this database; the server releases it
+        when the holder's connection ends, so a killed worker never blocks the others."""
+        db = getattr(self._local, "claims", None)
+        if db is None or db.closed:
+            db = self._local.claims = self._connect()
+        lock = _lock_id(f"{self.table}|{key}")
+        with self._reachable():
+            db.execute("SELECT pg_advisory_lock(%s)", (lock,))
+        try:
+            yield
+        finally:
+            db.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+        claims = getattr(self._local, "claims", None)
+        if claims is not None:
+            claims.close()
+
+
+class SharedSpend:
+    """The compile's spend counter in PostgreSQL, shared by every worker: `reserve` is one transaction
+    that locks the counter row, so two workers cannot both fit under the cap with one slot left.
+
+    A reservation belongs to this process's connection (its `owner`); reservations of owners whose
+    connection is gone (a killed worker) are dropped before counting, so they never hold the cap."""
+
+    def __init__(self, store: PostgresStore, key: str):
+        self.store, self.key = store, key
+        with store._lock:
+            self.owner = f"{store.db.execute('SELECT pg_backend_pid()').fetchone()[0]}|{uuid.uuid4().hex}"
+            store.db.execute("INSERT INTO tierwise_spend (key) VALUES (%s) ON CONFLICT DO NOTHING", (key,))
+
+    def spent(self) -> int:
+        with self.store._lock:
+            return self.store.db.execute("SELECT spent FROM tierwise_spend WHERE key = %s", (self.key,)).fetchone()[0]
+
+    def reserve(self, amount: int, cap: int | None) -> tuple[int | None, int, int]:
+        """(reservation id or None when it would pass `cap`, spent, reserved by calls in flight)."""
+        db = self.store.db
+        with self.store._reachable(), self.store._lock, db.transaction():
+            spent = db.execute("SELECT spent FROM tierwise_spend WHERE key = %s FOR UPDATE", (self.key,)).fetchone()[0]
+            db.execute("DELETE FROM tierwise_reservations r WHERE key = %s AND NOT EXISTS (SELECT 1 FROM "
+                       "pg_stat_activity a WHERE a.pid = split_part(r.owner, '|', 1)::int)", (self.key,))
+            reserved = db.execute("SELECT coalesce(sum(amount), 0) FROM tierwise_reservations WHERE key = %s",
+                                  (self.key,)).fetchone()[0]
+            if cap is not None and spent + reserved + amount > cap:
+                return None, spent, int(reserved)
+            rid = db.execute("INSERT INTO tierwise_reservations (key, amount, owner) VALUES (%s, %s, %s) RETURNING id",
+                             (self.key, amount, self.owner)).fetchone()[0]
+        return rid, spent, int(reserved)
+
+    def settle(self, rid: int, cost: int) -> None:
+        db = self.store.db
+        with self.store._reachable(), self.store._lock, db.transaction():
+            db.execute("DELETE FROM tierwise_reservations WHERE id = %s", (rid,))
+            if cost:
+                db.execute("UPDATE tierwise_spend SET spent = spent + %s WHERE key = %s", (cost, self.key))
+
+
+class RedisStore:
+    """The call cache in Redis, for production replicas: values as JSON text with the TTL as Redis's own
+    expiry; a claim is SET NX with an expiry (a holder that dies frees it after `claim_s`)."""
+
+    def __init__(self, url: str, table: str, what: str, claim_s: float = 120.0):
+        import redis
+
+        self.url, self.prefix, self.what, self.claim_s = url, f"tierwise:{table}:", what, claim_s
+        self._redis = redis
+        self.db = redis.Redis.from_url(url, socket_connect_timeout=10)
+        try:
+            self.db.ping()
+        except redis.RedisError as e:
+            raise StoreError(f"{redact(url)}: cannot open the {what} ({e})") from None
+
+    def get(self, key: str, default=None):
+        raw = self.db.get(self.prefix + key)
+        return default if raw is None else json.loads(raw)
+
+    def set(self, key: str, value, expire: float | None = None) -> None:
+        self.db.set(self.prefix + key, json.dumps(value), px=int(expire * 1000) if expire else None)
+
+    @contextmanager
+    def claim(self, key: str):
+        name, token = f"{self.prefix}claim:{key}", uuid.uuid4().hex
+        while not self.db.set(name, token, nx=True, px=int(self.claim_s * 1000)):
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            # Release only our own claim (one that expired and was taken over is the new holder's).
+            self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+                         "return 0", 1, name, token)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    user, _, host = rest.rpartition("@")
+    return f"{head}{sep}{user.split(':')[0]}@{host}"

@@ -1,0 +1,294 @@
+"""One compile across processes on one PostgreSQL URL, and a call cache shared by replicas (PostgreSQL or
+Redis): against real servers started on 127.0.0.1 for this session (tests/db_servers.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT, fake_catalog, answer, last_json_line, run_python
+from db_servers import Postgres, Redis, postgres_missing, redis_missing
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    with Postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    missing = redis_missing()
+    if missing:
+        pytest.skip(missing)
+    with Redis() as server:
+        yield server
+
+
+# One optimize worker, as on its own machine: its own working folder, the shared storage URL, scripted tiers
+# that take 30 ms a call. Prints its summary.
+WORKER = """
+import json, sys
+sys.path.insert(0, "tests")
+from fakes import support_script, write_tiers
+from optimizers.live import OptimizeOptions, optimize
+from pathlib import Path
+
+folder, storage, trials, limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+folder.mkdir(parents=True, exist_ok=True)
+script = support_script()
+def slow(tier, messages):
+    text, confidence = script(tier, messages)
+    return f"sleep:0.03:{text}", confidence
+options = OptimizeOptions(task="support", tiers=str(write_tiers(folder)), trials=trials, limit=limit,
+                          storage=storage, work_dir=folder / ".tierwise", out=str(folder / "a.json"),
+                          scripts={"*": slow}, budget_usd=float(sys.argv[5]) if len(sys.argv) > 5 else None)
+print(json.dumps(optimize(options)))
+"""
+
+ROWS, TRIALS = 30, 60
+FULL_MATRIX = ROWS * 2 * 2  # rows x predictors (classify, extract) x tiers (small, big)
+
+
+def workers(tmp_path, storage: str, n: int, *extra: str) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([PYTHON, "-c", WORKER, str(tmp_path / f"w{i}"), storage, str(TRIALS), str(ROWS), *extra],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(n)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, [err[-2000:] for _, err in outs]
+    return [last_json_line(out) for out, _ in outs]
+
+
+def artifact(path):
+    body = json.loads(path.read_text())
+    return {k: body[k] for k in ("policy", "metrics")}, body["evaluation"]["trials"]
+
+
+def test_two_workers_on_one_url_pay_what_one_pays(postgres, tmp_path):
+    import optuna
+
+    one = workers(tmp_path / "one", postgres.new_database(), 1)[0]
+    assert one["paid_calls"] == FULL_MATRIX
+
+    storage = postgres.new_database()
+    two = workers(tmp_path / "two", storage, 2)
+    # Every cell paid once across the two machines: neither re-paid what the other recorded.
+    assert sum(s["paid_calls"] for s in two) == one["paid_calls"]
+    assert all(0 < s["paid_calls"] < FULL_MATRIX for s in two)  # both did a share of the work
+    # The spend counter is the compile's, read from the database by both.
+    assert two[0]["spent_usd_compile"] == pytest.approx(sum(s["spent_usd"] for s in two))
+    assert two[1]["spent_usd_compile"] == pytest.approx(two[0]["spent_usd_compile"])
+    # One study, exactly --trials complete trials in it, and both chose from all of them, identically.
+    (study,) = optuna.get_all_study_summaries(storage.replace("postgresql://", "postgresql+psycopg://"))
+    complete = optuna.load_study(study_name=study.study_name,
+                                 storage=storage.replace("postgresql://", "postgresql+psycopg://")).get_trials(
+        states=[optuna.trial.TrialState.COMPLETE])
+    assert len(complete) == TRIALS
+    from metrics.report import load_report  # `report STUDY --storage URL` reads the shared study
+
+    assert len(load_report(study.study_name, storage=storage).tables["trials"]) == TRIALS
+    assert [s["trials"] for s in two] == [TRIALS, TRIALS]
+    first, second = artifact(tmp_path / "two" / "w0" / "a.json"), artifact(tmp_path / "two" / "w1" / "a.json")
+    assert first == second
+    # A replica loading the artifact with the compile's URL as its cache answers the dev rows it saw for free.
+    from fakes import support_rows, support_script
+    from pipelines import load
+
+    program = load(tmp_path / "two" / "w0" / "a.json", cache_url=storage, scripts={"*": support_script()})
+    dev_id = json.loads((tmp_path / "two" / "w0" / "a.json").read_text())["split"]["dev"][0]
+    program(message=next(m for m, row in support_rows().items() if str(row["id"]) == dev_id))
+    frame = program.ledger.to_frame()
+    assert len(frame) >= 2 and frame["cache_hit"].all() and frame["cost_usd"].sum() == 0.0
+    # Nothing landed in the workers' own folders but the ledger: the cache and the outcomes are in the database.
+    for worker in ("w0", "w1"):
+        assert not (tmp_path / "two" / worker / ".tierwise" / "cache").exists()
+        assert not (tmp_path / "two" / worker / ".tierwise" / "outcomes").exists()
+
+
+def test_the_budget_holds_across_workers(postgres, tmp_path):
+    """Three workers with a cap of a third of the matrix's price: together they never pass it."""
+    probe = workers(tmp_path / "probe", postgres.new_database(), 1)[0]
+    cap = probe["spent_usd"] / 3
+    storage = postgres.new_database()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([PYTHON, "-c", WORKER, str(tmp_path / f"b{i}"), storage, str(TRIALS), str(ROWS),
+                               str(cap)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode != 0 and "budget reached" in err for p, (_, err) in zip(procs, outs)), \
+        [err[-500:] for _, err in outs]
+    import psycopg
+
+    with psycopg.connect(storage) as db:
+        (spent,), = db.execute("SELECT spent FROM tierwise_spend").fetchall()
+        left = db.execute("SELECT count(*) FROM tierwise_reservations").fetchone()[0]
+    # The workers stop at the first call whose upper-bound price no longer fits beside the others' reservations:
+    # together they never pass the cap (each alone, with its own counter, could spend up to it).
+    assert 0 < spent / 1e12 <= cap
+    assert left == 0  # every reservation settled
+
+
+def test_reservations_are_atomic_across_threads_and_connections(postgres):
+    """Eight threads on two stores race to reserve 10 units under a cap of 35: exactly three win."""
+    from pipelines.stores import PostgresStore, SharedSpend
+
+    url = postgres.new_database()
+    stores = [PostgresStore(url, "outcomes", "outcome table") for _ in range(2)]
+    spends = [SharedSpend(s, "k") for s in stores]
+    wins = []
+    barrier = threading.Barrier(8)
+
+    def one(i):
+        barrier.wait()
+        rid, _, _ = spends[i % 2].reserve(10, 35)
+        if rid is not None:
+            wins.append(i % 2)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(wins) == 3
+    # A worker that dies holding reservations (its connection gone) stops holding the cap.
+    stores[0].close()
+    time.sleep(0.3)  # the server ends the closed session's backend
+    stores.append(PostgresStore(url, "outcomes", "outcome table"))
+    rid, spent, reserved = SharedSpend(stores[2], "k").reserve(10, 35)
+    assert spent == 0 and reserved == 10 * wins.count(1) and rid is not None
+    for s in stores[1:]:
+        s.close()
+
+
+CLAIMED_CALL = """
+import json, sys, time
+sys.path.insert(0, "tests")
+from conftest import fake_catalog, answer
+from pipelines.cache import CallCache
+from pipelines.runtime import Runtime
+calls = []
+def script(tier, messages):
+    calls.append(1)
+    time.sleep(0.5)
+    return answer(intent="billing")
+runtime = Runtime(fake_catalog("small"), cache=CallCache(url=sys.argv[1]), scripts={"*": script})
+result = runtime.engine("small").call({"messages": [{"role": "user", "content": "hi"}], "config": {}})
+print(json.dumps({"paid": len(calls), "text": result.text}))
+"""
+
+
+@pytest.mark.parametrize("server", ["postgres", "redis_server"])
+def test_processes_sharing_a_cache_url_pay_a_call_once(server, request):
+    """Three processes ask one uncached call at once through a shared cache: one pays, two wait and reuse it."""
+    found = request.getfixturevalue(server)
+    url = found.new_database() if server == "postgres" else found.url
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([PYTHON, "-c", CLAIMED_CALL, url], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-1000:] for _, err in outs]
+    results = [last_json_line(out) for out, _ in outs]
+    assert sorted(r["paid"] for r in results) == [0, 0, 1]
+    assert {r["text"] for r in results} == {answer(intent="billing")}
+
+
+@pytest.mark.parametrize("server", ["postgres", "redis_server"])
+def test_replicas_share_cached_answers_with_the_disk_cache_keys_and_a_ttl(server, request, tmp_path):
+    from pipelines.cache import CallCache
+    from pipelines.stores import open_shared
+
+    found = request.getfixturevalue(server)
+    url = found.new_database() if server == "postgres" else found.url
+    calls = []
+
+    def script(tier, messages):
+        calls.append(tier)
+        return answer(intent="billing")
+
+    from pipelines.runtime import Runtime
+
+    payload = {"messages": [{"role": "user", "content": "where is my order"}], "config": {"max_tokens": 20}}
+    disk = Runtime(fake_catalog("small"), cache=CallCache(tmp_path / "disk"), scripts={"*": script})
+    replica_a = Runtime(fake_catalog("small"), cache=CallCache(url=url, ttl_s=1.0), scripts={"*": script})
+    replica_b = Runtime(fake_catalog("small"), cache=CallCache(url=url, ttl_s=1.0), scripts={"*": script})
+    first = replica_a.engine("small").call(payload)
+    again = replica_b.engine("small").call(payload)  # another replica: a hit
+    assert len(calls) == 1 and again.text == first.text and again.record.cache_hit
+    disk.engine("small").call(payload)
+    assert len(calls) == 2
+    disk_keys = list(disk.cache.store.iterkeys())
+    assert len(disk_keys) == 1 and open_shared(url, "calls", "call cache").get(disk_keys[0]) is not None
+    time.sleep(1.2)  # past the TTL: paid again
+    replica_b.engine("small").call(payload)
+    assert len(calls) == 3
+    for runtime in (disk, replica_a, replica_b):
+        runtime.close()
+
+
+def test_load_reads_the_cache_url_from_the_environment(redis_server, monkeypatch):
+    """TIERWISE_CACHE_URL puts a loaded program's cache in Redis, as `load(..., cache_url=)` does."""
+    from pipelines.cache import CallCache
+
+    monkeypatch.setenv("TIERWISE_CACHE_URL", redis_server.url)
+    cache = CallCache()
+    assert cache.url == redis_server.url
+    cache.put("k", {"text": "x"})
+    assert CallCache(url=redis_server.url).get("k") == {"text": "x"}
+    assert not cache.directory.exists()
+
+
+def test_an_unreachable_storage_url_is_one_named_error():
+    from pipelines.errors import StoreError
+    from pipelines.stores import PostgresStore
+    from db_servers import free_port
+
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1.*cannot open the outcome table"):
+        PostgresStore(f"postgresql://u:secret@127.0.0.1:{free_port()}/x", "outcomes", "outcome table")
+    try:
+        PostgresStore(f"postgresql://u:secret@127.0.0.1:{free_port()}/x", "outcomes", "outcome table")
+    except StoreError as e:
+        assert "secret" not in str(e)
+
+
+HOLD_CLAIM = """
+import sys, time
+from pipelines.stores import PostgresStore
+store = PostgresStore(sys.argv[1], "calls", "call cache")
+with store.claim("k"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_workers_claim_is_released(postgres):
+    """kill -9 of a worker paying a call: the server ends its session and its claim with it; the next worker
+    gets the claim at once instead of waiting forever."""
+    import signal
+
+    from pipelines.stores import PostgresStore
+
+    url = postgres.new_database()
+    holder = subprocess.Popen([PYTHON, "-c", HOLD_CLAIM, url], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    store = PostgresStore(url, "calls", "call cache")
+    got = threading.Event()
+
+    def take():
+        with store.claim("k"):
+            got.set()
+
+    waiter = threading.Thread(target=take, daemon=True)
+    waiter.start()
+    assert not got.wait(1.0)  # held by the other process
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert got.wait(10.0)
+    store.close()
