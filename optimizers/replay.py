@@ -27,7 +27,7 @@ from optimizers.replay_table import OutcomeMatrix, load_outcomes
 from optimizers.routing import (answer_scores, cross_fitted_answer_scores, cross_fitted_predictions,
                                 fit_answer_model, fit_router, folds_of)
 from pipelines.routing import Router, default_block, input_features
-from optimizers.select import SAFETY_Z, Candidate, Objective, choose
+from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
 from optimizers.summary import block as block_of, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
@@ -36,7 +36,6 @@ from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"
 SIGNALS_VERSION = "replay-signals-3"  # part of the study name: a change of features starts a new study
-PARITY_TOLERANCE = 0.01  # "at the reference's quality": a paired tie within 1 point (select.choose)
 ESTIMATOR_DOCS = {
     "agreement": "1.0 when this rung's answer says the same as the previous answered rung's (choice letter, "
                  "final number, code, or normalized text); 0.0 otherwise and at the first rung",

@@ -16,6 +16,9 @@ from pipelines.errors import ConfigError
 # standard error a support policy that tied flagship-only on 55 dev rows lost 0.12 on the holdout, and
 # the GSM8K replay point missed its floor on 2 of 5 splits (benchmarks/README.md).
 SAFETY_Z = 1.645
+# "At the reference's quality" (the default objective, --match-tier): a paired tie within 1 point, for the
+# live optimizer and replay alike (see choose).
+PARITY_TOLERANCE = 0.01
 
 
 @dataclass

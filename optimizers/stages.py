@@ -19,7 +19,7 @@ from optimizers import preflight
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
 from optimizers.recording import record_baselines
 from optimizers import semantic_search
-from optimizers.select import SAFETY_Z, Candidate, Objective, choose
+from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
 from optimizers.input_routers import fit_input_routers
 from optimizers.space import (escalation_seeds, routing_seeds, suggest_policy, suggest_routed_policy,
                               uniform_params)
@@ -227,7 +227,7 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
     def dev_row_scores(candidate: Candidate) -> list[float]:
         return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers, searched.routers)]
 
-    chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores)
+    chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores, tolerance=PARITY_TOLERANCE)
     # A semantic threshold under which a dev row scores lower than the ladder's own answer is not kept.
     chosen.policy, info["semantic_notes"] = semantic_search.without_quality_loss(
         chosen.policy, lambda policy: session.evaluate(policy, session.dev, searched.scorers, searched.routers))
@@ -251,7 +251,11 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
     _, ref_hold = session.split(baseline_rows[chosen.reference])  # the same holdout rows, in the same order
     gap = paired_gap([r.score for r in chosen_hold], [r.score for r in ref_hold], seed)
     notes.append(gap_note(gap, chosen.reference, chosen.info["noise"]))
-    if chosen.info.get("margin"):
+    if "tolerance" in chosen.info:
+        notes.append(f"at {chosen.reference}-only quality means a paired tie on dev: the mean per-row difference "
+                     f"minus {SAFETY_Z:g} standard errors ({chosen.info['margin']:.3f}) is >= "
+                     f"-{chosen.info['tolerance']:g}")
+    elif chosen.info.get("margin"):
         notes.append(f"chosen with a margin of {chosen.info['margin']:.3f} ({SAFETY_Z:g} standard errors of its "
                      f"per-row difference to {chosen.reference}-only on dev) below its dev quality")
     return Checked(block([r.score for r in chosen_dev], [r.cost_usd for r in chosen_dev]),
