@@ -227,6 +227,7 @@ def replay_fit(
     out: Optional[Path] = typer.Option(None, help="policy artifact path (default STEM.replay.tierwise.json)"),
     score_max: Optional[float] = typer.Option(None, "--score-max",
                                               help="divide scores by this (judge scores, e.g. 10 for 1-10)"),
+    clip_scores: bool = typer.Option(False, "--clip-scores", help="clip scores outside [0, 1] into it (noted)"),
     signals: Optional[str] = typer.Option(None, "--signals",
                                           help="opt-in signal plug-ins, comma-separated (arithmetic: GSM8K-style "
                                                "re-checks of a math answer's working)"),
@@ -242,7 +243,7 @@ def replay_fit(
     plugins = tuple(p.strip() for p in (signals or "").split(",") if p.strip())
     fitted = fit(ReplayOptions(str(outcomes), Objective(min_quality, match_tier, max_cost_per_1k), holdout, trials,
                                seed, storage, str(out) if out else None, score_max=score_max, plugins=plugins,
-                               features=features))
+                               features=features, clip_scores=clip_scores))
     typer.echo(_json(fitted.summary) if as_json else render_text(fitted.summary))
 
 

@@ -59,6 +59,7 @@ class ReplayOptions:
     max_rungs: int = 3
     safety_z: float = SAFETY_Z  # standard errors a quality target must be cleared by
     score_max: float | None = None  # divide scores by this (judge scores, e.g. 10)
+    clip_scores: bool = False  # clip scores into [0, 1] instead of refusing the table
     plugins: tuple[str, ...] = ()  # opt-in signal plug-ins (replay_signals.PLUGINS)
     features: str | None = None  # the router's input feature block (default: the local embedding)
     tolerance: float = PARITY_TOLERANCE
@@ -117,7 +118,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     objective = options.objective
     for name in options.plugins:
         plugin(name)  # an unknown plug-in fails before any work
-    matrix = load_outcomes(options.outcomes, options.score_max)
+    matrix = load_outcomes(options.outcomes, options.score_max, options.clip_scores)
     if objective.match_tier is not None and objective.match_tier not in matrix.models:
         raise ConfigError(f"--match-tier {objective.match_tier!r} is not a model of {matrix.source}; "
                           f"models: {', '.join(matrix.models)}")
@@ -250,6 +251,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         extra={"replay": {"models": matrix.models, "predictor": PREDICTOR, "estimators": ESTIMATOR_DOCS,
                           "features": ["model_position", *names], "signals_version": SIGNALS_VERSION,
                           "plugins": list(options.plugins), "score_max": options.score_max,
+                          "clip_scores": options.clip_scores,
                           "router": router.to_dict() if needs_router else None,
                           "answer_model": answer_model if needs_router else None,
                           "outcomes": matrix.source,
@@ -298,7 +300,7 @@ def apply(policy_path, outcomes_path) -> tuple[list[Decision], dict]:
     replay = body["replay"]
     pp = policy[replay["predictor"]]
     plugins = tuple(replay.get("plugins") or ())
-    matrix = load_outcomes(outcomes_path, replay.get("score_max"))
+    matrix = load_outcomes(outcomes_path, replay.get("score_max"), bool(replay.get("clip_scores")))
     missing = [m for m in pp.ladder if m not in matrix.models]
     if missing:
         raise DatasetError(f"{outcomes_path}: the policy's ladder needs models {missing}, which the table lacks "

@@ -133,8 +133,9 @@ class _Pricer:
         return self.prices[model]
 
 
-def load_outcomes(path: str | Path, score_max: float | None = None) -> OutcomeMatrix:
-    """The table as a matrix; scores are divided by `score_max` when given, and must then lie in [0, 1]."""
+def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores: bool = False) -> OutcomeMatrix:
+    """The table as a matrix; scores are divided by `score_max` when given, and must then lie in [0, 1]
+    (or are clipped into it with `clip_scores`, e.g. a translation metric a little below 0; noted)."""
     path = Path(path)
     if score_max is not None and not (math.isfinite(score_max) and score_max > 0):
         raise DatasetError(f"--score-max must be a positive number, got {score_max}")
@@ -148,6 +149,7 @@ def load_outcomes(path: str | Path, score_max: float | None = None) -> OutcomeMa
     info: dict[str, dict] = {}  # id -> input, segment
     priced_models: set[str] = set()
     unscored = 0
+    clipped = [0]
     for label, row in _rows(path):
         where = f"{path}: {label}"
         for column in ("id", "model"):
@@ -156,7 +158,7 @@ def load_outcomes(path: str | Path, score_max: float | None = None) -> OutcomeMa
         if "score" not in row:
             raise DatasetError(f"{where}: missing score (the table needs a score column)")
         rid, model = str(row["id"]).strip(), str(row["model"]).strip()
-        score = None if _blank(row.get("score")) else _score(row["score"], score_max, where)
+        score = None if _blank(row.get("score")) else _score(row["score"], score_max, where, clipped if clip_scores else None)
         unscored += score is None
         if (rid, model) in cells:
             raise DatasetError(f"{where}: duplicate row for id {rid!r} and model {model!r} "
@@ -170,17 +172,23 @@ def load_outcomes(path: str | Path, score_max: float | None = None) -> OutcomeMa
     if not cells:
         raise DatasetError(f"{path}: no rows")
     matrix = _pivot(path, cells, info, pricer, priced_models)
+    if clipped[0]:
+        matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
     if unscored:
         matrix.notes.append(f"{unscored} unscored cells (blank score) read as failed rungs: a ladder climbs past them")
     return matrix
 
 
-def _score(value, score_max: float | None, where: str) -> float:
+def _score(value, score_max: float | None, where: str, clipped: list | None) -> float:
     x = _number(value, "score", where)
     scaled = x / score_max if score_max is not None else x
+    if clipped is not None and not 0.0 <= scaled <= 1.0:
+        clipped[0] += 1
+        return min(max(scaled, 0.0), 1.0)
     if not 0.0 <= scaled <= 1.0:
         hint = (f"above --score-max {score_max:g}" if score_max is not None else
-                "scores must lie in [0, 1]; for judge scores on another scale pass --score-max (e.g. 10)")
+                "scores must lie in [0, 1]; for judge scores on another scale pass --score-max (e.g. 10); "
+                "to clip a metric that strays a little outside, --clip-scores")
         raise DatasetError(f"{where}: score {x:g} is out of range ({hint})")
     return scaled
 

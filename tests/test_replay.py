@@ -415,11 +415,15 @@ def test_out_of_range_scores_and_non_finite_costs(tmp_path, body, score_max, mes
     assert message in str(err.value)
 
 
-def test_judge_scores_rescaled_by_score_max(tmp_path):
+def test_judge_scores_rescaled_by_score_max_or_clipped(tmp_path):
     path = tmp_path / "judge.csv"
     path.write_text("id,model,score,cost_usd\na,x,10,0.1\na,y,7,0.2\n")
     m = load_outcomes(path, score_max=10)
     assert m.score[0].tolist() == [1.0, 0.7]
+    metric = tmp_path / "metric.csv"
+    metric.write_text("id,model,score,cost_usd\na,x,-0.03,0.1\na,y,0.7,0.2\nb,x,1.2,0.1\nb,y,1,0.2\n")
+    m = load_outcomes(metric, clip_scores=True)
+    assert m.score.tolist() == [[0.0, 0.7], [1.0, 1.0]] and "2 scores outside [0, 1] clipped into it" in m.notes[0]
 
 
 def test_non_utf8_table_is_one_line_error(tmp_path):
