@@ -43,7 +43,7 @@ class Objective:
             return f"lowest cost with quality >= {self.min_quality:g}"
         if self.max_cost_per_1k is not None:
             return f"highest quality with cost per 1k <= {self.max_cost_per_1k:g}"
-        return f"lowest cost with quality >= {reference}-only quality (within noise)"
+        return f"lowest cost at {reference}-only quality (a paired tie on dev, within {PARITY_TOLERANCE:g})"
 
 
 @dataclass

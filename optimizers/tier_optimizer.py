@@ -32,7 +32,7 @@ from pipelines.tiers import Catalog, load_catalog
 class TierOptimizer(Teleprompter):
     """Per predictor, a ladder of model tiers and escalation thresholds, searched for your objective.
 
-    Objective (at most one; default: the lowest cost matching flagship-only quality within noise):
+    Objective (at most one; default: the lowest cost at flagship-only quality, a paired tie within 1 point):
     `min_quality` (lowest cost with quality >= Q), `match_tier` (match that tier's quality),
     `max_cost_per_1k` (best quality under a cost per 1,000 calls of the program).
     `tiers`: a TOML tiers file or a pipelines.tiers.Catalog (default: the local tiers).
