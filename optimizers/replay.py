@@ -112,7 +112,7 @@ def _catalog(matrix: OutcomeMatrix) -> Catalog:
 def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     import optuna
 
-    from optimizers.space import routing_seeds, suggest_routed_policy
+    from optimizers.space import relative_costs, routing_seeds, suggest_routed_policy
     from optimizers.study import completed, open_study, run_search, write_trials
 
     objective = options.objective
@@ -169,8 +169,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
 
     mean_cost = np.array([dev.cost[dev.present[:, j], j].mean() if dev.present[:, j].any() else 0.0
                           for j in range(len(matrix.models))])
-    route_costs = {m: float(mean_cost[j] / mean_cost.max()) if mean_cost.max() > 0 else 0.0
-                   for j, m in enumerate(matrix.models)}
+    route_costs = relative_costs(dict(zip(matrix.models, mean_cost)))
 
     def suggest(trial, predictors, tier_names, estimators_, max_rungs):
         return suggest_routed_policy(trial, predictors, tier_names, estimators_, max_rungs, route_costs)

@@ -68,6 +68,13 @@ SHAPES = ("cascade", "router", "routed")
 ALL = "all"  # a router's candidate set: every model
 
 
+def relative_costs(mean_costs: dict[str, float]) -> dict[str, float]:
+    """Each tier's mean cost per call relative to the dearest tier's (all 0 when nothing costs anything):
+    the `costs` a route trades predicted quality against."""
+    top = max(mean_costs.values(), default=0.0)
+    return {t: float(c / top) if top > 0 else 0.0 for t, c in mean_costs.items()}
+
+
 def suggest_routed_policy(trial, predictors: list[str], tier_names: list[str], estimators: list[str],
                           max_rungs: int, route_costs: dict) -> Policy:
     """One of three shapes per predictor, so the search (and the Pareto front it feeds) holds the best

@@ -21,8 +21,8 @@ from optimizers.recording import record_baselines
 from optimizers import semantic_search
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
 from optimizers.input_routers import fit_input_routers
-from optimizers.space import (escalation_seeds, routing_seeds, suggest_policy, suggest_routed_policy,
-                              uniform_params)
+from optimizers.space import (escalation_seeds, relative_costs, routing_seeds, suggest_policy,
+                              suggest_routed_policy, uniform_params)
 from optimizers.study import completed, open_study, run_search_buffered
 from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
 from pipelines import artifact, paths
@@ -208,9 +208,7 @@ def tier_costs(table, tier_names: list[str]) -> dict[str, float]:
     """Each tier's mean recorded cost per call relative to the dearest tier's: what a route trades
     predicted quality against."""
     costs = {t: [c.outcome.cost_usd for (_, _, tier), c in table.cells.items() if tier == t] for t in tier_names}
-    means = {t: float(np.mean(v)) if v else 0.0 for t, v in costs.items()}
-    top = max(means.values()) or 1.0
-    return {t: m / top for t, m in means.items()}
+    return relative_costs({t: float(np.mean(v)) if v else 0.0 for t, v in costs.items()})
 
 
 def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> Chosen:
