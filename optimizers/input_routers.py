@@ -1,6 +1,6 @@
 """Input routers for a live compile: per predictor, each tier's P(right) from the predictor's inputs
-alone (pipelines.routing.Router over the local sentence embedding), fitted on the dev rows' recorded
-cells. The dev rows get out-of-fold predictions: the search and the learned scorers must not read a
+alone (pipelines.routing.Router: the local sentence embedding's kNN + ridge, stacked with a word head
+on the inputs' text), fitted on the dev rows' recorded cells. The dev rows get out-of-fold predictions: the search and the learned scorers must not read a
 router's guesses about rows whose answers it was fitted on."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizers.outcomes import OutcomeTable, cell_right
-from optimizers.routing import cross_fitted_predictions, fit_router, folds_of
+from optimizers.routing import fit_cross_fitted_router, folds_of
 from pipelines.routing import InputRouter, default_block, input_features, route_text
 
 MIN_ROWS = 20  # fewer dev rows than this: no router (its out-of-fold folds would hold a handful each)
@@ -35,8 +35,9 @@ def fit_input_routers(task, table: OutcomeTable, rows: list[dict], tier_names: l
             continue
         S = np.array([[score[i].get(t, 0.0) for t in tier_names] for i in ids])
         present = np.array([[t in score[i] for t in tier_names] for i in ids])
-        X = input_features([texts[i] for i in ids], block)
-        router = fit_router(X, S, present, list(tier_names), block)
-        out_of_fold = cross_fitted_predictions(X, S, present, list(tier_names), block, folds_of(ids, seed))
+        inputs = [texts[i] for i in ids]
+        X = input_features(inputs, block)
+        router, out_of_fold = fit_cross_fitted_router(X, S, present, list(tier_names), block, folds_of(ids, seed),
+                                                      inputs)
         routers[name] = InputRouter(router, {texts[i]: out_of_fold[k] for k, i in enumerate(ids)})
     return routers

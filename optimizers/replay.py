@@ -24,8 +24,8 @@ from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cr
                                     learned_confidence, run_ladder_vectorized)
 from optimizers.replay_signals import NONE, ReplayScorer, feature_names, feature_row, plugin, text_features
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
-from optimizers.routing import (answer_scores, cross_fitted_answer_scores, cross_fitted_predictions,
-                                fit_answer_model, fit_router, folds_of)
+from optimizers.routing import (answer_scores, cross_fitted_answer_scores, fit_answer_model,
+                                fit_cross_fitted_router, folds_of)
 from pipelines.routing import Router, default_block, input_features
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
 from optimizers.summary import block as block_of, build_summary, gap_note, paired_gap, split_rows
@@ -35,7 +35,7 @@ from pipelines.policy import Policy
 from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"
-SIGNALS_VERSION = "replay-signals-3"  # part of the study name: a change of features starts a new study
+SIGNALS_VERSION = "replay-signals-4"  # part of the study name: a change of features starts a new study
 ESTIMATOR_DOCS = {
     "agreement": "1.0 when this rung's answer says the same as the previous answered rung's (choice letter, "
                  "final number, code, or normalized text); 0.0 otherwise and at the first rung",
@@ -43,7 +43,8 @@ ESTIMATOR_DOCS = {
                "the router's predicted score for the model on this input, opt-in plug-ins, and agreement with "
                "the previous answered rung; fitted on training rows",
     "route": "a routed policy starts at the rung with the best router prediction - lambda * relative cost; "
-             "the router (input embedding -> kNN + ridge per model) is stored under replay.router",
+             "the router (per model: kNN + ridge over the input embedding, averaged with a TF-IDF logistic "
+             "word head) is stored under replay.router",
 }
 
 
@@ -139,10 +140,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     X = input_features(matrix.inputs, block)
     dev, hold = matrix.subset(dev_idx), matrix.subset(hold_idx)
     dev_ids = dev.ids
-    dev_pred = cross_fitted_predictions(X[dev_idx], dev.score, dev.present, matrix.models, block,
-                                        folds_of(dev_ids, options.seed))
-    router = fit_router(X[dev_idx], dev.score, dev.present, matrix.models, block)
-    hold_pred = router.predict(X[hold_idx]) if len(hold_idx) else np.zeros((0, len(matrix.models)))
+    router, dev_pred = fit_cross_fitted_router(X[dev_idx], dev.score, dev.present, matrix.models, block,
+                                               folds_of(dev_ids, options.seed), dev.inputs)
+    hold_pred = router.predict(X[hold_idx], texts=hold.inputs) if len(hold_idx) else np.zeros((0, len(matrix.models)))
     answer_model = fit_answer_model(dev.outputs, dev.score, dev.present)
     dev_sig = Signals.of(dev, dev_pred, cross_fitted_answer_scores(dev.outputs, dev.score, dev.present,
                                                                    folds_of(dev_ids, options.seed)), options.plugins)
@@ -353,7 +353,7 @@ def _router_predictions(replay: dict, inputs: list[str], where) -> np.ndarray | 
         router = Router.from_dict(data)
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{where}: malformed router ({type(e).__name__}: {e})") from None
-    return router.predict(input_features(inputs, router.block))
+    return router.predict_texts(inputs)
 
 
 def decision_stats(decisions: list[Decision]) -> dict:

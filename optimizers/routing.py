@@ -17,8 +17,10 @@ def folds_of(ids: list[str], seed: int, k: int = FOLDS) -> np.ndarray:
     return np.array([int(hashlib.sha256(f"{seed}:fold:{i}".encode()).hexdigest()[:8], 16) % k for i in ids])
 
 
-def fit_router(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: list[str], block: str) -> Router:
-    """kNN memory plus a ridge head whose penalty is chosen by generalized cross-validation."""
+def fit_router(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: list[str], block: str,
+               texts: list[str] | None = None) -> Router:
+    """kNN memory plus a ridge head whose penalty is chosen by generalized cross-validation; with the
+    inputs' `texts`, also a word head (optimizers.text_head)."""
     X = np.asarray(X, np.float32)
     n = len(X)
     router = Router(models, block, k=int(np.clip(round(np.sqrt(n)), 5, 40)))
@@ -27,6 +29,10 @@ def fit_router(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: li
     router.base_rate_ = base / (scored.sum(axis=0) + 2.0)  # Laplace-smoothed mean score per model
     router.memory_, router.scores_, router.scored_ = X, np.where(present, score, 0.0), present.copy()
     router.weights_, router.bias_ = _ridge_gcv(X, np.where(present, score, router.base_rate_))
+    if texts is not None:
+        from optimizers.text_head import fit_text_head
+
+        router.text_head_ = fit_text_head(texts, score, present)
     return router.stored()
 
 
@@ -61,19 +67,35 @@ def _ridge_gcv(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return chosen.astype(np.float32), y_mean - x_mean @ chosen
 
 
-def cross_fitted_predictions(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: list[str],
-                             block: str, folds: np.ndarray) -> np.ndarray:
-    """(n, M) predictions for each training row from a router fitted without its fold."""
-    out = np.empty(score.shape)
+WORD_WEIGHTS = np.linspace(0.0, 1.0, 5)  # the word head's share, chosen by out-of-fold Brier score
+
+
+def fit_cross_fitted_router(X: np.ndarray, score: np.ndarray, present: np.ndarray, models: list[str], block: str,
+                            folds: np.ndarray, texts: list[str] | None = None) -> tuple[Router, np.ndarray]:
+    """The router fitted on all rows, and (n, M) predictions for each row from routers fitted without its
+    fold. With `texts`, the word head's weight is the one whose out-of-fold predictions have the lowest
+    Brier score on the scored cells (stacking the two heads); the returned predictions use it."""
+    router = fit_router(X, score, present, models, block, texts)
     labels = np.unique(folds)
-    if len(labels) < 2:  # too few rows to hold any out: leave-one-out kNN, in-sample ridge
-        router = fit_router(X, score, present, models, block)
-        return router.predict(X, exclude=np.arange(len(X)))
-    for k in labels:
-        test = folds == k
-        router = fit_router(X[~test], score[~test], present[~test], models, block)
-        out[test] = router.predict(X[test])
-    return out
+    vector, words = np.empty(score.shape), np.empty(score.shape)
+    if len(labels) < 2:  # too few rows to hold any out: leave-one-out kNN, in-sample ridge and words
+        vector = router.predict_vector(X, exclude=np.arange(len(X)))
+        if router.text_head_ is not None:
+            words = router.predict_words(texts, len(X))
+    else:
+        for k in labels:
+            test = folds == k
+            inside = None if texts is None else [texts[i] for i in np.flatnonzero(~test)]
+            part = fit_router(X[~test], score[~test], present[~test], models, block, inside)
+            vector[test] = part.predict_vector(X[test])
+            if router.text_head_ is not None:
+                words[test] = part.predict_words([texts[i] for i in np.flatnonzero(test)], int(test.sum())) \
+                    if part.text_head_ is not None else vector[test]
+    if router.text_head_ is None:
+        return router, vector
+    briers = [float((((1 - w) * vector + w * words - score) ** 2)[present].mean()) for w in WORD_WEIGHTS]
+    router.word_weight_ = float(WORD_WEIGHTS[int(np.argmin(briers))])
+    return router, (1 - router.word_weight_) * vector + router.word_weight_ * words
 
 
 # --- the answer-text model: P(right | this model's answer text), a signal for cascades -------------

@@ -4,8 +4,10 @@ a routed policy picks from it.
 A router maps an input text to a feature vector (a named feature block: the local sentence embedding,
 or vocabulary-free hashed words), then predicts, for each model, the chance its answer is right as
 the mean of two estimates: the k nearest training inputs' scores (cosine), and a ridge-linear head.
-Its learned state is plain numbers (an artifact carries it; loading runs no code). Fitting lives at
-compile time (optimizers.routing).
+A router fitted with its inputs' text also has a word head (pipelines.text_head: TF-IDF + logistic
+regression per model); its prediction is then a weighted mean of that head and the two above, the
+weight chosen by out-of-fold Brier score at fit time (stacking). Its learned state is plain numbers
+(an artifact carries it; loading runs no code). Fitting lives at compile time (optimizers.routing).
 
 A routed policy (PredictorPolicy.route = {"lambda": x, "costs": [...]}) starts each query at the
 ladder rung with the highest predicted score minus lambda times the rung's relative cost (ties: the
@@ -71,12 +73,31 @@ class Router:
 
     def __init__(self, models: list[str], block: str, k: int = 20, prior: float = 2.0):
         self.models, self.block, self.k, self.prior = list(models), block, k, prior
+        self.text_head_ = None  # a pipelines.text_head.TextHead, when fitted with the inputs' text
+        self.word_weight_ = 0.5  # the word head's share of a prediction (when there is one)
 
-    def predict(self, X: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-        """(n, M) predicted scores in [0, 1]. `exclude[i]` = row of the memory to leave out for query i
-        (in-sample predictions without the query's own label)."""
+    def predict(self, X: np.ndarray, exclude: np.ndarray | None = None, texts: list[str] | None = None) -> np.ndarray:
+        """(n, M) predicted scores in [0, 1] from the inputs' features X (and their `texts`, which a router
+        with a word head needs). `exclude[i]` = row of the memory to leave out for query i (in-sample
+        predictions without the query's own label)."""
+        vector = self.predict_vector(X, exclude)
+        if self.text_head_ is None:
+            return vector
+        return (1.0 - self.word_weight_) * vector + self.word_weight_ * self.predict_words(texts, len(vector))
+
+    def predict_vector(self, X: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+        """The feature-vector heads alone: mean of kNN and ridge."""
         X = np.asarray(X, np.float32)
         return 0.5 * (self._knn(X, exclude) + self._ridge(X))
+
+    def predict_words(self, texts: list[str] | None, n: int) -> np.ndarray:
+        if texts is None or len(texts) != n:
+            raise ValueError("this router has a word head: predict needs the inputs' texts")
+        return self.text_head_.predict(texts)
+
+    def predict_texts(self, texts: list[str]) -> np.ndarray:
+        """(n, M) predictions for raw input texts (features computed here)."""
+        return self.predict(input_features(texts, self.block), texts=list(texts))
 
     def _knn(self, X, exclude) -> np.ndarray:
         sims = X @ self.memory_.T
@@ -105,8 +126,10 @@ class Router:
 
     def to_dict(self) -> dict:
         data = {name.rstrip("_"): np.round(np.asarray(getattr(self, name), float), 5).tolist() for name, _ in self._STATE}
-        return {"kind": "knn+ridge", "models": self.models, "block": self.block, "k": self.k, "prior": self.prior,
-                "scored": self.scored_.astype(int).tolist(), **data}
+        head = {"text_head": self.text_head_.to_dict(), "word_weight": self.word_weight_} \
+            if self.text_head_ is not None else {}
+        return {"kind": "knn+ridge" + ("+words" if head else ""), "models": self.models, "block": self.block,
+                "k": self.k, "prior": self.prior, "scored": self.scored_.astype(int).tolist(), **data, **head}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Router":
@@ -114,9 +137,15 @@ class Router:
         for name, dtype in cls._STATE:
             setattr(router, name, np.asarray(data[name.rstrip("_")], dtype))
         router.scored_ = np.asarray(data["scored"], bool)
+        if data.get("text_head") is not None:
+            from pipelines.text_head import TextHead
+
+            router.text_head_ = TextHead.from_dict(data["text_head"])
+            router.word_weight_ = float(data.get("word_weight", 0.5))
         M = len(router.models)
         if router.scores_.shape[1:] != (M,) or router.weights_.shape[1:] != (M,) or \
-                router.memory_.shape[1] != router.weights_.shape[0]:
+                router.memory_.shape[1] != router.weights_.shape[0] or \
+                (router.text_head_ is not None and len(router.text_head_.intercept) != M):
             raise ValueError("router arrays do not fit its models")
         return router
 
@@ -160,7 +189,7 @@ class InputRouter:
         if row is None:
             row = self._memo.get(text)
         if row is None:
-            row = self.router.predict(input_features([text], self.router.block))[0]
+            row = self.router.predict_texts([text])[0]
             if len(self._memo) >= self._memo_size:
                 self._memo.clear()
             self._memo[text] = row
