@@ -95,7 +95,7 @@ def evaluate_split(table: Table, train_idx, test_idx, seed, methods, args, embed
             try:
                 with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
                     fits = tierwise_method.run(train, test, floors, table.models[strong], args.trials,
-                                               args.fit_seed, Path(tmp))
+                                               args.fit_seed, Path(tmp), args.tierwise_z)
             except Exception as e:  # noqa: BLE001 - one failed fit must not lose the split's other methods
                 print(f"[{table.name} seed {seed}: tierwise failed: {type(e).__name__}: {e}]", file=sys.stderr)
                 continue
@@ -252,6 +252,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1")
     parser.add_argument("--trials", type=int, default=300, help="tierwise search trials per fit")
     parser.add_argument("--fit-seed", type=int, default=0, help="tierwise's own --seed (its search sampler)")
+    parser.add_argument("--tierwise-z", type=float, default=None,
+                        help="tierwise's safety margin in paired standard errors (default: the optimizer's own)")
     parser.add_argument("--methods", type=_csv_list, default=list(METHODS), help=",".join(METHODS))
     parser.add_argument("--subsample", type=int, default=None, help="keep N ids per table (development)")
     parser.add_argument("--curve-floors", type=lambda s: [float(x) for x in _csv_list(s)], default=[0.5, 0.8],

@@ -6,7 +6,8 @@ import pytest
 from optimizers.select import SAFETY_Z, Candidate, Objective, choose
 
 
-def test_a_cheap_policy_that_answers_differently_needs_a_margin():
+def test_a_cheap_policy_that_answers_differently_needs_a_margin(monkeypatch):
+    monkeypatch.setattr("optimizers.select.OPTIMISM_REPEATS", 0)  # the margin alone (optimism: below)
     reference_scores = np.array([1.0] * 32 + [0.0] * 8)  # quality 0.80, standard error ~0.064
     reference = Candidate("flagship", "ref", 0.80, 10.0, reference_scores)
     # "lucky": same mean quality as the reference, but right and wrong on different rows
@@ -34,6 +35,48 @@ def test_a_cheap_policy_that_answers_differently_needs_a_margin():
     assert SAFETY_Z == 1.645
     chosen, info = choose(cands, Objective(), reference, row_scores=lambda c: scores[c.key])
     assert chosen.key == "flagship" and info["margin"] == 0.0
+
+
+def test_selection_optimism_guards_against_the_luckiest_of_many_policies():
+    """Forty policies that are all truly 2 points worse than the reference, each lucky on different rows:
+    with the margin alone (one-sided 95% bound) a cheap one clears the tie on these rows; the optimism
+    estimated on subsets of the rows sends the choice back to the reference."""
+    rng = np.random.default_rng(0)
+    n = 120
+    reference_scores = (rng.random(n) < 0.8).astype(float)
+    reference = Candidate("flagship", "ref", reference_scores.mean(), 100.0, reference_scores)
+    scores, cands = {"flagship": reference_scores}, [reference]
+    for i in range(40):
+        s = np.where(rng.random(n) < 0.2, (rng.random(n) < 0.7).astype(float), reference_scores)
+        scores[str(i)] = s
+        cands.append(Candidate(str(i), str(i), s.mean(), 1.0 + i, None))
+    row_scores = lambda c: scores[c.key]  # noqa: E731
+    from optimizers import select
+
+    lucky_gaps = [scores[c.key].mean() - reference_scores.mean() for c in cands[1:]]
+    assert max(lucky_gaps) > 0.0  # some of them look better than the reference on these rows
+    chosen, info = choose(cands, Objective(), reference, row_scores=row_scores, tolerance=0.01)
+    assert info["optimism"] > 0.02
+    assert chosen.key == "flagship"
+    old = select.OPTIMISM_REPEATS
+    try:
+        select.OPTIMISM_REPEATS = 0
+        chosen, info = choose(cands, Objective(), reference, row_scores=row_scores, tolerance=0.01)
+    finally:
+        select.OPTIMISM_REPEATS = old
+    assert chosen.key != "flagship" and info["optimism"] == 0.0
+
+
+def test_optimism_is_small_when_one_policy_is_truly_better():
+    rng = np.random.default_rng(4)
+    n = 2000
+    reference_scores = (rng.random(n) < 0.7).astype(float)
+    better = np.maximum(reference_scores, (rng.random(n) < 0.2).astype(float))  # right wherever the reference is
+    reference = Candidate("flagship", "ref", reference_scores.mean(), 100.0, reference_scores)
+    cheap = Candidate("cheap", "cheap", better.mean(), 10.0)
+    chosen, info = choose([cheap, reference], Objective(), reference,
+                          row_scores=lambda c: better if c.key == "cheap" else reference_scores, tolerance=0.01)
+    assert chosen.key == "cheap" and info["optimism"] < 0.005
 
 
 def test_the_reference_always_qualifies():
