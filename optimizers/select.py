@@ -10,12 +10,15 @@ import numpy as np
 from pipelines.errors import ConfigError
 
 
-# A quality target must hold at the one-sided 95% lower confidence bound: the candidate's quality minus
-# 1.645 standard errors of its per-row difference to the reference. Among hundreds of searched
-# policies the cheapest one clearing a target by its raw score is the luckiest on these rows; at one
-# standard error a support policy that tied flagship-only on 55 dev rows lost 0.12 on the holdout, and
-# the GSM8K replay point missed its floor on 2 of 5 splits (benchmarks/README.md).
-SAFETY_Z = 1.645
+# A quality target must hold with a margin: the candidate's quality minus SAFETY_Z standard errors of its
+# per-row difference to the reference (sampling noise: one standard error, the classic 1-SE rule), minus
+# the selection optimism (selection_optimism below: among hundreds of searched policies the cheapest one
+# clearing a target by its raw score is the luckiest on these rows). Measured on the four shared outcome
+# tables, 5 splits each (benchmarks/README.md): with the optimism correction, 1.0 standard error missed
+# the held-out target on at most 1 split in 5 on every table and saved more than 1.645 did; without the
+# correction, one standard error let a support policy that tied flagship-only on 55 dev rows lose 0.12
+# on the holdout.
+SAFETY_Z = 1.0
 # "At the reference's quality" (the default objective, --match-tier): a paired tie within 1 point, for the
 # live optimizer and replay alike (see choose).
 PARITY_TOLERANCE = 0.01

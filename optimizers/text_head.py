@@ -36,7 +36,7 @@ def fit_text_head(texts: list[str], score: np.ndarray, present: np.ndarray) -> T
         y = np.r_[np.ones(len(rows)), np.zeros(len(rows))]
         w = np.r_[s, 1.0 - s]
         keep = w > 0
-        clf = LogisticRegression(C=1.0, solver="liblinear", tol=1e-3, max_iter=2000)  # 1e-4: 3-7x slower, same routes
+        clf = LogisticRegression(C=1.0, solver="liblinear", tol=1e-3, max_iter=2000)  # 1e-4 took 3-7x longer on 3,054 rows
         clf.fit(vstack([X[rows], X[rows]])[keep], y[keep], sample_weight=w[keep])
         coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
     vocabulary = [None] * len(vectorizer.vocabulary_)

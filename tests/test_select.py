@@ -30,16 +30,16 @@ def test_a_cheap_policy_that_answers_differently_needs_a_margin(monkeypatch):
     assert abs(info["margin"] - np.std(close_scores - reference_scores, ddof=1) / np.sqrt(40)) < 1e-12
     assert abs(info["target_quality"] - (0.80 - np.std(reference_scores, ddof=1) / np.sqrt(40))) < 1e-12
 
-    # the default margin is the one-sided 95% bound: 1.645 x 0.025 -> 0.734 < 0.736, so even "close"
-    # is not shown to match on 40 rows, and the reference stands
-    assert SAFETY_Z == 1.645
-    chosen, info = choose(cands, Objective(), reference, row_scores=lambda c: scores[c.key])
+    # at the one-sided 95% bound (1.645 x 0.025 -> 0.734 < 0.736) even "close" is not shown to match on
+    # 40 rows, and the reference stands; the default is one standard error
+    assert SAFETY_Z == 1.0
+    chosen, info = choose(cands, Objective(), reference, row_scores=lambda c: scores[c.key], z=1.645)
     assert chosen.key == "flagship" and info["margin"] == 0.0
 
 
 def test_selection_optimism_guards_against_the_luckiest_of_many_policies():
     """Forty policies that are all truly 2 points worse than the reference, each lucky on different rows:
-    with the margin alone (one-sided 95% bound) a cheap one clears the tie on these rows; the optimism
+    with the margin alone (even at the one-sided 95% bound) a cheap one clears the tie on these rows; the optimism
     estimated on subsets of the rows sends the choice back to the reference."""
     rng = np.random.default_rng(0)
     n = 120
@@ -55,13 +55,13 @@ def test_selection_optimism_guards_against_the_luckiest_of_many_policies():
 
     lucky_gaps = [scores[c.key].mean() - reference_scores.mean() for c in cands[1:]]
     assert max(lucky_gaps) > 0.0  # some of them look better than the reference on these rows
-    chosen, info = choose(cands, Objective(), reference, row_scores=row_scores, tolerance=0.01)
+    chosen, info = choose(cands, Objective(), reference, row_scores=row_scores, tolerance=0.01, z=1.645)
     assert info["optimism"] > 0.02
     assert chosen.key == "flagship"
     old = select.OPTIMISM_REPEATS
     try:
         select.OPTIMISM_REPEATS = 0
-        chosen, info = choose(cands, Objective(), reference, row_scores=row_scores, tolerance=0.01)
+        chosen, info = choose(cands, Objective(), reference, row_scores=row_scores, tolerance=0.01, z=1.645)
     finally:
         select.OPTIMISM_REPEATS = old
     assert chosen.key != "flagship" and info["optimism"] == 0.0
