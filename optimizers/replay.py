@@ -217,11 +217,11 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         notes.append("no searched policy met the objective on the training rows; the closest one was chosen")
     if guarded and objective.min_quality is not None:
         notes.append(f"quality floor checked against training quality minus {options.safety_z:g} paired standard "
-                     f"errors of the gap to {reference_name}-only and the selection optimism "
+                     f"error(s) of the gap to {reference_name}-only and the selection optimism "
                      f"{info.get('optimism', 0.0):.4f} (chosen policy: -{info.get('margin', 0.0):.4f})")
     elif guarded:
         notes.append(f"'at {reference_name}'s quality' = the paired training gap minus {options.safety_z:g} standard "
-                     f"errors and the selection optimism {info.get('optimism', 0.0):.4f} is >= -{options.tolerance:g} "
+                     f"error(s) and the selection optimism {info.get('optimism', 0.0):.4f} is >= -{options.tolerance:g} "
                      f"(chosen policy's margin {info.get('margin', 0.0):.4f})")
     gap = paired_gap(hold_run.score, hold.score[:, ref], options.seed)
     if len(hold_idx):

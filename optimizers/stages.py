@@ -251,11 +251,11 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
     notes.append(gap_note(gap, chosen.reference, chosen.info["noise"]))
     if "tolerance" in chosen.info:
         notes.append(f"at {chosen.reference}-only quality means a paired tie on dev: the mean per-row difference "
-                     f"minus {SAFETY_Z:g} standard errors and the selection optimism "
+                     f"minus {SAFETY_Z:g} standard error(s) and the selection optimism "
                      f"({chosen.info['margin']:.3f} in all, optimism {chosen.info.get('optimism', 0.0):.3f}) is >= "
                      f"-{chosen.info['tolerance']:g}")
     elif chosen.info.get("margin"):
-        notes.append(f"chosen with a margin of {chosen.info['margin']:.3f} ({SAFETY_Z:g} standard errors of its "
+        notes.append(f"chosen with a margin of {chosen.info['margin']:.3f} ({SAFETY_Z:g} standard error(s) of its "
                      f"per-row difference to {chosen.reference}-only on dev, plus the selection optimism "
                      f"{chosen.info.get('optimism', 0.0):.3f}) below its dev quality")
     return Checked(block([r.score for r in chosen_dev], [r.cost_usd for r in chosen_dev]),

@@ -314,7 +314,7 @@ def test_min_quality_floor_holds_with_a_margin(fitted, tmp_path, monkeypatch):
         ref = s.matrix.models.index(s.summary["reference"])
         margin = z * standard_error(s.dev_run.score - s.matrix.score[s.dev_idx, ref])
         assert s.summary["dev"]["quality"] - margin >= floor - 1e-12
-        assert any(f"minus {z:g} paired standard errors" in note for note in s.summary["notes"])
+        assert any(f"minus {z:g} paired standard error(s)" in note for note in s.summary["notes"])
         chosen[z] = s.summary["dev"]
     assert SAFETY_Z == 1.0  # the default: one standard error (plus the selection optimism)
     # without a margin the cheapest raw pass (training quality just above 0.8) is chosen; with one, a dearer one
