@@ -1,0 +1,97 @@
+"""Coordinate refinement of the chosen point: per predictor, every ladder x estimator x threshold at the
+quantiles of that rung's confidences, chosen by the objective's own rule."""
+
+import numpy as np
+
+from optimizers.refine import alternatives, quantile_thresholds, refine
+from optimizers.select import PARITY_TOLERANCE, Candidate, Objective
+from pipelines.policy import Policy, PredictorPolicy
+
+N = 200
+TIERS = ["cheap", "mid", "top"]
+PRICE = {"cheap": 1.0, "mid": 3.0, "top": 10.0}
+
+
+def _world():
+    """Two predictors on N rows. The top tier is always right. 'a': the mid tier is right exactly where its
+    confidence is >= 0.6 (70% of rows); the cheap tier is right nowhere. 'b': the cheap tier is right where
+    its confidence is >= 0.5 (half the rows)."""
+    rng = np.random.default_rng(0)
+    conf = {("a", "mid"): rng.uniform(0.3, 1.0, N), ("a", "cheap"): rng.uniform(0, 1, N),
+            ("b", "cheap"): rng.uniform(0, 1, N), ("b", "mid"): rng.uniform(0, 1, N)}
+    right = {("a", "mid"): conf[("a", "mid")] >= 0.6, ("a", "cheap"): np.zeros(N, bool),
+             ("b", "cheap"): conf[("b", "cheap")] >= 0.5, ("b", "mid"): conf[("b", "mid")] >= 0.5}
+    for name in "ab":
+        right[(name, "top")], conf[(name, "top")] = np.ones(N, bool), np.ones(N)
+    return conf, right
+
+
+def _evaluate(conf, right):
+    def run(policy: Policy):
+        score, cost = np.zeros(N), np.zeros(N)
+        for name, pp in policy.predictors.items():
+            done = np.zeros(N, bool)
+            got = np.zeros(N)
+            for i, tier in enumerate(pp.ladder):
+                live = ~done
+                cost[live] += PRICE[tier]
+                accept = live & ((i == len(pp.ladder) - 1) | (conf[(name, tier)] >= pp.thresholds[i]
+                                                             if i < len(pp.thresholds) else True))
+                got[accept] = right[(name, tier)][accept]
+                done |= accept
+            score += got / len(policy.predictors)
+        return score, float(cost.mean())
+    return run
+
+
+def test_quantile_thresholds_lie_where_the_confidences_are():
+    values = np.linspace(0.2, 0.6, 101)
+    cuts = quantile_thresholds(values, 5)
+    assert cuts == sorted(cuts) and len(cuts) == 5
+    assert cuts[0] >= 0.2 and cuts[-1] <= 0.6  # not a fixed 0.5 / 0.7 / 0.85 grid
+    assert quantile_thresholds([None, float("nan")], 5) == [0.5]
+
+
+def test_alternatives_cover_every_ladder_and_estimator():
+    options = alternatives(TIERS, ["logprob_mean", "learned"], lambda tier, est: np.linspace(0, 1, 50))
+    ladders = {">".join(o.ladder) for o in options}
+    assert ladders == {"cheap", "mid", "top", "cheap>mid", "cheap>top", "mid>top", "cheap>mid>top"}
+    assert sum(o.ladder == ["mid", "top"] for o in options) == 2 * 8  # estimators x pair thresholds
+    assert sum(len(o.ladder) == 3 for o in options) == 2 * 4 * 4
+    for o in options:
+        o.validate("a", TIERS)
+
+
+def test_refine_finds_the_cheap_cascade_of_each_predictor_and_keeps_the_tie():
+    conf, right = _world()
+    evaluate = _evaluate(conf, right)
+    top = Policy({"a": PredictorPolicy(["top"]), "b": PredictorPolicy(["top"])})
+    ref_scores, ref_cost = evaluate(top)
+    reference = Candidate("top", top, 1.0, ref_cost, ref_scores)
+
+    def options(name):
+        return alternatives(TIERS, ["logprob_mean"], lambda tier, est: conf[(name, tier)])
+
+    refined = refine(reference, Objective(), reference, ["a", "b"], options, evaluate, PARITY_TOLERANCE)
+    chosen = refined.candidate.policy
+    # a: mid, escalating below 0.6 (cheap is never right); b: cheap first, escalating below 0.5
+    assert chosen["a"].ladder[-2:] == ["mid", "top"] and chosen["a"].thresholds[-1] >= 0.6 - 1e-9
+    assert chosen["b"].ladder[0] == "cheap" and chosen["b"].thresholds[0] >= 0.5 - 1e-9
+    scores, cost = evaluate(chosen)
+    assert scores.mean() == 1.0  # the tie holds: nothing is lost on any row
+    assert cost < 0.75 * ref_cost
+    assert len(refined.evaluated) >= 2 * len(options("a"))
+
+
+def test_refine_never_leaves_a_point_that_meets_the_objective_for_one_that_does_not():
+    conf, right = _world()
+    evaluate = _evaluate(conf, right)
+    top = Policy({"a": PredictorPolicy(["top"]), "b": PredictorPolicy(["top"])})
+    ref_scores, ref_cost = evaluate(top)
+    reference = Candidate("top", top, 1.0, ref_cost, ref_scores)
+
+    def only_bad(name):  # every variant loses rows: the reference stays
+        return [PredictorPolicy(["cheap"])]
+
+    refined = refine(reference, Objective(), reference, ["a", "b"], only_bad, evaluate, PARITY_TOLERANCE)
+    assert refined.candidate.policy.to_dict() == top.to_dict()
