@@ -24,6 +24,7 @@ from pipelines.policy import Policy, PredictorPolicy
 PAIR_THRESHOLDS = 8  # quantiles of a two-rung ladder's first-rung confidence
 TRIPLE_THRESHOLDS = 4  # per rung of a three-rung ladder (16 pairs)
 ROUNDS = 2
+ROUTER_LAMBDAS = np.logspace(-3, 1, 25)  # a plain router's cost weight (the range optimizers.space searches)
 
 
 @dataclass
@@ -43,10 +44,15 @@ def quantile_thresholds(values, k: int) -> list[float]:
 
 
 def alternatives(tier_names: list[str], estimators: list[str], confidences: Callable[[str, str], list],
-                 max_rungs: int = 3) -> list[PredictorPolicy]:
+                 max_rungs: int = 3, route_costs: dict | None = None) -> list[PredictorPolicy]:
     """One predictor's plain policies: each tier alone, each ladder with each estimator at thresholds
-    drawn from `confidences(tier, estimator)` (the dev answers' confidences on that rung)."""
+    drawn from `confidences(tier, estimator)` (the dev answers' confidences on that rung); with
+    `route_costs` (the predictor has an input router), routers over every tier along a grid of lambda."""
     out = []
+    if route_costs is not None:
+        out += [PredictorPolicy(list(tier_names), "none", [0.0] * (len(tier_names) - 1),
+                                {"lambda": float(lam), "costs": [float(route_costs[t]) for t in tier_names]})
+                for lam in ROUTER_LAMBDAS]
     for option in ladders(tier_names, max_rungs):
         ladder = option.split(">")
         if len(ladder) == 1:

@@ -244,6 +244,7 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
     start = Candidate(chosen.key, chosen.policy, chosen.quality, chosen.cost_per_1k,
                       np.asarray(dev_row_scores(chosen), float))
     names = session.job.catalog.names
+    costs = tier_costs(session.table, names) if searched.routers else None
 
     def evaluate(policy: Policy) -> tuple[np.ndarray, float]:
         results = session.evaluate(policy, session.dev, searched.scorers, searched.routers)
@@ -251,7 +252,8 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
 
     def options(name: str):
         return alternatives(names, searched.estimators,
-                            lambda tier, estimator: rung_confidences(session, searched, name, tier, estimator))
+                            lambda tier, estimator: rung_confidences(session, searched, name, tier, estimator),
+                            route_costs=costs if name in searched.routers else None)
 
     refined = refine(start, session.job.objective, reference, session.predictors, options, evaluate,
                      PARITY_TOLERANCE)

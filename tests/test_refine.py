@@ -3,7 +3,7 @@ quantiles of that rung's confidences, chosen by the objective's own rule."""
 
 import numpy as np
 
-from optimizers.refine import alternatives, quantile_thresholds, refine
+from optimizers.refine import ROUTER_LAMBDAS, alternatives, quantile_thresholds, refine
 from optimizers.select import PARITY_TOLERANCE, Candidate, Objective
 from pipelines.policy import Policy, PredictorPolicy
 
@@ -60,14 +60,26 @@ def test_alternatives_cover_every_ladder_and_estimator():
     assert sum(len(o.ladder) == 3 for o in options) == 2 * 4 * 4
     for o in options:
         o.validate("a", TIERS)
+    routed = alternatives(TIERS, ["logprob_mean"], lambda tier, est: [0.5], route_costs={"cheap": 0.1, "mid": 0.3,
+                                                                                          "top": 1.0})
+    routers = [o for o in routed if o.route is not None]
+    assert len(routers) == len(ROUTER_LAMBDAS) and all(o.ladder == TIERS and o.estimator == "none" for o in routers)
+    assert routers[0].route == {"lambda": 1e-3, "costs": [0.1, 0.3, 1.0]} and routers[-1].route["lambda"] == 10.0
+    assert not any(o.route for o in options)  # no router without one fitted for the predictor
+
+
+def _reference(evaluate) -> Candidate:
+    """Every predictor on the top tier, with its per-row scores."""
+    top = Policy({"a": PredictorPolicy(["top"]), "b": PredictorPolicy(["top"])})
+    ref_scores, ref_cost = evaluate(top)
+    return Candidate("top", top, 1.0, ref_cost, ref_scores)
 
 
 def test_refine_finds_the_cheap_cascade_of_each_predictor_and_keeps_the_tie():
     conf, right = _world()
     evaluate = _evaluate(conf, right)
-    top = Policy({"a": PredictorPolicy(["top"]), "b": PredictorPolicy(["top"])})
-    ref_scores, ref_cost = evaluate(top)
-    reference = Candidate("top", top, 1.0, ref_cost, ref_scores)
+    reference = _reference(evaluate)
+    ref_cost = reference.cost_per_1k
 
     def options(name):
         return alternatives(TIERS, ["logprob_mean"], lambda tier, est: conf[(name, tier)])
@@ -84,14 +96,11 @@ def test_refine_finds_the_cheap_cascade_of_each_predictor_and_keeps_the_tie():
 
 
 def test_refine_never_leaves_a_point_that_meets_the_objective_for_one_that_does_not():
-    conf, right = _world()
-    evaluate = _evaluate(conf, right)
-    top = Policy({"a": PredictorPolicy(["top"]), "b": PredictorPolicy(["top"])})
-    ref_scores, ref_cost = evaluate(top)
-    reference = Candidate("top", top, 1.0, ref_cost, ref_scores)
+    reference = _reference(_evaluate(*_world()))
+    evaluate = _evaluate(*_world())
 
     def only_bad(name):  # every variant loses rows: the reference stays
         return [PredictorPolicy(["cheap"])]
 
     refined = refine(reference, Objective(), reference, ["a", "b"], only_bad, evaluate, PARITY_TOLERANCE)
-    assert refined.candidate.policy.to_dict() == top.to_dict()
+    assert refined.candidate.policy.to_dict() == reference.policy.to_dict()
