@@ -66,11 +66,17 @@ def alternatives(tier_names: list[str], estimators: list[str], confidences: Call
 
 
 def refine(start: Candidate, objective: Objective, reference: Candidate, predictors: list[str],
-           options: Callable[[str], list[PredictorPolicy]], evaluate: Callable[[Policy], tuple[np.ndarray, float]],
-           tolerance: float | None, rounds: int = ROUNDS) -> Refined:
+           options: Callable[[str], list[PredictorPolicy]],
+           evaluate: Callable[[Policy], tuple[np.ndarray, np.ndarray]], tolerance: float | None,
+           folds: np.ndarray | None = None, rounds: int = ROUNDS) -> Refined:
     """From `start`, per predictor (in program order, `rounds` times or until nothing moves), the point
     `choose` picks among the current one and every variant that changes only that predictor's policy
-    to one of `options(name)`. `evaluate(policy) -> (per-row dev scores, cost per 1k)`."""
+    to one of `options(name)`. `evaluate(policy) -> (per-row dev scores, per-row costs)`.
+
+    With `folds` (one label per dev row), a move is kept only if choosing that way holds out of fold:
+    for each fold, the pick among the same variants on the other folds, scored on this fold, must meet
+    the objective too. The variants are drawn without reading a label (quantiles of confidences, a fixed
+    grid of lambda), so this measures how much of a move's dev score is the luck of being picked."""
     current, info = start, {}
     evaluated = []
     for round_ in range(rounds):
@@ -81,14 +87,42 @@ def refine(start: Candidate, objective: Objective, reference: Candidate, predict
             for i, pp in enumerate(options(name)):
                 pp = replace(pp, semantic=kept)
                 policy = Policy({**current.policy.predictors, name: pp}, current.policy.fallback)
-                row_scores, cost = evaluate(policy)
-                cand = Candidate(f"refine{round_}:{name}:{i}", policy, float(np.mean(row_scores)), cost,
-                                 np.asarray(row_scores, float))
+                row_scores, row_costs = evaluate(policy)
+                cand = Candidate(f"refine{round_}:{name}:{i}", policy, float(np.mean(row_scores)),
+                                 float(np.mean(row_costs) * 1000), np.asarray(row_scores, float),
+                                 np.asarray(row_costs, float))
                 pool.append(cand)
                 evaluated.append(cand)
-            nxt, info = choose(pool, objective, reference, row_scores=lambda c: c.scores, tolerance=tolerance)
-            if nxt is not current and nxt.policy.to_dict() != current.policy.to_dict():
-                current, moved = nxt, True
+            nxt, picked = choose(pool, objective, reference, row_scores=lambda c: c.scores, tolerance=tolerance)
+            if nxt is current or nxt.policy.to_dict() == current.policy.to_dict():
+                continue
+            if folds is not None and not holds_out_of_fold(pool, objective, reference, tolerance, folds):
+                continue
+            current, info, moved = nxt, picked, True
         if not moved:
             break
     return Refined(current, info, evaluated)
+
+
+def holds_out_of_fold(pool: list[Candidate], objective: Objective, reference: Candidate, tolerance: float | None,
+                      folds: np.ndarray) -> bool:
+    """Whether picking from `pool` by the objective's rule on all folds but one, scored on that one, meets
+    the objective on the concatenated held-out rows (as `choose` judges it against the reference)."""
+    costs = {id(c): c.row_costs if c.row_costs is not None else np.full(len(folds), c.cost_per_1k / 1000)
+             for c in pool + [reference]}
+    scores, spent = np.empty(len(folds)), np.empty(len(folds))
+    for k in np.unique(folds):
+        train, test = folds != k, folds == k
+        if not train.any():
+            return True  # one fold: nothing to hold out
+        by_key = {c.key: c for c in pool + [reference]}
+        part = [Candidate(c.key, c.policy, float(c.scores[train].mean()), float(costs[id(c)][train].mean() * 1000),
+                          c.scores[train]) for c in pool]
+        ref_part = Candidate(reference.key, reference.policy, float(reference.scores[train].mean()),
+                             float(costs[id(reference)][train].mean() * 1000), reference.scores[train])
+        pick, _ = choose(part, objective, ref_part, row_scores=lambda c: c.scores, tolerance=tolerance)
+        full = by_key[pick.key]
+        scores[test], spent[test] = full.scores[test], costs[id(full)][test]
+    held = Candidate("held-out", None, float(scores.mean()), float(spent.mean() * 1000), scores)
+    verdict, _ = choose([held, reference], objective, reference, row_scores=lambda c: c.scores, tolerance=tolerance)
+    return verdict is held

@@ -22,6 +22,7 @@ from optimizers import semantic_search
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
 from optimizers.input_routers import fit_input_routers
 from optimizers.refine import alternatives, refine
+from optimizers.routing import folds_of
 from optimizers.space import (escalation_seeds, relative_costs, routing_seeds, suggest_policy,
                               suggest_routed_policy, uniform_params)
 from optimizers.study import completed, open_study, run_search_buffered
@@ -241,22 +242,25 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
     """Coordinate refinement of the chosen point (optimizers.refine), under the same objective and rule."""
     if not session.job.refine:
         return chosen, info
-    start = Candidate(chosen.key, chosen.policy, chosen.quality, chosen.cost_per_1k,
-                      np.asarray(dev_row_scores(chosen), float))
     names = session.job.catalog.names
     costs = tier_costs(session.table, names) if searched.routers else None
 
-    def evaluate(policy: Policy) -> tuple[np.ndarray, float]:
+    def evaluate(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
         results = session.evaluate(policy, session.dev, searched.scorers, searched.routers)
-        return np.array([r.score for r in results]), float(np.mean([r.cost_usd for r in results]) * 1000)
+        return np.array([r.score for r in results]), np.array([r.cost_usd for r in results])
+
+    start = Candidate(chosen.key, chosen.policy, chosen.quality, chosen.cost_per_1k, *evaluate(chosen.policy))
+    reference = Candidate(reference.key, reference.policy, reference.quality, reference.cost_per_1k, reference.scores,
+                          evaluate(reference.policy)[1])
 
     def options(name: str):
         return alternatives(names, searched.estimators,
                             lambda tier, estimator: rung_confidences(session, searched, name, tier, estimator),
                             route_costs=costs if name in searched.routers else None)
 
+    folds = folds_of([str(r["id"]) for r in session.dev], session.job.seed)
     refined = refine(start, session.job.objective, reference, session.predictors, options, evaluate,
-                     PARITY_TOLERANCE)
+                     PARITY_TOLERANCE, folds)
     if refined.candidate is start:
         return chosen, info
     return refined.candidate, {**info, **refined.info}
