@@ -243,7 +243,6 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
     if not session.job.refine:
         return chosen, info
     names = session.job.catalog.names
-    costs = tier_costs(session.table, names) if searched.routers else None
 
     def evaluate(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
         results = session.evaluate(policy, session.dev, searched.scorers, searched.routers)
@@ -255,8 +254,7 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
 
     def options(name: str):
         return alternatives(names, searched.estimators,
-                            lambda tier, estimator: rung_confidences(session, searched, name, tier, estimator),
-                            route_costs=costs if name in searched.routers else None)
+                            lambda tier, estimator: rung_confidences(session, searched, name, tier, estimator))
 
     folds = folds_of([str(r["id"]) for r in session.dev], session.job.seed)
     refined = refine(start, session.job.objective, reference, session.predictors, options, evaluate,

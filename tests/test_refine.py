@@ -3,7 +3,7 @@ quantiles of that rung's confidences, chosen by the objective's own rule."""
 
 import numpy as np
 
-from optimizers.refine import ROUTER_LAMBDAS, alternatives, quantile_thresholds, refine
+from optimizers.refine import alternatives, quantile_thresholds, refine
 from optimizers.select import PARITY_TOLERANCE, Candidate, Objective
 from pipelines.policy import Policy, PredictorPolicy
 
@@ -60,12 +60,7 @@ def test_alternatives_cover_every_ladder_and_estimator():
     assert sum(len(o.ladder) == 3 for o in options) == 2 * 4 * 4
     for o in options:
         o.validate("a", TIERS)
-    routed = alternatives(TIERS, ["logprob_mean"], lambda tier, est: [0.5], route_costs={"cheap": 0.1, "mid": 0.3,
-                                                                                          "top": 1.0})
-    routers = [o for o in routed if o.route is not None]
-    assert len(routers) == len(ROUTER_LAMBDAS) and all(o.ladder == TIERS and o.estimator == "none" for o in routers)
-    assert routers[0].route == {"lambda": 1e-3, "costs": [0.1, 0.3, 1.0]} and routers[-1].route["lambda"] == 10.0
-    assert not any(o.route for o in options)  # no router without one fitted for the predictor
+    assert not any(o.route for o in options)
 
 
 def _reference(evaluate) -> Candidate:
@@ -106,7 +101,7 @@ def test_refine_never_leaves_a_point_that_meets_the_objective_for_one_that_does_
     assert refined.candidate.policy.to_dict() == reference.policy.to_dict()
 
 
-def _lucky_pool(n=160, variants=200, seed=0):
+def _lucky_pool(n=160, variants=200, seed=1):
     """A reference right on 70% of rows, and cheaper variants that each answer differently on a fifth of the
     rows, losing there more often than they gain (true mean about -4 points)."""
     rng = np.random.default_rng(seed)
