@@ -230,15 +230,15 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
         return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers, searched.routers)]
 
     chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores, tolerance=PARITY_TOLERANCE)
-    chosen, info = refine_point(session, searched, chosen, info, reference, dev_row_scores)
+    chosen, info = refine_point(session, searched, chosen, info, reference)
     # A semantic threshold under which a dev row scores lower than the ladder's own answer is not kept.
     chosen.policy, info["semantic_notes"] = semantic_search.without_quality_loss(
         chosen.policy, lambda policy: session.evaluate(policy, session.dev, searched.scorers, searched.routers))
     return Chosen(chosen, info, reference_name)
 
 
-def refine_point(session: Session, searched: Searched, chosen: Candidate, info: dict, reference: Candidate,
-                 dev_row_scores) -> tuple[Candidate, dict]:
+def refine_point(session: Session, searched: Searched, chosen: Candidate, info: dict,
+                 reference: Candidate) -> tuple[Candidate, dict]:
     """Coordinate refinement of the chosen point (optimizers.refine), under the same objective and rule."""
     if not session.job.refine:
         return chosen, info
@@ -374,7 +374,14 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
                       "latency_s": o.latency_s})
     trials = [{"number": t.number, "quality": t.values[0], "cost_per_1k": t.values[1],
                "policy": t.user_attrs.get("policy")} for t in completed(study)]
-    return {"reference": chosen.reference, "chosen_trial": chosen.candidate.key, "tiers": session.job.catalog.names,
+    chosen_key = chosen.candidate.key
+    if chosen_key not in {str(t["number"]) for t in trials}:  # a refined point (optimizers.refine): listed after them
+        number = max((t["number"] for t in trials), default=-1) + 1
+        trials.append({"number": number, "quality": chosen.candidate.quality,
+                       "cost_per_1k": chosen.candidate.cost_per_1k, "policy": chosen.candidate.policy.to_dict(),
+                       "refined": True})
+        chosen_key = str(number)
+    return {"reference": chosen.reference, "chosen_trial": chosen_key, "tiers": session.job.catalog.names,
             "chosen": _row_records(chosen_results, split_of),
             "baselines": {tier: _row_records(results, split_of) for tier, results in baseline_rows.items()},
             "cells": cells, "trials": trials}

@@ -128,3 +128,28 @@ def test_a_move_picked_for_its_luck_does_not_hold_out_of_fold():
     # a variant that answers like the reference for less holds wherever it is picked
     honest = Candidate("same", "same", reference.quality, 4.0, reference.scores.copy(), np.full(160, 0.004))
     assert holds_out_of_fold(pool + [honest], Objective(), reference, PARITY_TOLERANCE, folds)
+
+
+def test_a_compile_whose_point_was_refined_records_and_reports_it(tmp_path):
+    """Four trials (the two uniform baselines, two warm starts) leave the order-id predictor on the big tier;
+    the refinement moves it to a small > big cascade (the scripted small tier is right, at confidence 0.95,
+    on simple rows, and wrong at 0.4 elsewhere), and the artifact and its report show the refined point."""
+    import json
+
+    from metrics.report import load_report
+    from optimizers.live import OptimizeOptions, optimize
+    from tests.fakes import support_script, write_tiers
+
+    out = tmp_path / "support.tierwise.json"
+    summary = optimize(OptimizeOptions(task="support", tiers=str(write_tiers(tmp_path)), scripts={"*": support_script()},
+                                       work_dir=tmp_path, storage=f"sqlite:///{tmp_path}/s.db", out=str(out), limit=40,
+                                       trials=4, seed=0))
+    assert {name: p["ladder"] for name, p in summary["policy"].items()} == {"classify": ["small", "big"],
+                                                                           "extract": ["small", "big"]}
+    assert summary["holdout_vs_reference"]["delta"] == 0.0 and summary["savings_pct"] > 30
+    evaluation = json.loads(out.read_text())["evaluation"]
+    refined = evaluation["trials"][-1]
+    assert refined.get("refined") and evaluation["chosen_trial"] == str(refined["number"]) == "4"
+    assert refined["policy"]["predictors"]["extract"]["ladder"] == ["small", "big"]
+    trials = load_report(str(out)).tables["trials"]
+    assert trials.loc[trials["chosen"], "number"].tolist() == [4]
