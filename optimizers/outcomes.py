@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, apply_policy, inputs_key
+from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, answer_features, apply_policy, inputs_key
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, normalize_answer
 from pipelines.engine import UNAVAILABLE
@@ -156,6 +156,9 @@ class OutcomeTable:
             stored = self.store.get(store_key) if self.store is not None else None
             if stored is not None:
                 outcome = RungOutcome.from_dict(stored)
+                if outcome.ok:  # features as this version computes them, for cells recorded by an older one
+                    outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs,
+                                                       outcome.outputs, outcome.scores)
             else:
                 outcome = self.live(name, predictor, tier, kwargs, "logprob_mean")  # paid calls settle the budget
                 outcome = RungOutcome.from_dict(outcome.to_dict())  # the same shape a stored cell has
@@ -225,15 +228,20 @@ def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) 
 
 
 def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str,
-                routers: dict | None = None) -> dict[str, LogisticScorer]:
+                routers: dict | None = None, seed: int = 0) -> dict[str, "OutOfFoldScorer"]:
     """Per predictor, P(answer right | features) from the recorded cells of `rows`. With an input router
-    for the predictor, its out-of-fold P(right) for the cell's tier is one more feature."""
+    for the predictor, its out-of-fold P(right) for the cell's tier is one more feature.
+
+    Each scorer is fitted on every row (what the artifact carries); the rows it was fitted on are scored
+    out of fold (OutOfFoldScorer), so thresholds searched on them trust it no more than new requests will."""
+    from optimizers.routing import folds_of
+
     by_id = {str(r["id"]): r for r in rows}
     scorers = {}
     predictors = sorted({c.predictor for c in table.cells.values()})
     for name in predictors:
         router = (routers or {}).get(name)
-        X, y = [], []
+        X, y, ids = [], [], []
         for (row_id, pred_name, tier), cell in table.cells.items():
             if pred_name != name or row_id not in by_id or not cell.outcome.ok or not cell.outcome.features:
                 continue
@@ -245,6 +253,45 @@ def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str,
                 features.append(router.predict_inputs(cell.inputs)[tier])
             X.append(features)
             y.append(float(right))
+            ids.append(row_id)
         if len(y) >= 10 and 0 < sum(y) < len(y):
-            scorers[name] = LogisticScorer(uses_prior=router is not None).fit(np.asarray(X), np.asarray(y))
+            X_, y_ = np.asarray(X), np.asarray(y)
+            full = LogisticScorer(uses_prior=router is not None).fit(X_, y_)
+            scorers[name] = OutOfFoldScorer(full, X_, out_of_fold(X_, y_, folds_of(ids, seed), full))
     return scorers
+
+
+def out_of_fold(X: np.ndarray, y: np.ndarray, folds: np.ndarray, full: LogisticScorer) -> np.ndarray:
+    """Each row's P(right) from a scorer fitted without its fold (all rows of one request share a fold)."""
+    out = full.predict_proba(X)
+    for k in np.unique(folds):
+        test = folds == k
+        if test.all():
+            break
+        out[test] = LogisticScorer(full.l2, uses_prior=full.uses_prior).fit(X[~test], y[~test]).predict_proba(X[test])
+    return out
+
+
+class OutOfFoldScorer:
+    """A fitted LogisticScorer that answers the feature vectors it was fitted on with their out-of-fold
+    probabilities, and anything else as the full scorer does. The artifact stores the full scorer."""
+
+    def __init__(self, full: LogisticScorer, X: np.ndarray, held_out: np.ndarray):
+        self.full = full
+        self.uses_prior, self.n_answer_features_ = full.uses_prior, full.n_answer_features_
+        self._known = {self._key(x): float(p) for x, p in zip(X, held_out)}
+
+    @staticmethod
+    def _key(x) -> tuple:
+        return tuple(np.round(np.asarray(x, float), 9))
+
+    def predict_proba(self, X) -> np.ndarray:
+        X = np.asarray(X, float)
+        known = [self._known.get(self._key(x)) for x in X]
+        if all(p is not None for p in known):
+            return np.asarray(known, float)
+        full = self.full.predict_proba(X)
+        return np.array([f if p is None else p for p, f in zip(known, full)])
+
+    def to_dict(self) -> dict:
+        return self.full.to_dict()

@@ -56,6 +56,7 @@ class Candidate:
     quality: float
     cost_per_1k: float
     scores: np.ndarray | None = None  # per-row metric values
+    row_costs: np.ndarray | None = None  # per-row cost in USD, where known (optimizers.refine)
 
 
 def standard_error(scores) -> float:

@@ -21,6 +21,8 @@ from optimizers.recording import record_baselines
 from optimizers import semantic_search
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
 from optimizers.input_routers import fit_input_routers
+from optimizers.refine import alternatives, refine
+from optimizers.routing import folds_of
 from optimizers.space import (escalation_seeds, relative_costs, routing_seeds, suggest_policy,
                               suggest_routed_policy, uniform_params)
 from optimizers.study import completed, open_study, run_search_buffered
@@ -28,6 +30,7 @@ from optimizers.summary import block, build_summary, gap_note, paired_gap, split
 from pipelines import artifact, paths
 from pipelines.artifact import program_fingerprint
 from pipelines.cache import CallCache
+from pipelines.cascade import score_of
 from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
 from pipelines.policy import Policy
@@ -59,6 +62,7 @@ class Job:
     scripts: dict | None = None  # fake/ tiers (tests)
     concurrency: int = 1  # calls at once while recording outcomes (optimizers.recording)
     semantic_cache: bool = False  # also search a semantic cache for the predictors the task declares eligible
+    refine: bool = True  # refine the chosen point one predictor at a time (optimizers.refine)
 
 
 @dataclass
@@ -173,7 +177,7 @@ def search(session: Session, progress) -> Searched:
     job = session.job
     names, top = job.catalog.names, job.catalog.flagship.name
     routers = fit_input_routers(job.task, session.table, session.dev, names, top, job.seed)
-    scorers = fit_scorers(job.task, session.table, session.dev, top, routers)
+    scorers = fit_scorers(job.task, session.table, session.dev, top, routers, job.seed)
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
     study = open_study(session.study_name, session.storage, job.seed)
 
@@ -226,10 +230,51 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
         return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers, searched.routers)]
 
     chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores, tolerance=PARITY_TOLERANCE)
+    chosen, info = refine_point(session, searched, chosen, info, reference)
     # A semantic threshold under which a dev row scores lower than the ladder's own answer is not kept.
     chosen.policy, info["semantic_notes"] = semantic_search.without_quality_loss(
         chosen.policy, lambda policy: session.evaluate(policy, session.dev, searched.scorers, searched.routers))
     return Chosen(chosen, info, reference_name)
+
+
+def refine_point(session: Session, searched: Searched, chosen: Candidate, info: dict,
+                 reference: Candidate) -> tuple[Candidate, dict]:
+    """Coordinate refinement of the chosen point (optimizers.refine), under the same objective and rule."""
+    if not session.job.refine:
+        return chosen, info
+    names = session.job.catalog.names
+
+    def evaluate(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+        results = session.evaluate(policy, session.dev, searched.scorers, searched.routers)
+        return np.array([r.score for r in results]), np.array([r.cost_usd for r in results])
+
+    start = Candidate(chosen.key, chosen.policy, chosen.quality, chosen.cost_per_1k, *evaluate(chosen.policy))
+    reference = Candidate(reference.key, reference.policy, reference.quality, reference.cost_per_1k, reference.scores,
+                          evaluate(reference.policy)[1])
+
+    def options(name: str):
+        return alternatives(names, searched.estimators,
+                            lambda tier, estimator: rung_confidences(session, searched, name, tier, estimator))
+
+    folds = folds_of([str(r["id"]) for r in session.dev], session.job.seed)
+    refined = refine(start, session.job.objective, reference, session.predictors, options, evaluate,
+                     PARITY_TOLERANCE, folds)
+    if refined.candidate is start:
+        return chosen, info
+    return refined.candidate, {**info, **refined.info}
+
+
+def rung_confidences(session: Session, searched: Searched, name: str, tier: str, estimator: str) -> list:
+    """The confidence `estimator` gives each recorded dev answer of predictor `name` on `tier`."""
+    dev = {str(r["id"]) for r in session.dev}
+    scorer, router = searched.scorers.get(name), searched.routers.get(name)
+    out = []
+    for (row_id, pred_name, cell_tier), cell in session.table.cells.items():
+        if pred_name != name or cell_tier != tier or row_id not in dev or not cell.outcome.ok:
+            continue
+        prior = router.predict_inputs(cell.inputs).get(tier) if router is not None else None
+        out.append(score_of(cell.outcome, estimator, scorer, prior))
+    return out
 
 
 def check_holdout(session: Session, baseline_rows: dict, searched: Searched, chosen: Chosen) -> Checked:
@@ -331,7 +376,14 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
                       "latency_s": o.latency_s})
     trials = [{"number": t.number, "quality": t.values[0], "cost_per_1k": t.values[1],
                "policy": t.user_attrs.get("policy")} for t in completed(study)]
-    return {"reference": chosen.reference, "chosen_trial": chosen.candidate.key, "tiers": session.job.catalog.names,
+    chosen_key = chosen.candidate.key
+    if chosen_key not in {str(t["number"]) for t in trials}:  # a refined point (optimizers.refine): listed after them
+        number = max((t["number"] for t in trials), default=-1) + 1
+        trials.append({"number": number, "quality": chosen.candidate.quality,
+                       "cost_per_1k": chosen.candidate.cost_per_1k, "policy": chosen.candidate.policy.to_dict(),
+                       "refined": True})
+        chosen_key = str(number)
+    return {"reference": chosen.reference, "chosen_trial": chosen_key, "tiers": session.job.catalog.names,
             "chosen": _row_records(chosen_results, split_of),
             "baselines": {tier: _row_records(results, split_of) for tier, results in baseline_rows.items()},
             "cells": cells, "trials": trials}

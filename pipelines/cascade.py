@@ -93,7 +93,8 @@ def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | N
     if estimator == "learned":
         if scorer is None or not outcome.features:
             return None
-        features = list(outcome.features)
+        # A scorer fitted before a feature was added reads the features it knows (they are appended).
+        features = list(outcome.features)[:getattr(scorer, "n_answer_features_", len(outcome.features))]
         if getattr(scorer, "uses_prior", False):
             features.append(0.5 if prior is None else prior)
         return float(scorer.predict_proba([features])[0])
@@ -208,8 +209,7 @@ class LiveRungs:
             if estimator == "agreement":
                 scores["agreement"] = agree
             outcome.scores = scores
-            rank = self.runtime.catalog.rank(tier) / max(len(self.runtime.catalog) - 1, 1)
-            outcome.features = conf.features(kwargs, outputs, scores, rank)
+            outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs, outputs, scores)
         return outcome
 
     def _agreement(self, predictor, lm, kwargs, outputs) -> float:
@@ -225,6 +225,13 @@ class LiveRungs:
             finally:
                 current_sample.reset(token)
         return same / AGREEMENT_SAMPLES
+
+
+def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:
+    """The learned scorer's features of one answer (pipelines.confidence.FEATURES), its demos included."""
+    rank = catalog.rank(tier) / max(len(catalog) - 1, 1)
+    demos = conf.demo_input_words(getattr(predictor, "demos", ()), predictor.signature.input_fields)
+    return conf.features(kwargs, outputs, scores, rank, demos)
 
 
 def _reraise_budget(error: BaseException) -> None:

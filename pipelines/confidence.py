@@ -74,10 +74,38 @@ def normalize_answer(outputs: dict) -> str:
 
 # --- the learned scorer ------------------------------------------------------------------------
 
-FEATURES = ("logprob_mean", "logprob_min", "answer_len", "input_len", "tier_rank", "digits_in_answer")
+FEATURES = ("logprob_mean", "logprob_min", "answer_len", "input_len", "tier_rank", "digits_in_answer",
+            "answer_in_input", "answer_from_demos")
+_WORD = re.compile(r"\w+")
 
 
-def features(inputs: dict, outputs: dict, scores: dict, tier_rank: float) -> list[float]:
+def words(text: str) -> set[str]:
+    return set(_WORD.findall(str(text).lower()))
+
+
+def demo_input_words(demos, input_fields) -> frozenset:
+    """The words of a predictor's few-shot demos' inputs (what a small model may copy from instead of
+    reading the request)."""
+    found: set[str] = set()
+    for demo in demos or ():
+        for name in input_fields:
+            value = demo.get(name) if hasattr(demo, "get") else None
+            if value is not None:
+                found |= words(value)
+    return frozenset(found)
+
+
+def grounding(answer: str, text_in: str, demo_words=frozenset()) -> tuple[float, float]:
+    """(share of the answer's words found in the request, share found in the demos' inputs and not in the
+    request). An extracted value should come from the request; one that comes from a demo was copied."""
+    said = words(answer)
+    if not said:
+        return 0.0, 0.0
+    request = words(text_in)
+    return len(said & request) / len(said), len((said & demo_words) - request) / len(said)
+
+
+def features(inputs: dict, outputs: dict, scores: dict, tier_rank: float, demo_words=frozenset()) -> list[float]:
     answer = " ".join(str(v) for k, v in outputs.items() if k not in REASONING_FIELDS)
     text_in = " ".join(str(v) for v in inputs.values())
     lp_mean = scores.get("logprob_mean")
@@ -89,6 +117,7 @@ def features(inputs: dict, outputs: dict, scores: dict, tier_rank: float) -> lis
         math.log1p(len(text_in)),
         tier_rank,
         float(bool(re.search(r"\d", answer))),
+        *grounding(answer, text_in, demo_words),
     ]
 
 
@@ -104,6 +133,7 @@ class LogisticScorer:
     def fit(self, X, y, sample_weight=None) -> "LogisticScorer":
         """Newton's method; `sample_weight` counts a row that many times (collapsed duplicates)."""
         X, y = np.asarray(X, float), np.asarray(y, float)
+        self.n_answer_features_ = X.shape[1] - int(self.uses_prior)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
         total = w.sum()
         self.mean_ = (w @ X) / total
@@ -134,7 +164,7 @@ class LogisticScorer:
     def to_dict(self) -> dict:
         return {"l2": self.l2, "mean": list(map(float, self.mean_)), "scale": list(map(float, self.scale_)),
                 "coef": list(map(float, self.coef_)), "intercept": self.intercept_,
-                "features": list(FEATURES) + (["router_prior"] if self.uses_prior else [])}
+                "features": list(FEATURES[:self.n_answer_features_]) + (["router_prior"] if self.uses_prior else [])}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LogisticScorer":
@@ -143,4 +173,5 @@ class LogisticScorer:
         scorer.scale_ = np.asarray(data["scale"], float)
         scorer.coef_ = np.asarray(data["coef"], float)
         scorer.intercept_ = float(data["intercept"])
+        scorer.n_answer_features_ = len(scorer.mean_) - int(scorer.uses_prior)
         return scorer

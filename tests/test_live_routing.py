@@ -55,13 +55,13 @@ def test_the_artifact_carries_its_routers_and_runs_them(compiled):
     program = load_program(tmp / "support.tierwise.json", cache=CallCache(tmp / "cache"), scripts={"*": topic_script()})
     assert program.artifact["routers"], "the chosen policy reads an input router"
     def small_answers(intents) -> int:
-        """How many classify calls on these intents the small tier answered (12 messages each)."""
+        """On how many of 12 messages with these intents a small-tier answer stood (either predictor: small is
+        right on both for the easy intents only, and the compile may route either one)."""
         messages = [m for m, r in rows.items() if r["intent"] in intents][:12]
         count = 0
         for message in messages:
             program(message=message)
-            count += any(s.tier == "small" and s.decision == "accepted" and s.predictor == "classify"
-                         for s in program.last_trail)
+            count += any(s.tier == "small" and s.decision == "accepted" for s in program.last_trail)
         return count
 
     assert small_answers(EASY) >= 3
