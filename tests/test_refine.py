@@ -116,7 +116,9 @@ def _lucky_pool(n=160, variants=200, seed=1):
     return reference, pool
 
 
-def test_a_move_picked_for_its_luck_does_not_hold_out_of_fold():
+def test_a_move_picked_for_its_luck_does_not_hold_out_of_fold(monkeypatch):
+    # the out-of-fold check alone: choose's own selection-optimism guard would already refuse this move
+    monkeypatch.setattr("optimizers.select.OPTIMISM_REPEATS", 0)
     from optimizers.refine import holds_out_of_fold
     from optimizers.select import choose
 
@@ -130,7 +132,9 @@ def test_a_move_picked_for_its_luck_does_not_hold_out_of_fold():
     assert holds_out_of_fold(pool + [honest], Objective(), reference, PARITY_TOLERANCE, folds)
 
 
-def test_a_compile_whose_point_was_refined_records_and_reports_it(tmp_path):
+def test_a_compile_whose_point_was_refined_records_and_reports_it(tmp_path, monkeypatch):
+    # what is recorded and reported; on this small fake dev set choose's optimism guard keeps big alone
+    monkeypatch.setattr("optimizers.select.OPTIMISM_REPEATS", 0)
     """Four trials (the two uniform baselines, two warm starts) leave the order-id predictor on the big tier;
     the refinement moves it to a small > big cascade (the scripted small tier is right, at confidence 0.95,
     on simple rows, and wrong at 0.4 elsewhere), and the artifact and its report show the refined point."""
