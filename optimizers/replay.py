@@ -35,6 +35,9 @@ from pipelines.policy import Policy
 from pipelines.tiers import Catalog, Tier
 
 PREDICTOR = "answer"
+# The router's lambda is the knob that moves along its cost-quality curve; 7 warm-start values left
+# LLMRouter's 95% and parity points on the same lambda (0.1) on 2 splits of 5: 25 cover the curve.
+ROUTER_LAMBDAS = 25
 SIGNALS_VERSION = "replay-signals-4"  # part of the study name: a change of features starts a new study
 ESTIMATOR_DOCS = {
     "agreement": "1.0 when this rung's answer says the same as the previous answered rung's (choice letter, "
@@ -187,7 +190,8 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     scratch.add_trials(stored)
     ran = run_search(scratch, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
                      on_trial=on_trial, max_rungs=options.max_rungs, suggest=suggest,
-                     seeds=routing_seeds(PREDICTOR, matrix.models, reference_name, estimators)[:max(options.trials // 3, len(matrix.models))])
+                     seeds=routing_seeds(PREDICTOR, matrix.models, reference_name, estimators, ROUTER_LAMBDAS)
+                     [:max(options.trials // 3, len(matrix.models))])
     write_trials(study, completed(scratch)[len(stored):])
 
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])

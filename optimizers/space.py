@@ -104,14 +104,16 @@ def suggest_routed_policy(trial, predictors: list[str], tier_names: list[str], e
     return Policy(chosen)
 
 
-def routing_seeds(predictor: str, tier_names: list[str], anchor: str, estimators: list[str]) -> list[dict]:
-    """Warm starts over every shape: each model alone, routers over all models along a grid of lambda;
-    then, from each cheaper tier (cheapest first) to `anchor` (the reference model), cascades at a few
-    thresholds and a routed cascade; then cheapest > middle > anchor. A caller may keep a prefix."""
+def routing_seeds(predictor: str, tier_names: list[str], anchor: str, estimators: list[str],
+                  router_lambdas: int = 7) -> list[dict]:
+    """Warm starts over every shape: each model alone, routers over all models along a grid of
+    `router_lambdas` values of lambda; then, from each cheaper tier (cheapest first) to `anchor` (the
+    reference model), cascades at a few thresholds and a routed cascade; then cheapest > middle > anchor.
+    A caller may keep a prefix."""
     p = predictor
     seeds = [{f"{p}:shape": "cascade", f"{p}:ladder": tier} for tier in tier_names]  # each model alone
     seeds += [{f"{p}:shape": "router", f"{p}:router_ladder": ALL, f"{p}:router_lambda": float(lam)}
-              for lam in np.logspace(-3, 1, 7)]
+              for lam in np.logspace(-3, 1, router_lambdas)]
     cheaper = [t for t in tier_names[:tier_names.index(anchor)]] or [t for t in tier_names if t != anchor][:1]
     estimator = "learned" if "learned" in estimators else estimators[0]
     for tier in cheaper:
