@@ -211,12 +211,19 @@ def test_search_finds_a_cache_and_keeps_no_threshold_that_loses_dev_quality(comp
                   if "semantic" in p["predictors"][n]}
     assert len(thresholds) > 5  # the threshold was searched
     assert any(p.semantic for p in result.policy.predictors.values())  # the paraphrase groups make it pay
+    from pipelines.confidence import LogisticScorer
+    from pipelines.routing import InputRouter, Router
+
+    # the chosen policy may read the scorers and input routers the compile fitted: the artifact carries them
+    scorers = {n: LogisticScorer.from_dict(d) for n, d in result.body.get("scorers", {}).items()}
+    routers = {n: InputRouter(Router.from_dict(d)) for n, d in result.body.get("routers", {}).items()}
     session = prepare(job)
     try:
         task = job.task
-        with_cache = evaluate(task, session.program, result.policy, session.dev, session.table, job.catalog.names)
+        with_cache = evaluate(task, session.program, result.policy, session.dev, session.table, job.catalog.names,
+                              scorers, routers)
         plain = evaluate(task, session.program, without_cache(result.policy), session.dev, session.table,
-                         job.catalog.names)
+                         job.catalog.names, scorers, routers)
     finally:
         session.runtime.close()
     assert all(a.score >= b.score for a, b in zip(with_cache, plain))
