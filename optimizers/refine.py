@@ -120,8 +120,9 @@ def holds_out_of_fold(pool: list[Candidate], objective: Objective, reference: Ca
         full = by_key[pick.key]
         scores[test], spent[test] = full.scores[test], costs[id(full)][test]
     # The move itself cleared the objective's margin on every dev row; out of fold it must meet the objective
-    # on its mean (z = 0). The full rule again (z = 1.645, before the 1-SE default) also turned down moves that lost nothing on the
-    # holdout (order ids on mid, seeds 1 and 2 of the full support set: 36.9% -> 27.9%, 17.9% -> 14.5% saved).
+    # on its mean (z = 0). The full rule again (z = 1.645, before the 1-SE default) also turned down moves that
+    # lost nothing on the holdout (order ids on mid, seeds 1 and 2 of the full support set: 36.9% -> 27.9%,
+    # 17.9% -> 14.5% saved).
     held = Candidate("held-out", None, float(scores.mean()), float(spent.mean() * 1000), scores)
     verdict, _ = choose([held, reference], objective, reference, row_scores=lambda c: c.scores, z=0.0,
                         tolerance=tolerance)
