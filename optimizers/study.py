@@ -149,10 +149,17 @@ def open_study(name: str, storage, seed: int) -> optuna.Study:
         if path is not None and ("not a database" in str(e) or "malformed" in str(e)):
             raise ConfigError(corrupted_store_message(path, "Optuna study database", STUDY_KEPT, STUDY_REBUILT)) \
                 from None
-        raise ConfigError(f"--storage {url!r}: cannot open Optuna storage ({str(e.orig or e).splitlines()[0]})") \
-            from None
+        raise ConfigError(f"--storage {_shown(url)!r}: cannot open Optuna storage "
+                          f"({str(e.orig or e).splitlines()[0]})") from None
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as e:
-        raise ConfigError(f"--storage {storage!r}: cannot open Optuna storage ({e})") from None
+        raise ConfigError(f"--storage {_shown(storage)!r}: cannot open Optuna storage ({e})") from None
+
+
+def _shown(storage):
+    """A storage URL as an error message may show it: without its password."""
+    from pipelines.stores import redact
+
+    return redact(storage) if isinstance(storage, str) else storage
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -257,6 +257,18 @@ def test_an_unreachable_storage_url_is_one_named_error():
         assert "secret" not in str(e)
 
 
+def test_an_unreachable_study_storage_names_the_url_without_its_password():
+    from optimizers.study import _shown, open_study
+    from pipelines.errors import TierwiseError
+    from db_servers import free_port
+
+    url = f"postgresql+psycopg://u:hunter2@127.0.0.1:{free_port()}/x"
+    with pytest.raises(TierwiseError, match=r"postgresql\+psycopg://u@127\.0\.0\.1:\d+/x") as e:
+        open_study("s", url, 0)
+    assert "hunter2" not in str(e.value)
+    assert _shown(url) == url.replace(":hunter2", "")  # also what Optuna's own errors are shown with
+
+
 HOLD_CLAIM = """
 import sys, time
 from pipelines.stores import PostgresStore
