@@ -98,22 +98,21 @@ def choose(cands: list[Candidate], objective: Objective, reference: Candidate,
         if not feasible:
             return min(cands, key=lambda c: (c.cost_per_1k, -c.quality)), info
         return max(feasible, key=lambda c: (round(c.quality, 12), -c.cost_per_1k)), info
-    tie = tolerance is not None and objective.min_quality is None
+    guarded = row_scores is not None and reference.scores is not None
+    tie = tolerance is not None and objective.min_quality is None and guarded
     if tie:
         target = reference.quality - tolerance
     else:
         target = objective.min_quality if objective.min_quality is not None else reference.quality - noise
     near = sorted((c for c in cands if c.quality >= target - 1e-12), key=lambda c: (c.cost_per_1k, -c.quality))
-    info = {"target_quality": target, "noise": noise, "feasible": bool(near), "margin": 0.0, "optimism": 0.0}
+    info = {"target_quality": target, "noise": noise, "feasible": bool(near) or tie, "margin": 0.0, "optimism": 0.0}
     if tie:
-        info.update(feasible=True, tolerance=tolerance)
-    if row_scores is None or reference.scores is None:
-        if tie or not near:
-            return (near[0] if near else reference) if tie else max(cands, key=lambda c: (c.quality, -c.cost_per_1k)), info
+        info["tolerance"] = tolerance
+    if not near:  # nothing reaches the target even by its mean: the reference, or the best there is
+        return (reference if tie else max(cands, key=lambda c: (c.quality, -c.cost_per_1k))), info
+    if not guarded:
         return near[0], info
-    if not near:
-        return (reference, info) if tie else (max(cands, key=lambda c: (c.quality, -c.cost_per_1k)), info)
-    # every candidate's rows, the cheapest first; the reference closes the list (it always qualifies)
+    # every candidate's rows, the cheapest first; when none clears the margin, the reference stands
     pool = sorted(cands, key=lambda c: (c.cost_per_1k, -c.quality))
     diffs = np.array([np.asarray(row_scores(c), float) - reference.scores for c in pool])
     bar = -tolerance if tie else target - reference.quality  # on the mean difference to the reference
