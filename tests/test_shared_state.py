@@ -15,22 +15,23 @@ from conftest import PYTHON, ROOT, fake_catalog, answer, last_json_line, run_pyt
 from db_servers import Postgres, Redis, postgres_missing, redis_missing
 
 
+def _started(missing, server_class):
+    """A real server on 127.0.0.1 for the session; skipped, with the reason, when its binaries are missing."""
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    with server_class() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def postgres():
-    missing = postgres_missing()
-    if missing:
-        pytest.skip(missing)
-    with Postgres() as server:
-        yield server
+    yield from _started(postgres_missing, Postgres)
 
 
 @pytest.fixture(scope="session")
 def redis_server():
-    missing = redis_missing()
-    if missing:
-        pytest.skip(missing)
-    with Redis() as server:
-        yield server
+    yield from _started(redis_missing, Redis)
 
 
 # One optimize worker, as on its own machine: its own working folder, the shared storage URL, scripted tiers
