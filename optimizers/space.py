@@ -62,6 +62,24 @@ def escalation_seeds(predictors: list[str], tier_names: list[str], estimators: l
     return seeds
 
 
+def committee_seeds(predictors: list[str], tier_names: list[str]) -> list[dict]:
+    """Warm starts for committees: every pair of tiers below the top one answers, and the pair's answer
+    stands when the two agree (estimator "committee"); otherwise the top tier answers. One predictor at
+    a time (the others on the top tier), then all of them at once."""
+    top = tier_names[-1]
+    everywhere_top = uniform_params(predictors, top)
+    groups = [[name] for name in predictors] + ([list(predictors)] if len(predictors) > 1 else [])
+    seeds = []
+    for low, high in combinations(tier_names[:-1], 2):
+        for group in groups:
+            params = dict(everywhere_top)
+            for name in group:
+                params.update({f"{name}:ladder": f"{low}>{high}>{top}", f"{name}:estimator": "committee",
+                               f"{name}:t0": 0.5, f"{name}:t1": 0.5})
+            seeds.append(params)
+    return seeds
+
+
 # --- routing (replay): plain routers, plain cascades and routed cascades in one search ------------
 
 SHAPES = ("cascade", "router", "routed")

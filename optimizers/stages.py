@@ -23,7 +23,7 @@ from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, 
 from optimizers.input_routers import fit_input_routers
 from optimizers.refine import alternatives, refine
 from optimizers.routing import folds_of
-from optimizers.space import (escalation_seeds, relative_costs, routing_seeds, suggest_policy,
+from optimizers.space import (committee_seeds, escalation_seeds, relative_costs, routing_seeds, suggest_policy,
                               suggest_routed_policy, uniform_params)
 from optimizers.study import completed, open_study, run_search_buffered
 from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
@@ -123,10 +123,15 @@ class Result:
     scorers: dict
 
 
+# Part of the study name: a change of the searched space (here: the committee estimator) starts a new
+# study, since Optuna refuses a parameter whose choices changed. Recorded outcomes are kept either way.
+SEARCH_SPACE = "committee-1"
+
+
 def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> str:
     ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
                         "tiers": [t.identity() for t in catalog], "ids": sorted(str(r["id"]) for r in dev + hold),
-                        "seed": seed, "holdout": holdout}, sort_keys=True)
+                        "seed": seed, "holdout": holdout, "space": SEARCH_SPACE}, sort_keys=True)
     return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
@@ -178,7 +183,8 @@ def search(session: Session, progress) -> Searched:
     names, top = job.catalog.names, job.catalog.flagship.name
     routers = fit_input_routers(job.task, session.table, session.dev, names, top, job.seed)
     scorers = fit_scorers(job.task, session.table, session.dev, top, routers, job.seed)
-    estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
+    estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else []) + (
+        ["committee"] if len(names) >= 3 else [])  # a committee needs two tiers below the top one
     study = open_study(session.study_name, session.storage, job.seed)
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:
@@ -186,7 +192,9 @@ def search(session: Session, progress) -> Searched:
         return float(np.mean([r.score for r in results])), float(np.mean([r.cost_usd for r in results]) * 1000)
 
     progress.stage("searching policies", total=job.trials)
-    seeds = escalation_seeds(session.predictors, names, estimators)[: job.trials // 4]
+    seeds = escalation_seeds(session.predictors, names, [e for e in estimators if e != "committee"])[: job.trials // 4]
+    if "committee" in estimators:
+        seeds += committee_seeds(session.predictors, names)
     suggest = suggest_policy
     if routers and set(routers) == set(session.predictors):
         costs = tier_costs(session.table, names)

@@ -101,6 +101,14 @@ def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | N
     return outcome.scores.get(estimator)
 
 
+def committee_score(outcome: RungOutcome, previous: RungOutcome | None) -> float:
+    """1.0 when this rung's answer reads the same as the previous answered rung's (normalized: the
+    non-reasoning output fields, stripped and lowercased), else 0.0; 0.0 with nothing to compare."""
+    if previous is None:
+        return 0.0
+    return float(conf.normalize_answer(outcome.outputs) == conf.normalize_answer(previous.outputs))
+
+
 def fallback_order(ladder: list[str], tier_names: list[str]) -> list[str]:
     """Tiers outside the ladder: those above the start tier first (nearest first), then those below."""
     start = tier_names.index(ladder[0]) if ladder[0] in tier_names else 0
@@ -119,6 +127,7 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
     (the router's score for each rung's tier); with estimator "none" that rung's answer stands."""
     trail: list[tuple[RungOutcome, Step]] = []
     best_so_far = None
+    previous = None  # the last rung that answered (the committee estimator compares with it)
     last = len(pp.ladder) - 1
     start = 0
     if pp.route is not None:
@@ -134,7 +143,11 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
             trail.append((outcome, _step(name, i, outcome, None, threshold, "failed")))
             continue
         prior = (priors or {}).get(tier)
-        score = score_of(outcome, pp.estimator, scorer, prior) if pp.estimator != "none" else None
+        if pp.estimator == "committee":
+            score = committee_score(outcome, previous)
+        else:
+            score = score_of(outcome, pp.estimator, scorer, prior) if pp.estimator != "none" else None
+        previous = outcome
         if i == last or pp.estimator == "none" or (score is not None and score >= threshold):
             trail.append((outcome, _step(name, i, outcome, score, threshold, "accepted")))
             return outcome, trail
@@ -251,7 +264,7 @@ def _original_forward(predictor):
     return type(predictor).forward.__get__(predictor)
 
 
-_trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
+trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
 
 
 class CascadeForward:
@@ -321,7 +334,7 @@ class CascadeForward:
                                      float(self.pp.semantic["threshold"]))
         decision = "semantic_hit" if found.hit else "semantic_miss"
         matched = found.entry.request_id if found.entry is not None else ""
-        sink = _trail_var.get()
+        sink = trail_var.get()
         if sink is not None:
             sink.append(Step(self.name, -1, SEMANTIC_TIER, found.similarity, found.threshold, decision, 0.0,
                              latency_s=found.latency_s, matched=matched))
@@ -339,7 +352,7 @@ class CascadeForward:
 
     def _record(self, trail) -> None:
         """Each rung's step goes to the call's trail, and its decision onto its ledger records."""
-        sink = _trail_var.get()
+        sink = trail_var.get()
         for rung_outcome, step in trail:
             if sink is not None:
                 sink.append(step)
@@ -386,11 +399,11 @@ class CompiledProgram(dspy.Module):
 
     def forward(self, **kwargs):
         trail: list[Step] = []
-        tokens = [_trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
+        tokens = [trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
         try:
             return self.program(**kwargs)
         finally:
-            _trail_var.reset(tokens[0])
+            trail_var.reset(tokens[0])
             current_request_id.reset(tokens[1])
             self._local.trail = trail
 

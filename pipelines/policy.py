@@ -7,7 +7,11 @@ from dataclasses import asdict, dataclass, field
 
 from pipelines.errors import ConfigError
 
-ESTIMATORS = ("logprob_mean", "logprob_min", "agreement", "self_report", "learned", "none")
+ESTIMATORS = ("logprob_mean", "logprob_min", "agreement", "committee", "self_report", "learned", "none")
+# "committee": a rung's confidence is 1.0 when its answer says the same as the previous answered rung's,
+# else 0.0 (the first answered rung scores 0.0 and escalates). The first two rungs of a ladder thus act
+# as a committee of two cheaper tiers whose agreement accepts, with no extra call beyond the two answers
+# (pipelines.cascade.run_ladder). "agreement" instead samples the same tier again.
 
 
 @dataclass

@@ -119,6 +119,56 @@ def test_every_tier_failed_raises_naming_each_failure():
     assert calls == ["b"]
 
 
+def answers(said: dict, failing=(), calls=None):
+    """answer(tier) that says said[tier] (no confidence signal of its own); tiers in `failing` fail."""
+    calls = [] if calls is None else calls
+
+    def answer_tier(tier):
+        calls.append(tier)
+        if tier in failing:
+            return RungOutcome(tier, None, error=f"boom on {tier}")
+        return RungOutcome(tier, {"reasoning": f"{tier} thinks", "answer": said[tier]}, cost_usd=0.001)
+
+    return answer_tier, calls
+
+
+@pytest.mark.parametrize("said, final, calls, confidences", [
+    # a and b agree (case and spaces aside, reasoning ignored): b's answer stands, c is never called
+    ({"a": "Refund ", "b": "refund", "c": "billing"}, "b", ["a", "b"], [0.0, 1.0]),
+    # they disagree: the top tier answers
+    ({"a": "refund", "b": "billing", "c": "billing"}, "c", ["a", "b", "c"], [0.0, 0.0, 1.0]),
+])
+def test_committee_accepts_when_the_first_two_answers_agree(said, final, calls, confidences):
+    answer_tier, seen = answers(said)
+    outcome, trail = run_ladder("p", ladder(["a", "b", "c"], [0.5, 0.5], "committee"), answer_tier, TIERS)
+    assert outcome.tier == final and seen == calls
+    assert [s.confidence for _, s in trail] == confidences
+    assert trail[0][1].decision == "escalated"  # the first answer has nothing to agree with
+
+
+def test_committee_compares_with_the_last_rung_that_answered():
+    # a failed: b is the first answer (nothing to agree with), c agrees with b
+    answer_tier, seen = answers({"b": "x", "c": "x", "d": "y"}, failing={"a"})
+    outcome, trail = run_ladder("p", ladder(["a", "b", "c", "d"], [0.5, 0.5, 0.5], "committee"), answer_tier, TIERS)
+    assert outcome.tier == "c" and seen == ["a", "b", "c"]
+    assert [s.decision for _, s in trail] == ["failed", "escalated", "accepted"]
+
+
+def test_live_committee_of_two_cheap_tiers(tmp_path):
+    policy = Policy({"qa": PredictorPolicy(["a", "b", "c"], "committee", [0.5, 0.5])})
+    script, seen = by_tier(a=(answer(answer="Paris"), 0.1), b=(answer(answer="paris"), 0.1),
+                           c=(answer(answer="Lyon"), 0.9))
+    program, runtime = compiled(tmp_path, policy, script)
+    assert program(question="capital?").answer == "paris" and seen == ["a", "b"]
+    assert [(s.tier, s.confidence, s.decision) for s in program.last_trail] == [
+        ("a", 0.0, "escalated"), ("b", 1.0, "accepted")]
+    assert [r.estimator for r in runtime.ledger.records] == ["committee", "committee"]
+    script, seen = by_tier(a=(answer(answer="Paris"), 0.9), b=(answer(answer="Rome"), 0.9),
+                           c=(answer(answer="Lyon"), 0.9))
+    program, _ = compiled(tmp_path / "disagree", policy, script)
+    assert program(question="capital?").answer == "Lyon" and seen == ["a", "b", "c"]
+
+
 # --- live: a DSPy program over scripted tiers -----------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 import optuna
 
-from optimizers.space import escalation_seeds, suggest_policy
+from optimizers.space import committee_seeds, escalation_seeds, suggest_policy
 from optimizers.study import completed, run_search
 
 
@@ -36,3 +36,16 @@ def test_run_search_tries_baselines_then_seeds_first():
     assert [t.params for t in trials[3:3 + len(seeds)]] == without_shape
     first_seed = suggest_policy(optuna.trial.FixedTrial(seeds[0]), predictors, tiers, estimators)
     assert seen[3] == first_seed.to_dict()
+
+
+def test_committee_seeds_pair_two_cheaper_tiers_below_the_top():
+    tiers, predictors = ["cheap", "mid", "big", "flagship"], ["classify", "extract"]
+    seeds = committee_seeds(predictors, tiers)
+    assert len(seeds) == 3 * 3  # pairs below the top (cheap-mid, cheap-big, mid-big) x (each predictor, both)
+    policies = [suggest_policy(optuna.trial.FixedTrial(s), predictors, tiers, ["logprob_mean", "committee"]) for s in seeds]
+    classify_only = policies[0]
+    assert classify_only["classify"].ladder == ["cheap", "mid", "flagship"]
+    assert classify_only["classify"].estimator == "committee" and classify_only["classify"].thresholds == [0.5, 0.5]
+    assert classify_only["extract"].ladder == ["flagship"]
+    assert all(p[name].ladder[-1] == "flagship" for p in policies for name in predictors)
+    assert committee_seeds(predictors, ["cheap", "flagship"]) == []  # one tier below the top: no pair
