@@ -65,6 +65,9 @@ def open_shared(url: str, table: str, what: str):
                       "redis://...")
 
 
+PURGE_EVERY = 1000  # writes between two deletions of expired rows (PostgresStore)
+
+
 class PostgresStore:
     """A key-value table in PostgreSQL. One connection for reads and writes (psycopg serializes its use
     across threads), one per thread for claims (a session lock is reentrant within its session, so threads
@@ -90,6 +93,16 @@ class PostgresStore:
                                 " key text NOT NULL, amount bigint NOT NULL, owner text NOT NULL)")
             finally:
                 self.db.execute("SELECT pg_advisory_unlock(%s)", (_lock_id("tierwise-schema"),))
+        self._writes = 0
+        self.purge_expired()
+
+    def purge_expired(self) -> int:
+        """Delete the rows whose TTL has passed (get already ignores them; this keeps the table from growing
+        for ever). Runs when a store opens and every PURGE_EVERY writes; returns the number deleted."""
+        with self._reachable(), self._lock:
+            cursor = self.db.execute(f"DELETE FROM {self.table} WHERE expires_at IS NOT NULL AND expires_at < %s",
+                                     (time.time(),))
+        return cursor.rowcount
 
     def _connect(self):
         try:
@@ -119,6 +132,9 @@ class PostgresStore:
             self.db.execute(f"INSERT INTO {self.table} (key, value, expires_at) VALUES (%s, %s, %s) ON CONFLICT (key)"
                             " DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                             (key, json.dumps(value), expires_at))
+            self._writes += 1
+        if expire and self._writes % PURGE_EVERY == 0:
+            self.purge_expired()
 
     @contextmanager
     def claim(self, key: str):
@@ -185,12 +201,13 @@ class SharedSpend:
 
 class RedisStore:
     """The call cache in Redis, for production replicas: values as JSON text with the TTL as Redis's own
-    expiry; a claim is SET NX with an expiry (a holder that dies frees it after `claim_s`)."""
+    expiry; a claim is SET NX with a short lease that the holder renews while it works, so a call slower
+    than the lease keeps its claim (never paid twice) and a holder that dies frees it within `lease_s`."""
 
-    def __init__(self, url: str, table: str, what: str, claim_s: float = 120.0):
+    def __init__(self, url: str, table: str, what: str, lease_s: float = 10.0):
         import redis
 
-        self.url, self.prefix, self.what, self.claim_s = url, f"tierwise:{table}:", what, claim_s
+        self.url, self.prefix, self.what, self.lease_s = url, f"tierwise:{table}:", what, lease_s
         self._redis = redis
         self.db = redis.Redis.from_url(url, socket_connect_timeout=10)
         try:
@@ -208,11 +225,23 @@ class RedisStore:
     @contextmanager
     def claim(self, key: str):
         name, token = f"{self.prefix}claim:{key}", uuid.uuid4().hex
-        while not self.db.set(name, token, nx=True, px=int(self.claim_s * 1000)):
+        lease_ms = max(int(self.lease_s * 1000), 1)
+        while not self.db.set(name, token, nx=True, px=lease_ms):
             time.sleep(0.02)
+        done = threading.Event()
+
+        def renew():  # only while the claim is still ours
+            while not done.wait(self.lease_s / 3):
+                self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                             "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0", 1, name, token, lease_ms)
+
+        renewer = threading.Thread(target=renew, name=f"tierwise-claim-{key[:12]}", daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            done.set()
+            renewer.join()
             # Release only our own claim (one that expired and was taken over is the new holder's).
             self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
                          "return 0", 1, name, token)

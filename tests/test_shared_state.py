@@ -233,6 +233,30 @@ def test_replicas_share_cached_answers_with_the_disk_cache_keys_and_a_ttl(server
         runtime.close()
 
 
+def test_postgres_deletes_expired_rows_when_a_store_opens_and_every_so_many_writes(postgres, monkeypatch):
+    from pipelines import stores
+
+    url = postgres.new_database()
+    store = stores.PostgresStore(url, "calls", "call cache")
+    store.set("gone", {"text": "a"}, expire=0.05)
+    store.set("kept", {"text": "b"}, expire=60)
+    store.set("forever", {"text": "c"})
+    time.sleep(0.1)
+    assert store.get("gone") is None  # ignored at once
+
+    def rows(s):
+        return sorted(r[0] for r in s.db.execute(f"SELECT key FROM {s.table}").fetchall())
+
+    assert rows(store) == ["forever", "gone", "kept"]
+    reopened = stores.PostgresStore(url, "calls", "call cache")  # opening deletes the expired row
+    assert rows(reopened) == ["forever", "kept"] and reopened.get("kept") == {"text": "b"}
+    monkeypatch.setattr(stores, "PURGE_EVERY", 2)
+    reopened.set("brief", {"text": "d"}, expire=0.05)  # write 1
+    time.sleep(0.1)
+    reopened.set("other", {"text": "e"}, expire=60)  # write 2: purges
+    assert rows(reopened) == ["forever", "kept", "other"]
+
+
 def test_load_reads_the_cache_url_from_the_environment(redis_server, monkeypatch):
     """TIERWISE_CACHE_URL puts a loaded program's cache in Redis, as `load(..., cache_url=)` does."""
     from pipelines.cache import CallCache
@@ -280,6 +304,18 @@ with store.claim("k"):
 """
 
 
+def claim_in_thread(store, key: str) -> threading.Event:
+    """An event set once a background thread holds `store`'s claim on `key`."""
+    got = threading.Event()
+
+    def take():
+        with store.claim(key):
+            got.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return got
+
+
 def test_a_killed_workers_claim_is_released(postgres):
     """kill -9 of a worker paying a call: the server ends its session and its claim with it; the next worker
     gets the claim at once instead of waiting forever."""
@@ -292,16 +328,40 @@ def test_a_killed_workers_claim_is_released(postgres):
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     store = PostgresStore(url, "calls", "call cache")
-    got = threading.Event()
-
-    def take():
-        with store.claim("k"):
-            got.set()
-
-    waiter = threading.Thread(target=take, daemon=True)
-    waiter.start()
+    got = claim_in_thread(store, "k")
     assert not got.wait(1.0)  # held by the other process
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert got.wait(10.0)
+    store.close()
+
+
+HOLD_REDIS_CLAIM = """
+import sys, time
+from pipelines.stores import RedisStore
+store = RedisStore(sys.argv[1], "calls", "call cache", lease_s=0.6)
+with store.claim("k"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_redis_claim_outlives_its_lease_while_held_and_frees_soon_after_its_holder_dies(redis_server):
+    """A holder slower than the lease keeps its claim (the call is not paid twice); kill -9 of the holder
+    frees it within about one lease instead of a fixed two minutes."""
+    import signal
+
+    from pipelines.stores import RedisStore
+
+    holder = subprocess.Popen([PYTHON, "-c", HOLD_REDIS_CLAIM, redis_server.url], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    store = RedisStore(redis_server.url, "calls", "call cache", lease_s=0.6)
+    got = claim_in_thread(store, "k")
+    assert not got.wait(2.0)  # over three leases: the living holder keeps renewing
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    killed = time.monotonic()
+    assert got.wait(5.0)
+    assert time.monotonic() - killed < 1.5
     store.close()
