@@ -78,9 +78,9 @@ class Table:
 
 
 def _estimated_cost(rows: list[dict]) -> tuple[dict, str]:
-    from pipelines.tiers import _price_map
+    from pipelines.tiers import price_map
 
-    prices = {m: _price_map(m) or _price_map(f"together_ai/{m}") for m in {r["model"] for r in rows}}
+    prices = {m: price_map(m) or price_map(f"together_ai/{m}") for m in {r["model"] for r in rows}}
     unknown = sorted(m for m, price in prices.items() if price is None)
     if unknown:
         raise SystemExit(f"no costs recorded and no price known for {unknown}")

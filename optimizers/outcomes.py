@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.cascade import LiveRungs, RungOutcome, _trail_var, answer_features, apply_policy, inputs_key
+from pipelines.cascade import LiveRungs, RungOutcome, answer_features, apply_policy, inputs_key, trail_var
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, normalize_answer
 from pipelines.engine import UNAVAILABLE
@@ -199,14 +199,14 @@ def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_
     results = []
     for row in rows:
         trail: list = []
-        tokens = [_trail_var.set(trail), current_row.set(row)]
+        tokens = [trail_var.set(trail), current_row.set(row)]
         try:
             prediction = program(**task.inputs(row))
             score = task.metric(row, prediction)
         except AllRungsFailed:
             prediction, score = None, 0.0
         finally:
-            _trail_var.reset(tokens[0])
+            trail_var.reset(tokens[0])
             current_row.reset(tokens[1])
         results.append(RowResult(str(row["id"]), str(row.get("segment", "all")), score,
                                  sum(s.cost_usd for s in trail), sum(s.latency_s for s in trail), trail, prediction))

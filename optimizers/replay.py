@@ -103,11 +103,11 @@ def _study_name(matrix: OutcomeMatrix, options: ReplayOptions, block: str) -> st
 
 
 def _catalog(matrix: OutcomeMatrix) -> Catalog:
-    from pipelines.tiers import _price_map
+    from pipelines.tiers import price_map
 
     tiers = []
     for model in matrix.models:
-        price = matrix.prices.get(model) or _price_map(model)
+        price = matrix.prices.get(model) or price_map(model)
         source = "price map (shipped with dspy)" if price else "recorded cost_usd (no per-token price known)"
         tiers.append(Tier(model, model, *(price or (0.0, 0.0)), {}, source))
     return Catalog(tiers)

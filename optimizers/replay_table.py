@@ -3,7 +3,7 @@ or Parquet, checked row by row, priced, and pivoted into dense per-model arrays.
 
 Columns: id, model, score (required); input, output, cost_usd, prompt_tokens, completion_tokens,
 segment (optional). A row without cost_usd is priced from its token counts and the model's price in
-the shipped price map (pipelines.tiers._price_map).
+the shipped price map (pipelines.tiers.price_map).
 
 Tables as users have them are sparse: a query some model never answered, or a cell whose judge failed
 (blank score). Such a cell is kept as absent (`present` False, score 0, cost 0) and read as a rung that
@@ -127,9 +127,9 @@ class _Pricer:
 
     def __call__(self, model: str) -> tuple[float, float] | None:
         if model not in self.prices:
-            from pipelines.tiers import _price_map
+            from pipelines.tiers import price_map
 
-            self.prices[model] = _price_map(model)
+            self.prices[model] = price_map(model)
         return self.prices[model]
 
 

@@ -277,7 +277,7 @@ def _model_info(model: str) -> dict | None:
         return None
 
 
-def _price_map(model: str) -> tuple[float, float] | None:
+def price_map(model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens from the shipped price map."""
     info = _model_info(model)
     if not info or info.get("input_cost_per_token") is None:
@@ -334,7 +334,7 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     elif model.startswith("fake/"):
         prices, source = (0.0, 0.0), "scripted"
     else:
-        prices, cached = _price_map(model), _cache_price_map(model)
+        prices, cached = price_map(model), _cache_price_map(model)
         source = "price map (shipped with dspy)"
     price_keys = ("input_per_1m", "output_per_1m", "cached_input_per_1m", "cache_write_per_1m")
     if any(k in spec for k in price_keys):

@@ -80,9 +80,9 @@ def test_csv_jsonl_parquet_load_the_same_matrix(tmp_path):
 
 
 def test_costs_priced_from_tokens_and_price_map(tmp_path):
-    from pipelines.tiers import _price_map
+    from pipelines.tiers import price_map
 
-    price = _price_map("gpt-4o-mini")
+    price = price_map("gpt-4o-mini")
     assert price is not None and price[0] > 0
     path = tmp_path / "t.csv"
     path.write_text("id,model,score,prompt_tokens,completion_tokens,cost_usd\n"
