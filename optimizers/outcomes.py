@@ -16,7 +16,7 @@ import numpy as np
 
 from pipelines.cascade import LiveRungs, RungOutcome, answer_features, apply_policy, inputs_key, trail_var
 from pipelines.cache import open_store
-from pipelines.confidence import LogisticScorer, normalize_answer
+from pipelines.confidence import LogisticScorer, ladder_features, normalize_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
@@ -227,16 +227,20 @@ def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) 
     return bool(right)
 
 
-def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str,
+def fit_scorers(task, table: OutcomeTable, rows: list[dict], tier_names: list[str],
                 routers: dict | None = None, seed: int = 0) -> dict[str, "OutOfFoldScorer"]:
     """Per predictor, P(answer right | features) from the recorded cells of `rows`. With an input router
-    for the predictor, its out-of-fold P(right) for the cell's tier is one more feature.
+    for the predictor, its out-of-fold P(right) for the cell's tier is one more feature. The ladder's
+    features (confidence.LADDER_FEATURES) depend on which rung answered before: each cell is one sample
+    as a first answer and one after each cheaper tier that answered the same request (`tier_names`:
+    cheapest first; the last one is the top tier).
 
     Each scorer is fitted on every row (what the artifact carries); the rows it was fitted on are scored
     out of fold (OutOfFoldScorer), so thresholds searched on them trust it no more than new requests will."""
     from optimizers.routing import folds_of
 
     by_id = {str(r["id"]): r for r in rows}
+    top_tier = tier_names[-1]
     scorers = {}
     predictors = sorted({c.predictor for c in table.cells.values()})
     for name in predictors:
@@ -248,17 +252,22 @@ def fit_scorers(task, table: OutcomeTable, rows: list[dict], top_tier: str,
             right = cell_right(task, table, by_id[row_id], cell, top_tier)
             if right is None:
                 continue
-            features = list(cell.outcome.features)
-            if router is not None:
-                features.append(router.predict_inputs(cell.inputs)[tier])
-            X.append(features)
-            y.append(float(right))
-            ids.append(row_id)
+            prior = [router.predict_inputs(cell.inputs)[tier]] if router is not None else []
+            for previous in [None, *earlier_answers(table, row_id, name, tier, tier_names)]:
+                X.append([*cell.outcome.features, *ladder_features(cell.outcome.outputs, previous), *prior])
+                y.append(float(right))
+                ids.append(row_id)
         if len(y) >= 10 and 0 < sum(y) < len(y):
             X_, y_ = np.asarray(X), np.asarray(y)
             full = LogisticScorer(uses_prior=router is not None).fit(X_, y_)
             scorers[name] = OutOfFoldScorer(full, X_, out_of_fold(X_, y_, folds_of(ids, seed), full))
     return scorers
+
+
+def earlier_answers(table: OutcomeTable, row_id: str, predictor: str, tier: str, tier_names: list[str]) -> list[dict]:
+    """The outputs that the tiers cheaper than `tier` recorded for this request (those that answered)."""
+    cells = (table.cells.get((row_id, predictor, t)) for t in tier_names[:tier_names.index(tier)])
+    return [c.outcome.outputs for c in cells if c is not None and c.outcome.ok]
 
 
 def out_of_fold(X: np.ndarray, y: np.ndarray, folds: np.ndarray, full: LogisticScorer) -> np.ndarray:

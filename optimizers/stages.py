@@ -123,15 +123,16 @@ class Result:
     scorers: dict
 
 
-# Part of the study name: a change of the searched space (here: the committee estimator) starts a new
-# study, since Optuna refuses a parameter whose choices changed. Recorded outcomes are kept either way.
-SEARCH_SPACE = "committee-1"
+# Part of the study name: a change of the searched space or of how a trial is scored starts a new study
+# (Optuna refuses a parameter whose choices changed; old trials' scores would mislead the sampler).
+# Recorded outcomes are kept either way. 2: the committee estimator and the learned scorer's ladder features.
+SEARCH_VERSION = "2"
 
 
 def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> str:
     ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
                         "tiers": [t.identity() for t in catalog], "ids": sorted(str(r["id"]) for r in dev + hold),
-                        "seed": seed, "holdout": holdout, "space": SEARCH_SPACE}, sort_keys=True)
+                        "seed": seed, "holdout": holdout, "search": SEARCH_VERSION}, sort_keys=True)
     return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
@@ -182,7 +183,7 @@ def search(session: Session, progress) -> Searched:
     job = session.job
     names, top = job.catalog.names, job.catalog.flagship.name
     routers = fit_input_routers(job.task, session.table, session.dev, names, top, job.seed)
-    scorers = fit_scorers(job.task, session.table, session.dev, top, routers, job.seed)
+    scorers = fit_scorers(job.task, session.table, session.dev, names, routers, job.seed)
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else []) + (
         ["committee"] if len(names) >= 3 else [])  # a committee needs two tiers below the top one
     study = open_study(session.study_name, session.storage, job.seed)

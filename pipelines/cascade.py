@@ -87,14 +87,18 @@ def inputs_key(kwargs: dict) -> str:
     return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | None = None) -> float | None:
+def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | None = None,
+             previous: RungOutcome | None = None) -> float | None:
     """`prior`: the input router's predicted P(right) for this tier, which a learned scorer fitted with
-    it (scorer.uses_prior) reads beside the answer's own features."""
+    it (scorer.uses_prior) reads beside the answer's own features. `previous`: the rung that answered
+    this call before (the learned scorer reads whether the two answers agree)."""
     if estimator == "learned":
         if scorer is None or not outcome.features:
             return None
+        features = list(outcome.features) + conf.ladder_features(outcome.outputs,
+                                                                   previous.outputs if previous else None)
         # A scorer fitted before a feature was added reads the features it knows (they are appended).
-        features = list(outcome.features)[:getattr(scorer, "n_answer_features_", len(outcome.features))]
+        features = features[:getattr(scorer, "n_answer_features_", len(features))]
         if getattr(scorer, "uses_prior", False):
             features.append(0.5 if prior is None else prior)
         return float(scorer.predict_proba([features])[0])
@@ -146,7 +150,7 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
         if pp.estimator == "committee":
             score = committee_score(outcome, previous)
         else:
-            score = score_of(outcome, pp.estimator, scorer, prior) if pp.estimator != "none" else None
+            score = score_of(outcome, pp.estimator, scorer, prior, previous) if pp.estimator != "none" else None
         previous = outcome
         if i == last or pp.estimator == "none" or (score is not None and score >= threshold):
             trail.append((outcome, _step(name, i, outcome, score, threshold, "accepted")))
@@ -241,7 +245,7 @@ class LiveRungs:
 
 
 def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:
-    """The learned scorer's features of one answer (pipelines.confidence.FEATURES), its demos included."""
+    """The learned scorer's features of one answer (pipelines.confidence.ANSWER_FEATURES), its demos included."""
     rank = catalog.rank(tier) / max(len(catalog) - 1, 1)
     demos = conf.demo_input_words(getattr(predictor, "demos", ()), predictor.signature.input_fields)
     return conf.features(kwargs, outputs, scores, rank, demos)

@@ -74,8 +74,12 @@ def normalize_answer(outputs: dict) -> str:
 
 # --- the learned scorer ------------------------------------------------------------------------
 
-FEATURES = ("logprob_mean", "logprob_min", "answer_len", "input_len", "tier_rank", "digits_in_answer",
-            "answer_in_input", "answer_from_demos")
+ANSWER_FEATURES = ("logprob_mean", "logprob_min", "answer_len", "input_len", "tier_rank", "digits_in_answer",
+                   "answer_in_input", "answer_from_demos")
+# What the ladder adds at scoring time (pipelines.cascade.score_of): whether a cheaper rung answered this
+# call before, and whether this answer says the same as that one (the agreement a policy has already paid for).
+LADDER_FEATURES = ("has_previous", "agrees_with_previous")
+FEATURES = ANSWER_FEATURES + LADDER_FEATURES
 _WORD = re.compile(r"\w+")
 
 
@@ -103,6 +107,13 @@ def grounding(answer: str, text_in: str, demo_words=frozenset()) -> tuple[float,
         return 0.0, 0.0
     request = words(text_in)
     return len(said & request) / len(said), len((said & demo_words) - request) / len(said)
+
+
+def ladder_features(outputs: dict, previous_outputs: dict | None) -> list[float]:
+    """LADDER_FEATURES of an answer given the previous answered rung's outputs (None: it is the first)."""
+    if previous_outputs is None:
+        return [0.0, 0.0]
+    return [1.0, float(normalize_answer(outputs) == normalize_answer(previous_outputs))]
 
 
 def features(inputs: dict, outputs: dict, scores: dict, tier_rank: float, demo_words=frozenset()) -> list[float]:

@@ -475,6 +475,7 @@ def test_learned_estimator(tmp_path):
     program(question="q")
     first = program.last_trail[0]
     features = conf.features({"question": "q"}, {"answer": "x"}, {"logprob_mean": 0.3, "logprob_min": 0.3}, 0.0)
+    features += conf.ladder_features({"answer": "x"}, None)  # the first rung: nothing answered before it
     assert 0.0 <= first.confidence <= 1.0
     assert first.confidence == pytest.approx(float(restored.predict_proba([features])[0]))
     assert first.decision == ("accepted" if first.confidence >= 0.5 else "escalated")

@@ -35,8 +35,8 @@ def test_answer_features_read_the_predictors_demos():
     catalog = fake_catalog("a", "b")
     row = answer_features(catalog, predictor, "a", {"message": "is it in stock?"}, {"order_id": "P40992"},
                           {"logprob_mean": 0.9, "logprob_min": 0.5})
-    assert len(row) == len(conf.FEATURES)
-    named = dict(zip(conf.FEATURES, row))
+    assert len(row) == len(conf.ANSWER_FEATURES)
+    named = dict(zip(conf.ANSWER_FEATURES, row))
     assert named["answer_from_demos"] == 1.0 and named["answer_in_input"] == 0.0 and named["tier_rank"] == 0.0
 
 
@@ -65,3 +65,46 @@ def test_out_of_fold_scores_answer_the_fitted_rows_and_the_full_scorer_the_rest(
     new = rng.normal(size=(4, 3))
     assert np.allclose(scorer.predict_proba(new), full.predict_proba(new))
     assert scorer.to_dict() == full.to_dict()  # the artifact carries the scorer fitted on every row
+
+
+class _Task:
+    """predictor_correct of a task whose gold label is in the row."""
+
+    @staticmethod
+    def predictor_correct(name, row, outputs):
+        return outputs["label"] == row["gold"]
+
+
+class _Table:
+    def __init__(self, cells):
+        self.cells = {(c.row_id, c.predictor, c.tier): c for c in cells}
+
+
+def test_the_learned_scorer_reads_whether_the_previous_rung_agreed():
+    """Where a cheap and a mid answer agree they are right, where they differ the mid one is a coin flip;
+    the answer features alone cannot tell: fitted with the ladder's features, the scorer trusts an agreeing
+    mid answer more than the same answer alone or after a disagreement."""
+    from optimizers.outcomes import Cell, earlier_answers, fit_scorers
+    from pipelines.cascade import score_of
+
+    rng = np.random.default_rng(0)
+    rows, cells = [], []
+    for i in range(120):
+        gold = ["a", "b"][i % 2]
+        agree = i % 3 != 0
+        mid = gold if agree or rng.random() < 0.5 else ("b" if gold == "a" else "a")
+        cheap = mid if agree else ("b" if mid == "a" else "a")
+        rows.append({"id": str(i), "gold": gold})
+        for tier, label, rank in (("cheap", cheap, 0.0), ("mid", mid, 0.5), ("top", gold, 1.0)):
+            outcome = RungOutcome(tier, {"label": label}, features=[-1.0, -2.0, 1.0, 2.0, rank, 0.0, 0.0, 0.0])
+            cells.append(Cell(str(i), "p", tier, outcome))
+    table = _Table(cells)
+    assert earlier_answers(table, "0", "p", "top", ["cheap", "mid", "top"]) == [{"label": cells[0].outcome.outputs["label"]},
+                                                                               {"label": cells[1].outcome.outputs["label"]}]
+    scorer = fit_scorers(_Task(), table, rows, ["cheap", "mid", "top"])["p"]
+    assert scorer.n_answer_features_ == len(conf.FEATURES)
+    mid = RungOutcome("mid", {"label": "a"}, features=[-1.0, -2.0, 1.0, 2.0, 0.5, 0.0, 0.0, 0.0])
+    agreeing = score_of(mid, "learned", scorer.full, previous=RungOutcome("cheap", {"label": "a"}))
+    differing = score_of(mid, "learned", scorer.full, previous=RungOutcome("cheap", {"label": "b"}))
+    alone = score_of(mid, "learned", scorer.full)
+    assert agreeing > 0.8 and differing < 0.7 and agreeing > alone
