@@ -97,8 +97,9 @@ def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | N
             return None
         features = list(outcome.features) + conf.ladder_features(outcome.outputs,
                                                                    previous.outputs if previous else None)
-        # A scorer fitted before a feature was added reads the features it knows (they are appended).
-        features = features[:getattr(scorer, "n_answer_features_", len(features))]
+        # A scorer fitted before a feature was added reads the features it knows (they are appended); one
+        # without n_answer_features_ (replay's) builds its own full feature rows.
+        features = features[:getattr(scorer, "n_answer_features_", len(outcome.features))]
         if getattr(scorer, "uses_prior", False):
             features.append(0.5 if prior is None else prior)
         return float(scorer.predict_proba([features])[0])
