@@ -304,10 +304,14 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
     gap = paired_gap([r.score for r in chosen_hold], [r.score for r in ref_hold], seed)
     notes.append(gap_note(gap, chosen.reference, chosen.info["noise"]))
     if "tolerance" in chosen.info:
-        notes.append(f"at {chosen.reference}-only quality means a paired tie on dev: the mean per-row difference "
-                     f"minus {SAFETY_Z:g} standard error(s) and the selection optimism "
-                     f"({chosen.info['margin']:.3f} in all, optimism {chosen.info.get('optimism', 0.0):.3f}) is >= "
-                     f"-{chosen.info['tolerance']:g}")
+        rule = (f"at {chosen.reference}-only quality means a paired tie on dev: the mean per-row difference minus "
+                f"{SAFETY_Z:g} standard error(s) and the selection optimism "
+                f"({chosen.info.get('optimism', 0.0):.3f}) is >= -{chosen.info['tolerance']:g}")
+        if all(pp.ladder == [chosen.reference] for pp in chosen.candidate.policy.predictors.values()):
+            notes.append(f"{rule}; no cheaper policy cleared that on these {len(session.dev)} dev rows, so "
+                         f"{chosen.reference}-only stands (more labeled rows narrow the margin)")
+        else:
+            notes.append(f"{rule} (the chosen policy's margin: {chosen.info['margin']:.3f})")
     elif chosen.info.get("margin"):
         notes.append(f"chosen with a margin of {chosen.info['margin']:.3f} ({SAFETY_Z:g} standard error(s) of its "
                      f"per-row difference to {chosen.reference}-only on dev, plus the selection optimism "
