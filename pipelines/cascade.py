@@ -91,7 +91,9 @@ def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | N
              previous: RungOutcome | None = None) -> float | None:
     """`prior`: the input router's predicted P(right) for this tier, which a learned scorer fitted with
     it (scorer.uses_prior) reads beside the answer's own features. `previous`: the rung that answered
-    this call before (the learned scorer reads whether the two answers agree)."""
+    this call before (the learned scorer reads whether the two answers agree; the committee is that agreement)."""
+    if estimator == "committee":
+        return committee_score(outcome, previous)
     if estimator == "learned":
         if scorer is None or not outcome.features:
             return None
@@ -148,10 +150,7 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
             trail.append((outcome, _step(name, i, outcome, None, threshold, "failed")))
             continue
         prior = (priors or {}).get(tier)
-        if pp.estimator == "committee":
-            score = committee_score(outcome, previous)
-        else:
-            score = score_of(outcome, pp.estimator, scorer, prior, previous) if pp.estimator != "none" else None
+        score = score_of(outcome, pp.estimator, scorer, prior, previous) if pp.estimator != "none" else None
         previous = outcome
         if i == last or pp.estimator == "none" or (score is not None and score >= threshold):
             trail.append((outcome, _step(name, i, outcome, score, threshold, "accepted")))
