@@ -56,7 +56,10 @@ def alternatives(tier_names: list[str], estimators: list[str], confidences: Call
             continue
         k = PAIR_THRESHOLDS if len(ladder) == 2 else TRIPLE_THRESHOLDS
         for estimator in estimators:
-            grids = [quantile_thresholds(confidences(tier, estimator), k) for tier in ladder[:-1]]
+            if estimator == "committee":  # agreement is 0 or 1: one threshold between them
+                grids = [[0.5]] * (len(ladder) - 1)
+            else:
+                grids = [quantile_thresholds(confidences(tier, estimator), k) for tier in ladder[:-1]]
             out += [PredictorPolicy(ladder, estimator, list(ts)) for ts in product(*grids)]
     return out
 

@@ -70,6 +70,13 @@ def _reference(evaluate) -> Candidate:
     return Candidate("top", top, 1.0, float(ref_costs.mean() * 1000), ref_scores, ref_costs)
 
 
+def test_a_committee_alternative_has_one_threshold_between_disagree_and_agree():
+    options = alternatives(TIERS, ["committee"], lambda tier, est: [0.0, 1.0, 1.0])
+    committees = [o for o in options if o.estimator == "committee"]
+    assert committees and all(o.thresholds == [0.5] * (len(o.ladder) - 1) for o in committees)
+    assert len(committees) == len([o for o in options if len(o.ladder) > 1])  # one per ladder
+
+
 def test_refine_finds_the_cheap_cascade_of_each_predictor_and_keeps_the_tie():
     conf, right = _world()
     evaluate = _evaluate(conf, right)
