@@ -62,6 +62,7 @@ class Job:
     scripts: dict | None = None  # fake/ tiers (tests)
     concurrency: int = 1  # calls at once while recording outcomes (optimizers.recording)
     semantic_cache: bool = False  # also search a semantic cache for the predictors the task declares eligible
+    semantic_settings: dict | None = None  # that declaration when it does not come from the task (TierOptimizer)
     refine: bool = True  # refine the chosen point one predictor at a time (optimizers.refine)
 
 
@@ -206,7 +207,7 @@ def search(session: Session, progress) -> Searched:
 
         def suggest(trial, predictors, tier_names, estimators_, max_rungs):
             return suggest_routed_policy(trial, predictors, tier_names, estimators_, max_rungs, costs)
-    semantic = semantic_search.declared(job.task) if job.semantic_cache else {}
+    semantic = (job.semantic_settings or semantic_search.declared(job.task)) if job.semantic_cache else {}
     if semantic:  # the task opts predictors into the semantic cache: its threshold is searched too
         seeds += semantic_search.seeds(semantic, uniform_params(session.predictors, top))
         suggest = semantic_search.with_cache_choice(suggest, semantic)

@@ -41,6 +41,9 @@ class TierOptimizer(Teleprompter):
     `storage`: Optuna storage URL (default a SQLite file under `work_dir`, `.tierwise/`).
     `predictor_correct(name, example, outputs) -> bool | None`: optional per-predictor correctness,
     used to fit the learned confidence scorer (else agreement with the flagship's answer).
+    `semantic_cache`: {"predictors": [names], "entities": [regex, ...]} also searches a semantic cache (and its
+    threshold) in front of those predictors, as a task file's SEMANTIC_CACHE does for `cli.py optimize
+    --semantic-cache`; a request answers from it only when every entity the regexes find matches.
 
     After `compile`: `summary_` (dict), `policy_` (pipelines.policy.Policy), `study_` (optuna.Study),
     `artifact_` (the artifact body that `compiled.save` writes)."""
@@ -48,7 +51,8 @@ class TierOptimizer(Teleprompter):
     def __init__(self, metric, tiers=None, min_quality: float | None = None, match_tier: str | None = None,
                  max_cost_per_1k: float | None = None, trials: int = defaults.TRIALS, budget_usd: float | None = None,
                  holdout: float = defaults.HOLDOUT, storage: str | None = None, seed: int = defaults.SEED,
-                 predictor_correct=None, work_dir=None, progress: bool = False, scripts: dict | None = None):
+                 predictor_correct=None, work_dir=None, progress: bool = False, scripts: dict | None = None,
+                 semantic_cache: dict | None = None):
         if not callable(metric):
             raise ConfigError("metric must be a callable metric(example, prediction, trace=None)")
         self.metric = metric
@@ -60,6 +64,7 @@ class TierOptimizer(Teleprompter):
         self.work_dir = paths.work_dir(work_dir)
         self.progress = progress
         self.scripts = scripts  # fake/ tiers (tests)
+        self.semantic_cache = semantic_settings(semantic_cache)
 
     def _catalog(self) -> Catalog:
         return self.tiers if isinstance(self.tiers, Catalog) else load_catalog(self.tiers)
@@ -77,10 +82,15 @@ class TierOptimizer(Teleprompter):
             offset = len(task.rows)
             hold_rows = check_rows([example_row(e, offset + i) for i, e in enumerate(valset)], task, "valset")
         check_rows(task.rows + (hold_rows or []), task, "trainset + valset")
+        names = [name for name, _ in student.named_predictors()]
+        unknown = [n for n in (self.semantic_cache or {}).get("predictors", ()) if n not in names]
+        if unknown:
+            raise ConfigError(f"semantic_cache names predictors {unknown} that the program lacks; it has {names}")
         catalog = self._catalog()
         job = Job(task=task, rows=task.rows, catalog=catalog, objective=self.objective, trials=self.trials,
                   seed=self.seed, budget_usd=self.budget_usd, holdout=self.holdout, holdout_rows=hold_rows,
-                  storage=self.storage, work_dir=self.work_dir, dataset="trainset", scripts=self.scripts)
+                  storage=self.storage, work_dir=self.work_dir, dataset="trainset", scripts=self.scripts,
+                  semantic_cache=self.semantic_cache is not None, semantic_settings=self.semantic_cache)
         if self.progress:
             from optimizers.progress import LiveProgress
 
@@ -92,3 +102,18 @@ class TierOptimizer(Teleprompter):
         self.artifact_ = result.body
         return program_from_body(result.body, copy.deepcopy(task.build_program()), "compiled program",
                                  cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts)
+
+
+def semantic_settings(value) -> dict | None:
+    """`semantic_cache=` checked: a dict with a non-empty list of predictor names and optional entity regexes."""
+    if value is None:
+        return None
+    from pipelines.semantic_cache import compile_patterns
+
+    names = value.get("predictors") if isinstance(value, dict) else None
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError("semantic_cache must be a dict with 'predictors': a non-empty list of predictor names "
+                          "(and optionally 'entities': a list of regexes)")
+    entities = list(value.get("entities") or ())
+    compile_patterns(entities, "semantic_cache")  # a bad regex fails here, before anything is paid
+    return {"predictors": list(names), "entities": entities}

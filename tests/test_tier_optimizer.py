@@ -203,3 +203,36 @@ def test_an_artifact_cannot_name_any_callable_as_its_factory(tmp_path):
     save(body, path)
     with pytest.raises(ConfigError, match="not a dspy.Module class"):
         load(path)
+
+
+def test_a_semantic_cache_is_searched_for_the_predictors_named(tmp_path):
+    """semantic_cache= does for TierOptimizer what a task's SEMANTIC_CACHE does for `cli.py optimize
+    --semantic-cache`: a repeated request answers from the cache, and the search finds that it pays."""
+    repeated = trainset() * 2  # every message twice: the second is a cache hit at any threshold
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=40, holdout=0.3, seed=0,
+                              storage=f"sqlite:///{tmp_path}/studies.db", work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script([])}, semantic_cache={"predictors": ["classify"]})
+    result = optimizer.compile(make_program(), trainset=repeated)
+    trials = [t.user_attrs["policy"] for t in optimizer.study_.trials if t.user_attrs.get("policy")]
+    assert any("semantic" in p["predictors"]["classify"] for p in trials)  # the cache was searched
+    assert optimizer.policy_["classify"].semantic is not None  # and chosen: repeats cost nothing
+    result(message="I lost my card")
+    result(message="I lost my card")
+    assert [s.decision for s in result.last_trail] == ["semantic_hit"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"predictors": []}, "non-empty list"),
+    (["classify"], "must be a dict"),
+    ({"predictors": ["classify"], "entities": ["("]}, "regular expression"),
+])
+def test_bad_semantic_cache_settings_are_refused(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        TierOptimizer(metric=metric, semantic_cache=bad)
+
+
+def test_a_semantic_cache_for_a_predictor_the_program_lacks_is_refused(tmp_path):
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script([])}, semantic_cache={"predictors": ["triage"]})
+    with pytest.raises(ConfigError, match=r"\['triage'\].*has \['classify'\]"):
+        optimizer.compile(make_program(), trainset=trainset())
