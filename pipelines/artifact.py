@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -244,8 +245,15 @@ def _rebuild(path, body, source, explicit: bool):
                             "whose class is not importable); pass one: load(path, program=MyProgram())")
     if not explicit and not (is_shipped_task(source) or is_factory(source)):
         # The artifact must not choose which file gets executed (`evil.py/` and `evil.py/.` name a file too):
-        # on its own word only a shipped task, by name, or an importable factory is built.
+        # on its own word only a shipped task, by name, or a factory class of an imported module is built.
         raise ArtifactError(f"{path}: was compiled from the task file {str(source)[:200]!r}; pass it explicitly "
                             "(load(path, task=...) or `cli.py run --task FILE`) to run it")
-    return build_from_factory(source) if is_factory(source) else load_task(source).build_program()
+    if is_factory(source):
+        module = source.partition(":")[0]
+        if not explicit and module not in sys.modules:  # importing a module runs its code: the caller's choice
+            raise ArtifactError(f"{path}: its program is {source[:200]!r}; import {module[:200]} first (an artifact "
+                                "never makes tierwise import a module), pass the program: load(path, program=...), "
+                                f"or name it: `cli.py run --task {source[:200]}`")
+        return build_from_factory(source)
+    return load_task(source).build_program()
 

@@ -205,6 +205,28 @@ def test_an_artifact_cannot_name_any_callable_as_its_factory(tmp_path):
         load(path)
 
 
+def test_an_artifact_never_makes_load_import_a_module(tmp_path, monkeypatch):
+    """Importing runs a module's code: a factory is built on the artifact's word only from a module the caller
+    has imported. Naming one that is not imported is refused, and the module stays unimported."""
+    import sys
+
+    from pipelines.artifact import read, save
+
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=4,
+                              storage=f"sqlite:///{tmp_path}/s.db", work_dir=tmp_path, scripts={"*": script([])})
+    path = optimizer.compile(ImportableBank(), trainset=trainset()).save(tmp_path / "b.json")
+    (tmp_path / "side_effect_module.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('imported.txt').write_text('ran')\n"
+        "import dspy\nclass Bank(dspy.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    body = read(path)
+    body["program"]["task"] = "side_effect_module:Bank"
+    save(body, path)
+    with pytest.raises(ArtifactError, match=r"import side_effect_module first .*load\(path, program=\.\.\.\)"):
+        load(path)
+    assert "side_effect_module" not in sys.modules and not (tmp_path / "imported.txt").exists()
+
+
 def test_a_semantic_cache_is_searched_for_the_predictors_named(tmp_path):
     """semantic_cache= does for TierOptimizer what a task's SEMANTIC_CACHE does for `cli.py optimize
     --semantic-cache`: a repeated request answers from the cache, and the search finds that it pays."""
