@@ -16,7 +16,7 @@ import numpy as np
 
 from pipelines.cascade import LiveRungs, RungOutcome, answer_features, apply_policy, inputs_key, trail_var
 from pipelines.cache import open_store
-from pipelines.confidence import LogisticScorer, ladder_features, normalize_answer
+from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
@@ -223,7 +223,7 @@ def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) 
         top = table.cells.get((cell.row_id, cell.predictor, top_tier))
         if top is None or not top.outcome.ok:
             return None
-        right = normalize_answer(cell.outcome.outputs) == normalize_answer(top.outcome.outputs)
+        right = same_answer(cell.outcome.outputs, top.outcome.outputs)
     return bool(right)
 
 

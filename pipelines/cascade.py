@@ -111,9 +111,7 @@ def score_of(outcome: RungOutcome, estimator: str, scorer=None, prior: float | N
 def committee_score(outcome: RungOutcome, previous: RungOutcome | None) -> float:
     """1.0 when this rung's answer reads the same as the previous answered rung's (normalized: the
     non-reasoning output fields, stripped and lowercased), else 0.0; 0.0 with nothing to compare."""
-    if previous is None:
-        return 0.0
-    return float(conf.normalize_answer(outcome.outputs) == conf.normalize_answer(previous.outputs))
+    return float(previous is not None and conf.same_answer(outcome.outputs, previous.outputs))
 
 
 def fallback_order(ladder: list[str], tier_names: list[str]) -> list[str]:

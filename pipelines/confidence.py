@@ -109,11 +109,16 @@ def grounding(answer: str, text_in: str, demo_words=frozenset()) -> tuple[float,
     return len(said & request) / len(said), len((said & demo_words) - request) / len(said)
 
 
+def same_answer(outputs: dict, other: dict) -> bool:
+    """Whether two answers say the same: their non-reasoning output fields, stripped and lowercased."""
+    return normalize_answer(outputs) == normalize_answer(other)
+
+
 def ladder_features(outputs: dict, previous_outputs: dict | None) -> list[float]:
     """LADDER_FEATURES of an answer given the previous answered rung's outputs (None: it is the first)."""
     if previous_outputs is None:
         return [0.0, 0.0]
-    return [1.0, float(normalize_answer(outputs) == normalize_answer(previous_outputs))]
+    return [1.0, float(same_answer(outputs, previous_outputs))]
 
 
 def features(inputs: dict, outputs: dict, scores: dict, tier_rank: float, demo_words=frozenset()) -> list[float]:
