@@ -232,8 +232,11 @@ class RedisStore:
 
         def renew():  # only while the claim is still ours
             while not done.wait(self.lease_s / 3):
-                self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
-                             "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0", 1, name, token, lease_ms)
+                try:
+                    self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                                 "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0", 1, name, token, lease_ms)
+                except self._redis.RedisError:
+                    return  # Redis is gone: the holder's own calls will say so; the lease lapses
 
         renewer = threading.Thread(target=renew, name=f"tierwise-claim-{key[:12]}", daemon=True)
         renewer.start()
