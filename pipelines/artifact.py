@@ -220,6 +220,8 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
         policy = Policy.from_dict(body["policy"]).validate(catalog.names)
         scorers = {n: LogisticScorer.from_dict(d) for n, d in body.get("scorers", {}).items()}
         routers = {n: InputRouter(Router.from_dict(d)) for n, d in body.get("routers", {}).items()}
+    except ConfigError as e:  # a policy or tier entry the file got wrong: name the file too
+        raise ArtifactError(f"{where}: {e}") from None
     except TierwiseError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed section is the file's fault, say which

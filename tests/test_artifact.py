@@ -133,7 +133,15 @@ def test_policy_naming_unknown_tiers_is_refused(tmp_path):
     body = read(compile_support(tmp_path))
     body["policy"]["predictors"]["extract"]["ladder"] = ["gigantic"]
     path = save(body, tmp_path / "bad-policy.json")
-    with pytest.raises(Exception, match="unknown tiers \\['gigantic'\\]"):
+    with pytest.raises(ArtifactError, match="bad-policy.json: .*unknown tiers \\['gigantic'\\]"):
+        load_program(path)
+
+
+def test_a_policy_with_an_unknown_estimator_names_the_file_and_the_estimator(tmp_path):
+    body = read(compile_support(tmp_path))
+    body["policy"]["predictors"]["classify"]["estimator"] = "committe"
+    path = save(body, tmp_path / "typo.json")
+    with pytest.raises(ArtifactError, match="typo.json: policy for predictor 'classify': unknown estimator 'committe'"):
         load_program(path)
 
 
