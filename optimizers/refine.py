@@ -110,11 +110,11 @@ def holds_out_of_fold(pool: list[Candidate], objective: Objective, reference: Ca
     costs = {id(c): c.row_costs if c.row_costs is not None else np.full(len(folds), c.cost_per_1k / 1000)
              for c in pool + [reference]}
     scores, spent = np.empty(len(folds)), np.empty(len(folds))
+    by_key = {c.key: c for c in pool + [reference]}
     for k in np.unique(folds):
         train, test = folds != k, folds == k
         if not train.any():
             return True  # one fold: nothing to hold out
-        by_key = {c.key: c for c in pool + [reference]}
         part = [Candidate(c.key, c.policy, float(c.scores[train].mean()), float(costs[id(c)][train].mean() * 1000),
                           c.scores[train]) for c in pool]
         ref_part = Candidate(reference.key, reference.policy, float(reference.scores[train].mean()),

@@ -218,6 +218,11 @@ def search(session: Session, progress) -> Searched:
     return Searched(study, ran, scorers, estimators, routers)
 
 
+def run_searched(session: Session, searched: Searched, policy: Policy, rows: list[dict]) -> list[RowResult]:
+    """`policy` on `rows` from the outcome table, with the learned scorers and input routers the search fitted."""
+    return session.evaluate(policy, rows, searched.scorers, searched.routers)
+
+
 def tier_costs(table, tier_names: list[str]) -> dict[str, float]:
     """Each tier's mean recorded cost per call relative to the dearest tier's: what a route trades
     predicted quality against."""
@@ -237,13 +242,13 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
                           float(ref_scores.mean()), float(np.mean([r.cost_usd for r in ref_dev]) * 1000), ref_scores)
 
     def dev_row_scores(candidate: Candidate) -> list[float]:
-        return [r.score for r in session.evaluate(candidate.policy, session.dev, searched.scorers, searched.routers)]
+        return [r.score for r in run_searched(session, searched, candidate.policy, session.dev)]
 
     chosen, info = choose(cands, objective, reference, row_scores=dev_row_scores, tolerance=PARITY_TOLERANCE)
     chosen, info = refine_point(session, searched, chosen, info, reference)
     # A semantic threshold under which a dev row scores lower than the ladder's own answer is not kept.
     chosen.policy, info["semantic_notes"] = semantic_search.without_quality_loss(
-        chosen.policy, lambda policy: session.evaluate(policy, session.dev, searched.scorers, searched.routers))
+        chosen.policy, lambda policy: run_searched(session, searched, policy, session.dev))
     return Chosen(chosen, info, reference_name)
 
 
@@ -255,7 +260,7 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
     names = session.job.catalog.names
 
     def evaluate(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
-        results = session.evaluate(policy, session.dev, searched.scorers, searched.routers)
+        results = run_searched(session, searched, policy, session.dev)
         return np.array([r.score for r in results]), np.array([r.cost_usd for r in results])
 
     start = Candidate(chosen.key, chosen.policy, chosen.quality, chosen.cost_per_1k, *evaluate(chosen.policy))
@@ -294,8 +299,8 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
     """The chosen point on the holdout rows, beside every uniform baseline, with the paired gap to the
     reference and its bootstrap CI."""
     seed = session.job.seed
-    chosen_dev = session.evaluate(chosen.candidate.policy, session.dev, searched.scorers, searched.routers)
-    chosen_hold = session.evaluate(chosen.candidate.policy, session.hold, searched.scorers, searched.routers)
+    chosen_dev = run_searched(session, searched, chosen.candidate.policy, session.dev)
+    chosen_hold = run_searched(session, searched, chosen.candidate.policy, session.hold)
     baselines = {}
     for tier, results in baseline_rows.items():
         d, h = session.split(results)

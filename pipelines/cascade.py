@@ -228,13 +228,12 @@ class LiveRungs:
         return outcome
 
     def _agreement(self, predictor, lm, kwargs, outputs) -> float:
-        reference = conf.normalize_answer(outputs)
         same = 0
         for i in range(1, AGREEMENT_SAMPLES + 1):
             token = current_sample.set(i)
             try:
                 sample = _original_forward(predictor)(lm=lm, config={"temperature": 0.7}, **kwargs)
-                same += conf.normalize_answer({k: sample.get(k) for k in outputs}) == reference
+                same += conf.same_answer({k: sample.get(k) for k in outputs}, outputs)
             except Exception:  # noqa: BLE001 - a failed sample simply does not agree
                 pass
             finally:
