@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.cascade import LiveRungs, RungOutcome, answer_features, apply_policy, inputs_key, trail_var
+from pipelines.cascade import LiveRungs, RungOutcome, answer_budget, answer_features, apply_policy, inputs_key, trail_var
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
@@ -126,6 +127,10 @@ class Cell:
     inputs: dict = field(default_factory=dict)  # the predictor's keyword inputs (what a router reads)
 
 
+# A predictor failing on this share of its rows on some tier is named in the compile's notes.
+FAILURE_NOTE_SHARE = 0.25
+
+
 class OutcomeTable:
     """A RungSource for the cascade: recorded outcomes first, live calls for the rest."""
 
@@ -153,6 +158,9 @@ class OutcomeTable:
         outcome = self.memo.get(key)
         if outcome is None:
             store_key = f"{self.namespace}|{self.runtime.catalog[tier].identity()}|{key[0]}|{key[2]}"
+            budget = answer_budget(predictor, self.runtime.catalog[tier])
+            if budget:  # the request the live call makes (cells recorded with the tier's own limit stay apart)
+                store_key += f"|max_tokens={budget}"
             stored = self.store.get(store_key) if self.store is not None else None
             if stored is not None:
                 outcome = RungOutcome.from_dict(stored)
@@ -171,6 +179,29 @@ class OutcomeTable:
             self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome,
                                                                          _plain(kwargs)))
         return outcome
+
+
+    def failure_notes(self, tier_names: list[str], share: float = FAILURE_NOTE_SHARE) -> list[str]:
+        """One line per predictor that a tier failed to answer on at least `share` of the rows recorded
+        (a parse error, a refused type, an answer cut short), with its most common error: a failing
+        predictor otherwise shows only as quality 0 for every tier."""
+        counts: dict[str, dict[str, list[int]]] = {}
+        errors: dict[str, Counter] = {}
+        for (_, name, tier), cell in list(self.cells.items()):
+            tally = counts.setdefault(name, {}).setdefault(tier, [0, 0])
+            tally[1] += 1
+            if not cell.outcome.ok:
+                tally[0] += 1
+                errors.setdefault(name, Counter())[cell.outcome.error] += 1
+        notes = []
+        for name, by_tier in counts.items():
+            failing = [t for t in tier_names if t in by_tier and by_tier[t][0] >= share * by_tier[t][1] > 0]
+            if not failing:
+                continue
+            shares = ", ".join(f"{t} {by_tier[t][0]} of {by_tier[t][1]}" for t in failing)
+            common, n = errors[name].most_common(1)[0]
+            notes.append(f"predictor {name!r} gave no usable answer on {shares} rows; most common ({n}x): {common}")
+        return notes
 
 
 def _passing_failure(outcome: RungOutcome) -> bool:

@@ -306,7 +306,7 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
         d, h = session.split(results)
         baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
                            "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
-    notes = list(chosen.info.get("semantic_notes", []))
+    notes = session.table.failure_notes(session.job.catalog.names) + list(chosen.info.get("semantic_notes", []))
     if not chosen.info["feasible"]:
         notes.append("no searched policy met the objective on dev; the closest one was chosen")
     _, ref_hold = session.split(baseline_rows[chosen.reference])  # the same holdout rows, in the same order

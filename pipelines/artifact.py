@@ -31,16 +31,20 @@ _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
 
 
 def program_fingerprint(program) -> str:
-    """Predictor names, signatures (fields, output types, instructions) and demos: what a policy and
-    state are bound to, and what decides a recorded answer (a type's validator can reject one)."""
+    """Predictor names, signatures (fields, output types, instructions), demos and generation settings:
+    what a policy and state are bound to, and what decides a recorded answer (a type's validator can
+    reject one)."""
     parts = []
     for name, predictor in program.named_predictors():
         sig = predictor.signature
         parts.append({"name": name, "inputs": list(sig.input_fields), "outputs": list(sig.output_fields),
                       "types": [_type_name(field_type(f)) for f in sig.output_fields.values()],
                       "instructions": sig.instructions,
-                      "demos": [dict(d.items()) for d in getattr(predictor, "demos", [])]})
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+                      "demos": [dict(d.items()) for d in getattr(predictor, "demos", [])],
+                      # its own generation settings (max_tokens=...) decide its answers too; only when set,
+                      # so that programs without any keep the fingerprint (and the outcomes) they had
+                      **({"config": predictor.config} if getattr(predictor, "config", None) else {})})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def _type_name(annotation) -> str:

@@ -189,21 +189,26 @@ class LiveRungs:
         from pipelines.runtime import ADAPTER
 
         lm = self.runtime.lm(tier)
+        budget = answer_budget(predictor, self.runtime.catalog[tier])
+        config = {"config": {"max_tokens": budget}} if budget else {}
         trace: list = []
         tokens = [current_trace.set(trace), current_predictor.set(name)]
         try:
             with dspy.context(adapter=ADAPTER):
-                prediction = _original_forward(predictor)(lm=lm, **kwargs)
+                prediction = _original_forward(predictor)(lm=lm, **config, **kwargs)
                 outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
                 fields = [k for k in outputs if k not in conf.REASONING_FIELDS]
                 error = ""
                 if any(outputs[k] is None for k in fields):
                     raise ValueError(f"missing output fields {[k for k in fields if outputs[k] is None]}")
                 if estimator == "agreement":
-                    agree = self._agreement(predictor, lm, kwargs, outputs)
+                    agree = self._agreement(predictor, lm, {**config, **kwargs}, outputs)
         except Exception as e:  # noqa: BLE001 - any failure of a rung hands over to the next one
             _reraise_budget(e)
             prediction, outputs, error = None, None, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            cut = next((c.cut_at for c in trace if c.cut_at), None)
+            if cut:
+                error = f"{error.rstrip()} (the answer stopped at max_tokens={cut}: {MORE_TOKENS})"
         finally:
             current_trace.reset(tokens[0])
             current_predictor.reset(tokens[1])
@@ -232,13 +237,35 @@ class LiveRungs:
         for i in range(1, AGREEMENT_SAMPLES + 1):
             token = current_sample.set(i)
             try:
-                sample = _original_forward(predictor)(lm=lm, config={"temperature": 0.7}, **kwargs)
+                sample = _original_forward(predictor)(lm=lm, **{**kwargs, "config": {
+                    **kwargs.get("config", {}), "temperature": 0.7}})
                 same += conf.same_answer({k: sample.get(k) for k in outputs}, outputs)
             except Exception:  # noqa: BLE001 - a failed sample simply does not agree
                 pass
             finally:
                 current_sample.reset(token)
         return same / AGREEMENT_SAMPLES
+
+
+# A tier's max_tokens bounds one short output field (the local tiers': 24). A predictor that writes more
+# gets that per output field plus room for the field markers, and REASONING_TOKENS for a reasoning field
+# (dspy.ChainOfThought), unless it sets its own: dspy.Predict(..., max_tokens=N) is used as it is.
+REASONING_TOKENS = 256
+MARKER_TOKENS = 12
+MORE_TOKENS = "give the predictor more, e.g. dspy.Predict(Signature, max_tokens=N) or dspy.ChainOfThought(Signature, max_tokens=N)"
+
+
+def answer_budget(predictor, tier) -> int | None:
+    """max_tokens for this predictor on `tier` when it needs more than the tier's own (None: the tier's)."""
+    if "max_tokens" in (getattr(predictor, "config", None) or {}):
+        return None
+    per_field = tier.setting("max_tokens")
+    outputs = list(predictor.signature.output_fields)
+    reasoning = sum(k in conf.REASONING_FIELDS for k in outputs)
+    if not per_field or (len(outputs) <= 1 and not reasoning):
+        return None
+    plain = max(len(outputs) - reasoning, 1)
+    return int(per_field) * plain + MARKER_TOKENS * (len(outputs) - 1) + REASONING_TOKENS * reasoning
 
 
 def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:

@@ -48,6 +48,7 @@ class CallResult:
     completion_tokens: int
     logprobs: list[tuple[str, float]] = field(default_factory=list)
     record: CallRecord | None = None
+    cut_at: int | None = None  # max_tokens, when the answer stopped there (finish_reason "length")
 
 
 def request_payload(request) -> dict:
@@ -129,7 +130,7 @@ class TierEngine:
                 cached = self.cache.get(key)  # another process may have paid for it while we waited
                 if cached is None:
                     return self._pay(key, payload, started)
-        return self._finish(cached, hit=True, latency=time.perf_counter() - started)
+        return self._finish(cached, hit=True, latency=time.perf_counter() - started, payload=payload)
 
     def _pay(self, key: str, payload: dict, started: float) -> CallResult:
         """The uncached call: refused while the tier cools down, else priced ahead by the guard (which
@@ -156,7 +157,7 @@ class TierEngine:
         if settle is not None:
             settle(self._price(fresh))
         self.cache.put(key, fresh)
-        return self._finish(fresh, hit=False, latency=time.perf_counter() - started)
+        return self._finish(fresh, hit=False, latency=time.perf_counter() - started, payload=payload)
 
     def _call_backend(self, payload: dict) -> dict:
         retries = int(self.tier.setting("retries") or 0)
@@ -196,8 +197,11 @@ class TierEngine:
         return self.tier.cost(int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0)),
                               int(result.get("cached_tokens", 0)), int(result.get("cache_write_tokens", 0)))
 
-    def _finish(self, result: dict, hit: bool, latency: float) -> CallResult:
+    def _finish(self, result: dict, hit: bool, latency: float, payload: dict | None = None) -> CallResult:
         prompt, completion = int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0))
+        limit = ((payload or {}).get("config") or {}).get("max_tokens")
+        # Answers cached before the finish reason was kept: reaching the limit exactly says the same.
+        cut = result.get("finish_reason") == "length" or (bool(limit) and completion >= int(limit))
         price = self._price(result)
         record = CallRecord(
             tier=self.tier.name, model=self.tier.model, predictor=current_predictor.get(),
@@ -210,7 +214,8 @@ class TierEngine:
         if self.ledger is not None:
             self.ledger.add(record)
         call = CallResult(result.get("text", ""), prompt, completion,
-                          [tuple(x) for x in result.get("logprobs") or []], record)
+                          [tuple(x) for x in result.get("logprobs") or []], record,
+                          (int(limit) if limit else completion) if cut else None)
         trace = current_trace.get()
         if trace is not None:
             trace.append(call)
