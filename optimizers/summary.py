@@ -22,6 +22,9 @@ def split_rows(rows: list[dict], holdout: float, seed: int, key: str = "id") -> 
 
     dev = [r for r in rows if bucket(r) >= holdout]
     hold = [r for r in rows if bucket(r) < holdout]
+    if holdout > 0 and not hold and len(rows) >= 3:  # a handful of rows: still one to check on
+        first = min(dev, key=bucket)
+        dev, hold = [r for r in dev if r is not first], [first]
     return dev, hold
 
 

@@ -240,3 +240,15 @@ def test_sigkill_mid_run_then_rerun_pays_no_call_twice(tmp_path):
     assert summary["paid_calls"] == FULL_MATRIX - block_after
     assert summary["full_matrix_calls"] == FULL_MATRIX and summary["trials"] == 5
     assert (tmp_path / "a.json").exists()
+
+
+def test_a_handful_of_rows_keeps_one_for_the_holdout():
+    """The split is by a hash of each id, so 6 rows at 25% could leave none to check on (the holdout
+    printed nan); a nonzero holdout keeps at least one row, and the split stays the same on every rerun."""
+    from optimizers.summary import split_rows
+
+    rows = [{"id": i} for i in range(6)]
+    assert not [r for r in rows if split_rows([r], 0.25, 0)[1]]  # by the hash alone, none of these 6 is held out
+    dev, hold = split_rows(rows, 0.25, 0)
+    assert len(hold) == 1 and len(dev) == 5 and split_rows(rows, 0.25, 0) == (dev, hold)
+    assert split_rows(rows, 0.0, 0) == (rows, [])
