@@ -127,7 +127,8 @@ class Result:
 # Part of the study name: a change of the searched space or of how a trial is scored starts a new study
 # (Optuna refuses a parameter whose choices changed; old trials' scores would mislead the sampler).
 # Recorded outcomes are kept either way. 2: the committee estimator and the learned scorer's ladder features.
-SEARCH_VERSION = "2"
+# 3: a predictor writing several fields or a reasoning gets a larger max_tokens (pipelines.cascade.answer_budget).
+SEARCH_VERSION = "3"
 
 
 def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> str:
@@ -386,11 +387,12 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
     split_of = {str(r["id"]): "dev" for r in session.dev} | {str(r["id"]): "holdout" for r in session.hold}
     by_id = {str(r["id"]): r for r in session.dev + session.hold}
     cells = []
-    for (row_id, name, tier), cell in sorted(table.cells.items()):
-        if row_id not in by_id:
-            continue
+    recorded = [(key, cell) for key, cell in sorted(table.cells.items()) if key[0] in by_id]
+    judged = {name for (row_id, name, _), cell in recorded  # predictors the task can judge one by one
+              if cell.outcome.ok and task.predictor_correct(name, by_id[row_id], cell.outcome.outputs) is not None}
+    for (row_id, name, tier), cell in recorded:
         o = cell.outcome
-        correct = task.predictor_correct(name, by_id[row_id], o.outputs) if o.ok else False
+        correct = task.predictor_correct(name, by_id[row_id], o.outputs) if o.ok else (False if name in judged else None)
         cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
                       "predictor": name, "tier": tier, "ok": o.ok, "correct": correct,
                       "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),

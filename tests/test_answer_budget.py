@@ -9,6 +9,7 @@ from typing import Literal
 import dspy
 
 from conftest import answer, fake_catalog, make_runtime
+from metrics.report import load_report
 from optimizers import TierOptimizer
 from pipelines.artifact import program_fingerprint
 from pipelines.cascade import MARKER_TOKENS, REASONING_TOKENS, LiveRungs, answer_budget
@@ -103,8 +104,15 @@ def test_compile_names_a_predictor_a_tier_cannot_answer(tmp_path):
                               tiers=fake_catalog("small", "big"), trials=10, holdout=0.25,
                               storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
                               scripts={"*": script})
-    optimizer.compile(Triage(), trainset=trainset)
+    compiled = optimizer.compile(Triage(), trainset=trainset)
     notes = [n for n in optimizer.summary_["notes"] if n.startswith("predictor 'label'")]
     assert len(notes) == 1, optimizer.summary_["notes"]
     assert "on small 8 of 8 rows" in notes[0] and "big" not in notes[0]
     assert "AdapterParseError" in notes[0]
+
+    # The report's table by tier says the same; a DSPy metric judges the program, not one predictor,
+    # so a failure is not counted as a wrong answer of that predictor (accuracy unknown, not 0).
+    compiled.save(tmp_path / "triage.tierwise.json")
+    table = load_report(tmp_path / "triage.tierwise.json").tables["tier_quality"].set_index(["predictor", "tier"])
+    assert table.loc[("label", "small"), "failed"] == 1.0 and table.loc[("label", "big"), "failed"] == 0.0
+    assert table["accuracy"].isna().all()
