@@ -186,20 +186,20 @@ class OutcomeTable:
         (a parse error, a refused type, an answer cut short), with its most common error: a failing
         predictor otherwise shows only as quality 0 for every tier."""
         counts: dict[str, dict[str, list[int]]] = {}
-        errors: dict[str, Counter] = {}
+        errors: dict[tuple[str, str], Counter] = {}
         for (_, name, tier), cell in list(self.cells.items()):
             tally = counts.setdefault(name, {}).setdefault(tier, [0, 0])
             tally[1] += 1
             if not cell.outcome.ok:
                 tally[0] += 1
-                errors.setdefault(name, Counter())[cell.outcome.error] += 1
+                errors.setdefault((name, tier), Counter())[cell.outcome.error] += 1
         notes = []
         for name, by_tier in counts.items():
             failing = [t for t in tier_names if t in by_tier and by_tier[t][0] >= share * by_tier[t][1] > 0]
             if not failing:
                 continue
             shares = ", ".join(f"{t} {by_tier[t][0]} of {by_tier[t][1]}" for t in failing)
-            common, n = errors[name].most_common(1)[0]
+            common, n = sum((errors[(name, t)] for t in failing), Counter()).most_common(1)[0]
             notes.append(f"predictor {name!r} gave no usable answer on {shares} rows; most common ({n}x): {common}")
         return notes
 
