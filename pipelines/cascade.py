@@ -248,11 +248,27 @@ class LiveRungs:
 
 
 # A tier's max_tokens bounds one short output field (the local tiers': 24). A predictor that writes more
-# gets that per output field plus room for the field markers, and REASONING_TOKENS for a reasoning field
+# gets that per output field (a structured one per part: each field of a pydantic model, STRUCTURED_PARTS
+# for a list or dict), room for the field markers, and REASONING_TOKENS for a reasoning field
 # (dspy.ChainOfThought), unless it sets its own: dspy.Predict(..., max_tokens=N) is used as it is.
 REASONING_TOKENS = 256
 MARKER_TOKENS = 12
+STRUCTURED_PARTS = 4
 MORE_TOKENS = "give the predictor more, e.g. dspy.Predict(Signature, max_tokens=N) or dspy.ChainOfThought(Signature, max_tokens=N)"
+
+
+def field_parts(annotation) -> int:
+    """How many short answers one output field holds, for its token budget."""
+    import typing
+
+    import pydantic
+
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return max(len(annotation.model_fields), 1)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return field_parts(typing.get_args(annotation)[0])
+    return STRUCTURED_PARTS if origin in (list, dict, tuple, set) or annotation in (list, dict, tuple, set) else 1
 
 
 def answer_budget(predictor, tier) -> int | None:
@@ -260,12 +276,12 @@ def answer_budget(predictor, tier) -> int | None:
     if "max_tokens" in (getattr(predictor, "config", None) or {}):
         return None
     per_field = tier.setting("max_tokens")
-    outputs = list(predictor.signature.output_fields)
+    outputs = predictor.signature.output_fields
     reasoning = sum(k in conf.REASONING_FIELDS for k in outputs)
-    if not per_field or (len(outputs) <= 1 and not reasoning):
+    parts = sum(field_parts(info.annotation) for k, info in outputs.items() if k not in conf.REASONING_FIELDS)
+    if not per_field or (len(outputs) <= 1 and not reasoning and parts <= 1):
         return None
-    plain = max(len(outputs) - reasoning, 1)
-    return int(per_field) * plain + MARKER_TOKENS * (len(outputs) - 1) + REASONING_TOKENS * reasoning
+    return int(per_field) * max(parts, 1) + MARKER_TOKENS * (len(outputs) - 1) + REASONING_TOKENS * reasoning
 
 
 def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:

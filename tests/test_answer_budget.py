@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Literal
 
 import dspy
+import pydantic
 
 from conftest import answer, fake_catalog, make_runtime
 from metrics.report import load_report
 from optimizers import TierOptimizer
 from pipelines.artifact import program_fingerprint
-from pipelines.cascade import MARKER_TOKENS, REASONING_TOKENS, LiveRungs, answer_budget
+from pipelines.cascade import MARKER_TOKENS, REASONING_TOKENS, STRUCTURED_PARTS, LiveRungs, answer_budget
 
 
 class Solve(dspy.Signature):
@@ -33,6 +34,21 @@ def test_budget_grows_with_the_fields_a_predictor_writes():
     two = dspy.Predict("problem -> answer, unit")
     assert answer_budget(two, tier) == 2 * 24 + MARKER_TOKENS
     assert answer_budget(solver(max_tokens=100), tier) is None  # the predictor's own setting stands
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip_code: str
+    street: str
+
+
+def test_structured_outputs_get_a_short_answer_per_part():
+    tier = fake_catalog("small", small={"max_tokens": 24})["small"]
+    address = dspy.Predict(dspy.Signature({"message": dspy.InputField(), "address": dspy.OutputField()},
+                                          "Extract the address.").with_updated_fields("address", type_=Address))
+    assert answer_budget(address, tier) == 3 * 24
+    assert answer_budget(dspy.Predict("message -> keywords: list[str]"), tier) == STRUCTURED_PARTS * 24
+    assert answer_budget(dspy.Predict("message -> count: int"), tier) is None
 
 
 def test_chain_of_thought_gets_room_and_a_cut_answer_says_where(tmp_path):
