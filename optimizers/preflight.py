@@ -12,6 +12,7 @@ from optimizers.study import check_storage, default_storage
 from pipelines import artifact
 from pipelines.errors import ConfigError
 from pipelines.signing import signing_key
+from pipelines.tiers import check_settings
 
 
 def check_options(options, task_name: str) -> None:
@@ -36,6 +37,13 @@ def check_tiers(catalog, scripts: dict | None) -> None:
         ok, why = tier.availability(scripts)
         if not ok:
             raise ConfigError(f"tier {tier.name} ({tier.model}) is not available: {why}")
+
+
+def check_program_settings(program) -> None:
+    """A predictor's own generation settings (dspy.Predict(Sig, max_tokens=N)) hold the same rules as a
+    tier's: a bad one would otherwise fail every call, and read as a tier that cannot be reached."""
+    for name, predictor in program.named_predictors():
+        check_settings(getattr(predictor, "config", None) or {}, f"predictor {name!r}", prefix="")
 
 
 def check_stores(options) -> None:

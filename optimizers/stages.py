@@ -155,6 +155,7 @@ def prepare(job: Job) -> Session:
     runtime = Runtime(catalog, cache=CallCache(paths.cache_dir(work), url=shared),
                       ledger=Ledger(paths.ledger_file(work)), scripts=job.scripts)
     program = job.task.build_program()
+    preflight.check_program_settings(program)
     name = study_name(job.task, program, catalog, dev, hold, job.seed, job.holdout)
     # --budget-usd holds for this compile (this study) across reruns, not per run.
     table = OutcomeTable(runtime, f"{job.task.source}|{program_fingerprint(program)}",

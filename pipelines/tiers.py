@@ -315,7 +315,7 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
     bad = set(settings) - SETTING_KEYS
     if bad:
         raise ConfigError(f"{where}: unknown settings {sorted(bad)}; allowed: {sorted(SETTING_KEYS)}")
-    _check_settings(settings, where)
+    check_settings(settings, where)
     model = spec["model"]
     endpoint = _endpoint(spec, where)
     if endpoint and not _is_api(model):
@@ -403,8 +403,9 @@ def _header_source(name: str, value, where: str) -> dict:
 _NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s": 0, "max_tokens": 1, "retries": 0}
 
 
-def _check_settings(settings: dict, where: str) -> None:
-    """Each setting a finite number at or above its floor (whole for counts), `stop` a string or list of them."""
+def check_settings(settings: dict, where: str, prefix: str = "settings.") -> None:
+    """Each setting a finite number at or above its floor (whole for counts), `stop` a string or list of
+    them: a tier's settings, or a predictor's own (dspy.Predict(..., max_tokens=N))."""
     for key, floor in _NUMBER_SETTINGS.items():
         value = settings.get(key)
         if value is None:
@@ -413,11 +414,11 @@ def _check_settings(settings: dict, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
                 or not math.isfinite(value) or value < floor:
             kind = "a whole number" if whole else "a finite number"
-            raise ConfigError(f"{where}: settings.{key} must be {kind} >= {floor:g}, got {value!r}")
+            raise ConfigError(f"{where}: {prefix}{key} must be {kind} >= {floor:g}, got {value!r}")
     stop = settings.get("stop")
     stop_ok = isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))
     if stop is not None and not stop_ok:
-        raise ConfigError(f"{where}: settings.stop must be a string or a list of strings, got {stop!r}")
+        raise ConfigError(f"{where}: {prefix}stop must be a string or a list of strings, got {stop!r}")
 
 
 def load_catalog(path: str | Path | None) -> Catalog:

@@ -1,6 +1,6 @@
 """A predictor that writes more than one short field (dspy.ChainOfThought, several outputs) gets room to
 write it; an answer cut at max_tokens says so; a compile names a predictor that a tier cannot answer;
-a predictor's own generation settings are part of the program's fingerprint."""
+a predictor's own generation settings are checked up front and are part of the program's fingerprint."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Literal
 
 import dspy
 import pydantic
+import pytest
 
 from conftest import answer, fake_catalog, make_runtime
 from metrics.report import load_report
 from optimizers import TierOptimizer
 from pipelines.artifact import program_fingerprint
 from pipelines.cascade import MARKER_TOKENS, REASONING_TOKENS, STRUCTURED_PARTS, LiveRungs, answer_budget
+from pipelines.errors import ConfigError
 
 
 class Solve(dspy.Signature):
@@ -132,3 +134,26 @@ def test_compile_names_a_predictor_a_tier_cannot_answer(tmp_path):
     table = load_report(tmp_path / "triage.tierwise.json").tables["tier_quality"].set_index(["predictor", "tier"])
     assert table.loc[("label", "small"), "failed"] == 1.0 and table.loc[("label", "big"), "failed"] == 0.0
     assert table["accuracy"].isna().all()
+
+
+def test_a_bad_predictor_setting_is_refused_before_any_call(tmp_path):
+    """dspy passes a predictor's settings to every call unchecked: max_tokens="lots" failed each call and
+    read as a tier that cannot be reached. It is refused up front, naming the predictor."""
+    calls = []
+
+    class Program(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.solve = dspy.ChainOfThought(Solve, max_tokens="lots")
+
+        def forward(self, problem):
+            return self.solve(problem=problem)
+
+    optimizer = TierOptimizer(metric=lambda ex, pred, trace=None: ex.answer == pred.answer,
+                              tiers=fake_catalog("small", "big"), trials=5, storage=f"sqlite:///{tmp_path}/s.db",
+                              work_dir=tmp_path / ".tierwise", scripts={"*": lambda t, m: calls.append(t) or "7"})
+    trainset = [dspy.Example(problem=f"{i} plus 1?", answer=i + 1).with_inputs("problem") for i in range(6)]
+    with pytest.raises(ConfigError, match=r"predictor 'solve.predict': max_tokens must be a whole number >= 1, "
+                                          r"got 'lots'"):
+        optimizer.compile(Program(), trainset=trainset)
+    assert calls == []
