@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.cascade import LiveRungs, RungOutcome, answer_budget, answer_features, apply_policy, inputs_key, trail_var
+from pipelines.cascade import (LiveRungs, RungOutcome, answer_budget, answer_features, apply_policy, inputs_key,
+                               trail_var)
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
@@ -179,7 +180,6 @@ class OutcomeTable:
             self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome,
                                                                          _plain(kwargs)))
         return outcome
-
 
     def failure_notes(self, tier_names: list[str], share: float = FAILURE_NOTE_SHARE) -> list[str]:
         """One line per predictor that a tier failed to answer on at least `share` of the rows recorded

@@ -389,11 +389,12 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
     by_id = {str(r["id"]): r for r in session.dev + session.hold}
     cells = []
     recorded = [(key, cell) for key, cell in sorted(table.cells.items()) if key[0] in by_id]
-    judged = {name for (row_id, name, _), cell in recorded  # predictors the task can judge one by one
-              if cell.outcome.ok and task.predictor_correct(name, by_id[row_id], cell.outcome.outputs) is not None}
-    for (row_id, name, tier), cell in recorded:
+    verdicts = [task.predictor_correct(name, by_id[row_id], cell.outcome.outputs) if cell.outcome.ok else None
+                for (row_id, name, _), cell in recorded]
+    judged = {key[1] for (key, _), verdict in zip(recorded, verdicts) if verdict is not None}  # judged one by one
+    for ((row_id, name, tier), cell), verdict in zip(recorded, verdicts):
         o = cell.outcome
-        correct = task.predictor_correct(name, by_id[row_id], o.outputs) if o.ok else (False if name in judged else None)
+        correct = verdict if o.ok else (False if name in judged else None)  # a failure is wrong where judged
         cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
                       "predictor": name, "tier": tier, "ok": o.ok, "correct": correct,
                       "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),

@@ -18,9 +18,10 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Annotated, Callable, get_args, get_origin
 
 import dspy
+import pydantic
 
 from pipelines import confidence as conf
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
@@ -259,15 +260,11 @@ MORE_TOKENS = "give the predictor more, e.g. dspy.Predict(Signature, max_tokens=
 
 def field_parts(annotation) -> int:
     """How many short answers one output field holds, for its token budget."""
-    import typing
-
-    import pydantic
-
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         return max(len(annotation.model_fields), 1)
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return field_parts(typing.get_args(annotation)[0])
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return field_parts(get_args(annotation)[0])
     return STRUCTURED_PARTS if origin in (list, dict, tuple, set) or annotation in (list, dict, tuple, set) else 1
 
 
