@@ -255,6 +255,7 @@ class LiveRungs:
 REASONING_TOKENS = 256
 MARKER_TOKENS = 12
 STRUCTURED_PARTS = 4
+MAX_BUDGET = 4096  # some APIs refuse a larger max_tokens; a predictor needing more says so itself
 MORE_TOKENS = "give the predictor more, e.g. dspy.Predict(Signature, max_tokens=N) or dspy.ChainOfThought(Signature, max_tokens=N)"
 
 
@@ -278,7 +279,8 @@ def answer_budget(predictor, tier) -> int | None:
     parts = sum(field_parts(info.annotation) for k, info in outputs.items() if k not in conf.REASONING_FIELDS)
     if not per_field or (len(outputs) <= 1 and not reasoning and parts <= 1):
         return None
-    return int(per_field) * max(parts, 1) + MARKER_TOKENS * (len(outputs) - 1) + REASONING_TOKENS * reasoning
+    need = int(per_field) * max(parts, 1) + MARKER_TOKENS * (len(outputs) - 1) + REASONING_TOKENS * reasoning
+    return max(min(need, MAX_BUDGET), int(per_field))
 
 
 def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:

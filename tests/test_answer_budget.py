@@ -14,7 +14,7 @@ from conftest import answer, fake_catalog, make_runtime
 from metrics.report import load_report
 from optimizers import TierOptimizer
 from pipelines.artifact import program_fingerprint
-from pipelines.cascade import MARKER_TOKENS, REASONING_TOKENS, STRUCTURED_PARTS, LiveRungs, answer_budget
+from pipelines.cascade import MARKER_TOKENS, MAX_BUDGET, REASONING_TOKENS, STRUCTURED_PARTS, LiveRungs, answer_budget
 from pipelines.errors import ConfigError
 
 
@@ -51,6 +51,8 @@ def test_structured_outputs_get_a_short_answer_per_part():
     assert answer_budget(address, tier) == 3 * 24
     assert answer_budget(dspy.Predict("message -> keywords: list[str]"), tier) == STRUCTURED_PARTS * 24
     assert answer_budget(dspy.Predict("message -> count: int"), tier) is None
+    wide = dspy.Predict("message -> " + ", ".join(f"f{i}: list[str]" for i in range(60)))
+    assert answer_budget(wide, tier) == MAX_BUDGET  # bounded: some APIs refuse a larger max_tokens
 
 
 def test_chain_of_thought_gets_room_and_a_cut_answer_says_where(tmp_path):
