@@ -187,12 +187,15 @@ class OutcomeTable:
         predictor otherwise shows only as quality 0 for every tier."""
         counts: dict[str, dict[str, list[int]]] = {}
         errors: dict[tuple[str, str], Counter] = {}
+        example: dict[tuple[str, str], str] = {}  # (predictor, error) -> what a tier wrote
         for (_, name, tier), cell in list(self.cells.items()):
             tally = counts.setdefault(name, {}).setdefault(tier, [0, 0])
             tally[1] += 1
             if not cell.outcome.ok:
                 tally[0] += 1
                 errors.setdefault((name, tier), Counter())[cell.outcome.error] += 1
+                if cell.outcome.failed_text.strip():
+                    example.setdefault((name, cell.outcome.error), cell.outcome.failed_text.strip())
         notes = []
         for name, by_tier in counts.items():
             failing = [t for t in tier_names if t in by_tier and by_tier[t][0] >= share * by_tier[t][1] > 0]
@@ -200,7 +203,10 @@ class OutcomeTable:
                 continue
             shares = ", ".join(f"{t} {by_tier[t][0]} of {by_tier[t][1]}" for t in failing)
             common, n = sum((errors[(name, t)] for t in failing), Counter()).most_common(1)[0]
-            notes.append(f"predictor {name!r} gave no usable answer on {shares} rows; most common ({n}x): {common}")
+            wrote = example.get((name, common))
+            said = f"; e.g. it wrote {' '.join(wrote.split())[:80]!r}" if wrote else ""
+            notes.append(f"predictor {name!r} gave no usable answer on {shares} rows; most common ({n}x): "
+                         f"{common.rstrip()}{said}")
         return notes
 
 

@@ -47,6 +47,7 @@ class RungOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    failed_text: str = ""  # what the tier wrote when its answer was not usable (first 200 characters)
     prediction: object = None  # live only: the dspy.Prediction
     records: list = field(default_factory=list)  # live only: ledger records of its calls
 
@@ -56,7 +57,7 @@ class RungOutcome:
 
     def to_dict(self) -> dict:
         keys = ("tier", "outputs", "error", "scores", "features", "cost_usd", "paid_usd",
-                "prompt_tokens", "completion_tokens", "latency_s")
+                "prompt_tokens", "completion_tokens", "latency_s", "failed_text")
         return {k: getattr(self, k) for k in keys}
 
     @classmethod
@@ -222,6 +223,7 @@ class LiveRungs:
             completion_tokens=sum(c.completion_tokens for c in trace),
             latency_s=sum(c.record.latency_s for c in trace),
             records=[c.record for c in trace],
+            failed_text=trace[-1].text[:200] if outputs is None and trace else "",
         )
         if outputs is not None:
             first = trace[0] if trace else None

@@ -129,6 +129,7 @@ def test_compile_names_a_predictor_a_tier_cannot_answer(tmp_path):
     assert len(notes) == 1, optimizer.summary_["notes"]
     assert "on small 8 of 8 rows" in notes[0] and "big" not in notes[0]
     assert "AdapterParseError" in notes[0]
+    assert "e.g. it wrote 'Sure! Here is what I think about that message.'" in notes[0]
 
     # The report's table by tier says the same; a DSPy metric judges the program, not one predictor,
     # so a failure is not counted as a wrong answer of that predictor (accuracy unknown, not 0).
