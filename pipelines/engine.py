@@ -197,9 +197,9 @@ class TierEngine:
         return self.tier.cost(int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0)),
                               int(result.get("cached_tokens", 0)), int(result.get("cache_write_tokens", 0)))
 
-    def _finish(self, result: dict, hit: bool, latency: float, payload: dict | None = None) -> CallResult:
+    def _finish(self, result: dict, hit: bool, latency: float, payload: dict) -> CallResult:
         prompt, completion = int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0))
-        limit = ((payload or {}).get("config") or {}).get("max_tokens")
+        limit = (payload.get("config") or {}).get("max_tokens")
         # Answers cached before the finish reason was kept: reaching the limit exactly says the same.
         cut = result.get("finish_reason") == "length" or (bool(limit) and completion >= int(limit))
         price = self._price(result)
