@@ -12,10 +12,10 @@ the optimizer plugs in its recorded outcome table, so trials and production shar
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Callable, get_args, get_origin
@@ -422,14 +422,29 @@ def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_
         semantic = None if settings is None else SemanticCache(
             settings.get("ttl_s"), int(settings.get("max_entries", DEFAULT_MAX_ENTRIES)),
             None if semantic_dir is None else f"{semantic_dir}/{name}")
-        predictor.forward = CascadeForward(name, predictor, policy[name], source, tier_names, policy.fallback,
-                                           (scorers or {}).get(name), ledger, (routers or {}).get(name), semantic)
+        cascade = CascadeForward(name, predictor, policy[name], source, tier_names, policy.fallback,
+                                 (scorers or {}).get(name), ledger, (routers or {}).get(name), semantic)
+        predictor.forward = cascade
+        predictor.aforward = AsyncCascadeForward(cascade)  # `await predictor.acall(...)` climbs the same ladder
     return program
+
+
+class AsyncCascadeForward:
+    """Replaces one predictor's `aforward`: the ladder runs in a worker thread (the engine's calls are
+    blocking), with the caller's context copied in, so the request's trail and dspy's settings carry over.
+    Without it dspy's own aforward would call its default LM and skip the policy."""
+
+    def __init__(self, cascade: CascadeForward):
+        self.cascade = cascade
+
+    async def __call__(self, **kwargs):
+        return await asyncio.to_thread(self.cascade, **kwargs)
 
 
 class CompiledProgram(dspy.Module):
     """A user's program with its policy applied. Calling it returns the program's prediction; the
-    tier trail and cost of the last call (in this thread) are on `last_trail` / `last_cost_usd`."""
+    tier trail and cost of the last call (in this thread, or this asyncio task for `await acall(...)`)
+    are on `last_trail` / `last_cost_usd`."""
 
     def __init__(self, program: dspy.Module, policy: Policy, runtime, scorers: dict | None = None,
                  source: RungSource | None = None, routers: dict | None = None, semantic_dir=None):
@@ -440,7 +455,9 @@ class CompiledProgram(dspy.Module):
         self.ledger = runtime.ledger if runtime is not None else None
         apply_policy(program, policy, source or LiveRungs(runtime), runtime.catalog.names if runtime else [],
                      scorers, self.ledger, routers, semantic_dir)
-        self._local = threading.local()
+        # A context variable, not a thread-local: each thread and each asyncio task sees its own last call.
+        self._last_trail: contextvars.ContextVar[list] = contextvars.ContextVar(f"tierwise_last_trail_{id(self)}",
+                                                                                default=())
 
     def forward(self, **kwargs):
         trail: list[Step] = []
@@ -450,11 +467,25 @@ class CompiledProgram(dspy.Module):
         finally:
             trail_var.reset(tokens[0])
             current_request_id.reset(tokens[1])
-            self._local.trail = trail
+            self._last_trail.set(trail)
+
+    async def aforward(self, **kwargs):
+        """`await program.acall(...)`: the program's own `aforward` when it has one (its predictors'
+        `acall`s climb their ladders), else its `forward` in a worker thread."""
+        trail: list[Step] = []
+        tokens = [trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
+        try:
+            if callable(getattr(self.program, "aforward", None)):
+                return await self.program.acall(**kwargs)
+            return await asyncio.to_thread(self.program, **kwargs)
+        finally:
+            trail_var.reset(tokens[0])
+            current_request_id.reset(tokens[1])
+            self._last_trail.set(trail)
 
     @property
     def last_trail(self) -> list[Step]:
-        return getattr(self._local, "trail", [])
+        return list(self._last_trail.get())
 
     @property
     def last_cost_usd(self) -> float:

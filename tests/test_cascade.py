@@ -4,6 +4,7 @@ ChainOfThought, threads) without rewriting them."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import threading
@@ -408,6 +409,62 @@ def test_threads_each_see_their_own_last_trail(tmp_path):
     assert program.last_trail == []  # the main thread made no call
     assert len(runtime.ledger.records) == 6
     assert len({r.request_id for r in runtime.ledger.records}) == 4
+
+
+class AsyncPipeline(Pipeline):
+    """The same program written for asyncio, as the DSPy docs show: `aforward` awaits each predictor's `acall`."""
+
+    async def aforward(self, question):
+        number = (await self.inner.extract.acall(question=question)).number
+        result = await self.answer.acall(question=question, number=number)
+        label = (await self.label.acall(answer=result.answer)).label
+        return dspy.Prediction(number=number, answer=result.answer, reasoning=result.reasoning, label=label)
+
+
+def test_acall_climbs_the_same_ladders_as_a_call(tmp_path):
+    """`await compiled.acall(...)`: a program's own aforward (its predictors' acall, ChainOfThought's too)
+    goes through the policy, not dspy's default LM, which is not even configured here."""
+    policy = Policy({
+        "inner.extract": PredictorPolicy(["a"]),
+        "answer.predict": PredictorPolicy(["a", "c"], "logprob_mean", [0.5]),
+        "label": PredictorPolicy(["b"]),
+    })
+    calls = []
+    compiled_program, runtime = compiled(tmp_path, policy, pipeline_script(calls), program=AsyncPipeline())
+
+    async def ask():
+        prediction = await compiled_program.acall(question="What is 17+25?")
+        return prediction, compiled_program.last_trail
+
+    prediction, trail = asyncio.run(ask())
+    assert (prediction.number, prediction.answer, prediction.label) == ("17", "42", "even")
+    assert [t for t, _ in calls] == ["a", "a", "c", "b"]
+    assert [(s.predictor, s.tier, s.decision) for s in trail] == [
+        ("inner.extract", "a", "accepted"), ("answer.predict", "a", "escalated"),
+        ("answer.predict", "c", "accepted"), ("label", "b", "accepted")]
+    assert len({r.request_id for r in runtime.ledger.records}) == 1 and runtime.ledger.records[0].request_id
+    assert compiled_program.last_trail == []  # asyncio.run's task kept its own; this thread made no call
+
+
+def test_concurrent_acalls_each_see_their_own_trail(tmp_path):
+    """A program without aforward runs its forward in a worker thread; gathered requests do not mix."""
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])})
+    program, runtime = compiled(tmp_path, policy, hard_easy_script, tiers=("a", "b"))
+
+    async def ask(n):
+        prediction = await program.acall(question=f"question {n}")
+        return n, prediction.answer, [(s.tier, s.decision) for s in program.last_trail], program.last_cost_usd
+
+    async def ask_all():
+        return await asyncio.gather(*(ask(n) for n in range(4)))
+
+    for n, got, trail, cost in asyncio.run(ask_all()):
+        if n % 2 == 0:
+            assert got == f"a{n}" and trail == [("a", "accepted")]
+        else:
+            assert got == f"b{n}" and trail == [("a", "escalated"), ("b", "accepted")]
+        assert cost > 0
+    assert len(runtime.ledger.records) == 6 and len({r.request_id for r in runtime.ledger.records}) == 4
 
 
 def test_dspy_parallel(tmp_path):
