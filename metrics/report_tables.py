@@ -58,6 +58,7 @@ def trials_table(trials: pd.DataFrame, chosen: str | None = None) -> pd.DataFram
             row[f"{name}.ladder"] = ">".join(p["ladder"])
             row[f"{name}.estimator"] = p.get("estimator", "none") if len(p["ladder"]) > 1 else ""
             row[f"{name}.thresholds"] = ",".join(f"{t:.3f}" for t in p.get("thresholds", []))
+            row[f"{name}.route_lambda"] = float(p["route"]["lambda"]) if p.get("route") else np.nan
         flat.append(row)
     return pd.concat([out.reset_index(drop=True), pd.DataFrame(flat)], axis=1).sort_values("number",
                                                                                             ignore_index=True)
@@ -101,11 +102,16 @@ def _policy_text(row) -> str:
     def text(value) -> str:
         return value if isinstance(value, str) else ""
 
+    def route(n):
+        value = row.get(f"{n}.route_lambda")
+        return None if value is None or pd.isna(value) else float(value)
+
     names = sorted({c.rsplit(".", 1)[0] for c in row.index})
     return "; ".join(
         f"{n}: " + describe_ladder({"ladder": text(row[f"{n}.ladder"]).split(">"),
                                     "estimator": text(row[f"{n}.estimator"]),
-                                    "thresholds": [float(t) for t in text(row[f"{n}.thresholds"]).split(",") if t]})
+                                    "thresholds": [float(t) for t in text(row[f"{n}.thresholds"]).split(",") if t],
+                                    "route_lambda": route(n)})
         for n in names if text(row[f"{n}.ladder"]))
 
 

@@ -69,11 +69,18 @@ def build_summary(*, task: str, objective: str, artifact: str | None, policy: di
 
 
 def describe_ladder(p: dict) -> str:
-    """One predictor's policy entry as people read it: 'small > big  (escalate when learned < 0.700)'.
-    The summary, the report tables and the HTML page all print ladders with this."""
-    text = " > ".join(p["ladder"])
-    if p.get("thresholds"):
-        text += f"  (escalate when {p.get('estimator', '')} < {', '.join(f'{t:.3f}' for t in p['thresholds'])})"
+    """One predictor's policy entry as people read it: 'small > big  (escalate when learned < 0.700)', or for
+    a routed one 'route to small | big by the input router (lambda 0.300)', with its escalation after when it
+    has one. The summary, the report tables and the HTML page all print ladders with this."""
+    escalates = p.get("thresholds") and p.get("estimator", "none") not in ("", "none")
+    if p.get("route_lambda") is not None:
+        text = f"route to {' | '.join(p['ladder'])} by the input router (lambda {p['route_lambda']:.3f})"
+        if escalates:
+            text += f", then climb when {p['estimator']} < {', '.join(f'{t:.3f}' for t in p['thresholds'])}"
+    else:
+        text = " > ".join(p["ladder"])
+        if escalates:
+            text += f"  (escalate when {p['estimator']} < {', '.join(f'{t:.3f}' for t in p['thresholds'])})"
     if p.get("semantic_threshold") is not None:  # the semantic cache's lookup comes first
         text = f"semantic cache (similarity >= {p['semantic_threshold']:.3f}) > {text}"
     return text

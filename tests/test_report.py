@@ -238,3 +238,28 @@ def test_report_from_a_production_ledger(compiled, tmp_path):
     assert predictors["final_small"].tolist() == [1.0, 1.0]
     paths = write_report(report, tmp_path / "out")
     assert "pareto.png" not in paths and (tmp_path / "out" / "spend.csv").is_file()
+
+
+def test_routed_policies_read_as_routes_in_the_summary_and_the_front():
+    """A router's ladder has no confidence threshold: it used to print as 'escalate when none < 0.000'."""
+    from optimizers.summary import describe_ladder
+    from pipelines.policy import Policy, PredictorPolicy
+
+    route = {"lambda": 0.3, "costs": [0.1, 0.4, 1.0]}
+    router = PredictorPolicy(["cheap", "mid", "flagship"], "none", [0.0, 0.0], route)
+    routed = PredictorPolicy(["cheap", "flagship"], "learned", [0.62], {"lambda": 1.5, "costs": [0.1, 1.0]})
+    cascade = PredictorPolicy(["cheap", "flagship"], "learned", [0.62])
+    described = Policy({"a": router, "b": routed, "c": cascade}).describe()
+    assert describe_ladder(described["a"]) == "route to cheap | mid | flagship by the input router (lambda 0.300)"
+    assert describe_ladder(described["b"]) == ("route to cheap | flagship by the input router (lambda 1.500), "
+                                               "then climb when learned < 0.620")
+    assert describe_ladder(described["c"]) == "cheap > flagship  (escalate when learned < 0.620)"
+
+    policies = [Policy({"p": p}).to_dict() for p in (router, routed, cascade)]
+    trials = pd.DataFrame({"number": [0, 1, 2], "quality": [0.7, 0.8, 0.9], "cost_per_1k": [1.0, 2.0, 3.0],
+                           "policy": policies})
+    front = rt.pareto_table(rt.trials_table(trials))
+    assert front["policy"].tolist() == [
+        "p: route to cheap | mid | flagship by the input router (lambda 0.300)",
+        "p: route to cheap | flagship by the input router (lambda 1.500), then climb when learned < 0.620",
+        "p: cheap > flagship  (escalate when learned < 0.620)"]
