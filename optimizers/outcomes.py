@@ -9,6 +9,7 @@ program whose later predictors read earlier outputs) is made on demand, under th
 from __future__ import annotations
 
 import contextvars
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -193,9 +194,10 @@ class OutcomeTable:
             tally[1] += 1
             if not cell.outcome.ok:
                 tally[0] += 1
-                errors.setdefault((name, tier), Counter())[cell.outcome.error] += 1
+                kind = error_kind(cell.outcome.error)
+                errors.setdefault((name, tier), Counter())[kind] += 1
                 if cell.outcome.failed_text.strip():
-                    example.setdefault((name, cell.outcome.error), cell.outcome.failed_text.strip())
+                    example.setdefault((name, kind), cell.outcome.failed_text.strip())
         notes = []
         for name, by_tier in counts.items():
             failing = [t for t in tier_names if t in by_tier and by_tier[t][0] >= share * by_tier[t][1] > 0]
@@ -208,6 +210,16 @@ class OutcomeTable:
             notes.append(f"predictor {name!r} gave no usable answer on {shares} rows; most common ({n}x): "
                          f"{common.rstrip()}{said}")
         return notes
+
+
+_QUOTED_TAIL = re.compile(r""":\s*(['"]).*\1\s*$""", re.S)
+
+
+def error_kind(error: str) -> str:
+    """An error's first line without the answer it quotes at the end ("not one of [...]: 'It is sure'"),
+    so the failures of one kind count together; the note shows an example answer beside it."""
+    first = (error.strip().splitlines() or [""])[0]
+    return _QUOTED_TAIL.sub("", first).rstrip()
 
 
 def _passing_failure(outcome: RungOutcome) -> bool:

@@ -79,6 +79,9 @@ class Session:
     study_name: str
     storage: str
     table: OutcomeTable
+    # Distinct calls of every tier's uniform run on every row: rows x predictors x tiers when each predictor
+    # is called once per row, more when a program calls one several times (once per item of a list).
+    matrix_calls: int = 0
 
     def evaluate(self, policy: Policy, rows: list[dict], scorers=None, routers=None) -> list[RowResult]:
         return evaluate(self.job.task, self.program, policy, rows, self.table, self.job.catalog.names, scorers,
@@ -176,6 +179,7 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     order = random.Random().sample(rows, len(rows)) if is_sql_url(job.storage) else rows
     results = record_baselines(job.task, session.program, job.catalog, order, session.table,
                                session.predictors, job.concurrency, progress, preflight.TierProbe(job.catalog))
+    session.matrix_calls = len(session.table.memo)
     at = {str(r["id"]): i for i, r in enumerate(rows)}
     return {tier: sorted(found, key=lambda r: at[r.row_id]) for tier, found in results.items()}
 
@@ -341,7 +345,7 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
         task=job.task.name, objective=job.objective.describe(chosen.reference), artifact=job.out,
         policy=chosen.candidate.policy.describe(), dev=checked.dev, holdout=checked.holdout,
         baselines=checked.baselines, reference=chosen.reference, paid_calls=budget.paid_calls,
-        full_matrix_calls=(len(session.dev) + len(session.hold)) * len(session.predictors) * len(job.catalog),
+        full_matrix_calls=session.matrix_calls,
         trials=len(completed(study)), spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd,
         trials_run_now=searched.ran, noise=chosen.info["noise"], holdout_vs_reference=checked.gap,
         study=study.study_name, storage=redact(job.storage or f"default ({paths.studies_db(job.work_dir)})"),

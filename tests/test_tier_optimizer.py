@@ -258,3 +258,48 @@ def test_a_semantic_cache_for_a_predictor_the_program_lacks_is_refused(tmp_path)
                               scripts={"*": script([])}, semantic_cache={"predictors": ["triage"]})
     with pytest.raises(ConfigError, match=r"\['triage'\].*has \['classify'\]"):
         optimizer.compile(make_program(), trainset=trainset())
+
+
+class Sentence(dspy.Signature):
+    """Classify one sentence of a banking customer's message."""
+
+    message: str = dspy.InputField()
+    intent: Literal[LABELS] = dspy.OutputField()
+
+
+class PerSentence(dspy.Module):
+    """One predictor called once per sentence, then a vote: a row makes several calls per tier."""
+
+    def __init__(self):
+        super().__init__()
+        self.classify = dspy.Predict(Sentence)
+
+    def forward(self, message):
+        votes = [self.classify(message=part.strip()).intent for part in message.split(".") if part.strip()]
+        return dspy.Prediction(intent=max(set(votes), key=votes.count))
+
+
+def test_a_predictor_called_per_item_pays_each_distinct_call_once(tmp_path):
+    """The full matrix counts the calls, not rows x predictors x tiers: 'paid 24 of a matrix of 12' read as
+    calls paid twice. A rerun pays nothing."""
+    pairs = list(GOLD.items())[:12]
+    rows = [(f"{a}. {b}. {a}", la) for (a, la), (b, _) in zip(pairs[::2], pairs[1::2])]  # 6 rows, 2 distinct sentences
+    trainset_ = [dspy.Example(message=m, intent=label).with_inputs("message") for m, label in rows]
+    paid: list = []
+
+    def answer(tier, messages):
+        paid.append((tier, messages[-1]["content"]))
+        return GOLD.get(messages[-1]["content"], "balance"), 0.9
+
+    def compile_once():
+        optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=5, holdout=0.3,
+                                  storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                                  scripts={"*": answer})
+        optimizer.compile(PerSentence(), trainset=trainset_)
+        return optimizer.summary_
+
+    summary = compile_once()
+    assert len(paid) == len(set(paid)) == 6 * 2 * 2  # 6 rows x 2 distinct sentences x 2 tiers
+    assert summary["paid_calls"] == summary["full_matrix_calls"] == 24
+    again = compile_once()
+    assert again["paid_calls"] == 0 and again["full_matrix_calls"] == 24 and len(paid) == 24
