@@ -104,7 +104,10 @@ def render_text(summary: dict) -> str:
         mark = "  <- reference" if name == summary["reference"] else ""
         lines.append(f"  {name:<28} quality {b['holdout']['quality']:.3f}   cost/1k ${b['holdout']['cost_per_1k']:.6f}{mark}")
     lines.append(f"savings vs {summary['reference']}: {summary['savings_pct']:.1f}% of holdout cost")
-    lines.append(f"paid calls: {summary['paid_calls']} (full matrix {summary['full_matrix_calls']})   "
+    on_demand = summary.get("cells_recorded", 0) - summary["full_matrix_calls"]  # calls only cascades ask for
+    matrix = f"full matrix {summary['full_matrix_calls']}" + (f" + {on_demand} asked for by the search"
+                                                             if on_demand > 0 else "")
+    lines.append(f"paid calls: {summary['paid_calls']} ({matrix})   "
                  f"trials: {summary['trials']}   spent: ${summary['spent_usd']:.6f} this run"
                  + (f", ${summary['spent_usd_compile']:.6f} in all runs of this compile"
                     if summary.get("spent_usd_compile", summary['spent_usd']) > summary['spent_usd'] + 1e-12 else ""))

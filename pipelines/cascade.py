@@ -191,12 +191,18 @@ class LiveRungs:
         from pipelines.runtime import ADAPTER
 
         lm = self.runtime.lm(tier)
-        budget = answer_budget(predictor, self.runtime.catalog[tier])
-        config = {"config": {"max_tokens": budget}} if budget else {}
+        kwargs = dict(kwargs)
+        asked = dict(kwargs.pop("config", None) or {})  # call-time settings: predictor(..., config={...})
+        rollout = asked.pop("rollout_id", None)  # a distinct sample: its own cache entry (dspy's meaning)
+        budget = None if "max_tokens" in asked else answer_budget(predictor, self.runtime.catalog[tier])
+        call_config = {**({"max_tokens": budget} if budget else {}), **asked}
+        config = {"config": call_config} if call_config else {}
         trace: list = []
-        tokens = [current_trace.set(trace), current_predictor.set(name)]
+        tokens = [current_trace.set(trace), current_predictor.set(name),
+                  current_sample.set(f"rollout-{rollout}") if rollout is not None else None]
         try:
-            with dspy.context(adapter=ADAPTER):
+            # trace=None: dspy's trace gets the ladder's final answer (CascadeForward), not every rung's
+            with dspy.context(adapter=ADAPTER, trace=None):
                 prediction = _original_forward(predictor)(lm=lm, **config, **kwargs)
                 outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
                 fields = [k for k in outputs if k not in conf.REASONING_FIELDS]
@@ -214,6 +220,8 @@ class LiveRungs:
         finally:
             current_trace.reset(tokens[0])
             current_predictor.reset(tokens[1])
+            if tokens[2] is not None:
+                current_sample.reset(tokens[2])
         tier_obj = self.runtime.catalog[tier]
         outcome = RungOutcome(
             tier=tier, outputs=outputs, error=error, prediction=prediction,
@@ -237,8 +245,9 @@ class LiveRungs:
 
     def _agreement(self, predictor, lm, kwargs, outputs) -> float:
         same = 0
+        base = current_sample.get()  # a rollout's agreement samples are its own
         for i in range(1, AGREEMENT_SAMPLES + 1):
-            token = current_sample.set(i)
+            token = current_sample.set(f"{base}/{i}" if base else i)
             try:
                 sample = _original_forward(predictor)(lm=lm, **{**kwargs, "config": {
                     **kwargs.get("config", {}), "temperature": 0.7}})
@@ -309,11 +318,60 @@ def _original_forward(predictor):
     return type(predictor).forward.__get__(predictor)
 
 
+class PolicyLM(dspy.BaseLM):
+    """The `lm` of every predictor under a policy. It answers nothing (the policy picks each call's tier);
+    it is there so that dspy modules that read a program's LM work: dspy.BestOfN and dspy.Refine take
+    `module.get_lm()` and `copy(rollout_id=i, temperature=1.0)` it, and each copy's settings reach the
+    ladder as that attempt's sampling settings (sample_settings)."""
+
+    def __init__(self):
+        super().__init__(model="tierwise/policy", cache=False)
+
+    def forward(self, *args, **kwargs):
+        raise ConfigError("this program runs under a tierwise policy: its predictors' calls go to the tiers the "
+                          "policy picks, never to this placeholder LM")
+
+
+POLICY_LM = PolicyLM()
+SAMPLE_SETTINGS = ("rollout_id", "temperature")
+
+
+def sample_settings(predictor) -> dict:
+    """The rollout_id / temperature that dspy put on a copy of the policy's placeholder LM (BestOfN, Refine)."""
+    lm = getattr(predictor, "lm", None)
+    if not isinstance(lm, PolicyLM):
+        return {}
+    return {k: lm.kwargs[k] for k in SAMPLE_SETTINGS if lm.kwargs.get(k) is not None}
+
+
+def _called_predictor(wrapped):
+    """The predictor object this call is running on: dspy puts it last in `caller_modules`. A module that
+    deep-copies the program (BestOfN, Refine) calls copies that share the wrapped predictor's cascade."""
+    callers = dspy.settings.caller_modules or []
+    last = callers[-1] if callers else None
+    return last if isinstance(last, dspy.Predict) else wrapped
+
+
+def _add_to_dspy_trace(predictor, inputs: dict, prediction) -> None:
+    """What dspy.Predict records for each call (BestOfN, Refine and dspy's optimizers read it): the ladder's
+    final answer, once."""
+    trace = dspy.settings.trace
+    if trace is None or dspy.settings.max_trace_size <= 0:
+        return
+    if len(trace) >= dspy.settings.max_trace_size:
+        trace.pop(0)
+    trace.append((predictor, {k: v for k, v in inputs.items() if k != "config"}, prediction))
+
+
 trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
 
 
 class CascadeForward:
     """Replaces one predictor's `forward`: the predictor object, its name and state stay as they are."""
+
+    def __deepcopy__(self, memo):
+        # dspy.BestOfN / Refine deep-copy the program per attempt: the copies climb this same ladder
+        return self
 
     def __init__(self, name, predictor, pp: PredictorPolicy, source: RungSource, tier_names, fallback, scorer, ledger,
                  router=None, semantic: SemanticCache | None = None):
@@ -336,10 +394,15 @@ class CascadeForward:
 
     def __call__(self, **kwargs):
         kwargs.pop("lm", None)  # the policy decides the tier
+        called = _called_predictor(self.predictor)
         inputs = {k: v for k, v in kwargs.items() if k in self.predictor.signature.input_fields}
         extra = {k: v for k, v in kwargs.items() if k not in inputs}
+        sampling = sample_settings(called)  # dspy.BestOfN / Refine: lm.copy(rollout_id=i, temperature=1.0)
+        if sampling or extra.get("config"):
+            extra["config"] = {**sampling, **(extra.get("config") or {})}
         request = None
-        if self.semantic is not None:  # the first "rung": an earlier answer to a request close enough
+        if self.semantic is not None and "rollout_id" not in extra.get("config", {}):
+            # the first "rung": an earlier answer to a request close enough (never for a sample asked to differ)
             request = (route_text(inputs), guard_key(route_text(inputs), self.patterns))
             found = self._lookup(*request)
             if found.hit:
@@ -365,9 +428,9 @@ class CascadeForward:
         if request is not None and outcome.ok:
             self.semantic.store(self.space, *request, outcome.tier, self._rank(outcome.tier), outcome.outputs,
                                 sum(step.cost_usd for _, step in trail), current_request_id.get() or "")
-        if outcome.prediction is not None:
-            return outcome.prediction
-        return dspy.Prediction(**outcome.outputs)
+        prediction = outcome.prediction if outcome.prediction is not None else dspy.Prediction(**outcome.outputs)
+        _add_to_dspy_trace(called, {**inputs, **extra}, prediction)
+        return prediction
 
     def _rank(self, tier: str) -> int:
         return self.tier_names.index(tier) if tier in self.tier_names else -1
@@ -426,6 +489,8 @@ def apply_policy(program: dspy.Module, policy: Policy, source: RungSource, tier_
                                  (scorers or {}).get(name), ledger, (routers or {}).get(name), semantic)
         predictor.forward = cascade
         predictor.aforward = AsyncCascadeForward(cascade)  # `await predictor.acall(...)` climbs the same ladder
+        if predictor.lm is None:
+            predictor.lm = POLICY_LM
     return program
 
 
@@ -437,8 +502,29 @@ class AsyncCascadeForward:
     def __init__(self, cascade: CascadeForward):
         self.cascade = cascade
 
+    def __deepcopy__(self, memo):
+        return self
+
     async def __call__(self, **kwargs):
         return await asyncio.to_thread(self.cascade, **kwargs)
+
+
+class LastTrail:
+    """A context variable, not a thread-local: each thread and each asyncio task sees its own last call.
+    A deep copy of the program (dspy.BestOfN, Refine) starts with its own."""
+
+    def __init__(self):
+        self._var: contextvars.ContextVar[tuple | list] = contextvars.ContextVar(f"tierwise_last_trail_{id(self)}",
+                                                                                 default=())
+
+    def set(self, trail: list) -> None:
+        self._var.set(trail)
+
+    def get(self):
+        return self._var.get()
+
+    def __deepcopy__(self, memo):
+        return LastTrail()
 
 
 class CompiledProgram(dspy.Module):
@@ -455,9 +541,7 @@ class CompiledProgram(dspy.Module):
         self.ledger = runtime.ledger if runtime is not None else None
         apply_policy(program, policy, source or LiveRungs(runtime), runtime.catalog.names if runtime else [],
                      scorers, self.ledger, routers, semantic_dir)
-        # A context variable, not a thread-local: each thread and each asyncio task sees its own last call.
-        self._last_trail: contextvars.ContextVar[list] = contextvars.ContextVar(f"tierwise_last_trail_{id(self)}",
-                                                                                default=())
+        self._last_trail = LastTrail()
 
     def forward(self, **kwargs):
         trail: list[Step] = []

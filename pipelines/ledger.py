@@ -44,6 +44,9 @@ class CallRecord:
 
 
 class Ledger:
+    def __deepcopy__(self, memo):  # a copied program (dspy.BestOfN, Refine) shares its ledger
+        return self
+
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
         self.records: list[CallRecord] = []

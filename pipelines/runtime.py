@@ -17,6 +17,9 @@ ADAPTER = TierwiseAdapter()
 
 
 class Runtime:
+    def __deepcopy__(self, memo):  # a copied program (dspy.BestOfN, Refine) shares its runtime
+        return self
+
     def __init__(self, catalog: Catalog | None = None, cache: CallCache | None = None,
                  ledger: Ledger | None = None, scripts: dict | None = None):
         self.catalog = catalog or default_catalog()

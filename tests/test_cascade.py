@@ -467,6 +467,74 @@ def test_concurrent_acalls_each_see_their_own_trail(tmp_path):
     assert len(runtime.ledger.records) == 6 and len({r.request_id for r in runtime.ledger.records}) == 4
 
 
+def counting_script(seen):
+    """Each call paid gets a new answer (n1, n2, ...): which calls were cached shows in the answers."""
+
+    def script(tier, messages):
+        seen.append(tier)
+        return answer(reasoning="thinking", answer=f"{tier}{len(seen)}"), 0.9
+
+    return script
+
+
+class Think(dspy.Module):
+    def __init__(self, **config):
+        super().__init__()
+        self.qa = dspy.ChainOfThought("question -> answer")
+        self.config = config
+
+    def forward(self, question):
+        return self.qa(question=question, **({"config": self.config} if self.config else {}))
+
+
+def test_call_time_config_reaches_the_tier_and_a_rollout_is_its_own_sample(tmp_path):
+    """`predictor(..., config={...})` as the DSPy docs write it: it failed every rung ('got multiple values
+    for keyword argument config') when tierwise set the answer budget. A rollout_id is a distinct sample,
+    cached apart; the same rollout again is a cache hit."""
+    seen = []
+    policy = Policy({"qa.predict": PredictorPolicy(["a"])})
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b"), counting_script(seen))
+    configs = ({}, {"temperature": 0.9}, {"max_tokens": 7}, {"temperature": 0.9, "rollout_id": 1},
+               {"temperature": 0.9, "rollout_id": 2}, {"temperature": 0.9, "rollout_id": 1}, {"temperature": 0.9})
+    answers = [CompiledProgram(Think(**config), policy, runtime)(question="q").answer for config in configs]
+    # each setting is another request (a new answer); the same settings again are a cache hit
+    assert answers == ["a1", "a2", "a3", "a4", "a5", "a4", "a2"] and len(seen) == 5
+    assert [r.cache_hit for r in runtime.ledger.records] == [False] * 5 + [True] * 2
+
+
+def test_best_of_n_draws_distinct_samples_through_the_policy(tmp_path):
+    """dspy.BestOfN reads the program's LM and copies it per attempt (rollout_id, temperature=1.0). Under a
+    policy there is no dspy LM at all: each attempt climbs the ladder as its own sample, paid once, and
+    dspy's trace holds the final answers only."""
+    seen = []
+    policy = Policy({"module.qa.predict": PredictorPolicy(["a", "b"], "logprob_mean", [0.95])})  # always climbs
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b"), counting_script(seen))
+
+    def reward(args, prediction):
+        return 1.0 if prediction.answer.endswith("6") else 0.0
+
+    best = CompiledProgram(dspy.BestOfN(Think(), N=3, reward_fn=reward, threshold=1.0), policy, runtime)
+    with dspy.context(trace=[]):
+        prediction = best(question="q")
+        trace = list(dspy.settings.trace)
+    # attempt 1: a1 (escalated), b2; attempt 2: a3, b4; attempt 3: a5, b6 (reward 1)
+    assert prediction.answer == "b6" and seen == ["a", "b"] * 3
+    assert [p.answer for _, _, p in trace] == ["b6"]  # BestOfN keeps the best attempt's trace
+    assert [s.tier for s in best.last_trail] == ["a", "b"] * 3
+    again = CompiledProgram(dspy.BestOfN(Think(), N=3, reward_fn=reward, threshold=1.0), policy, runtime)
+    assert again(question="q").answer == "b6" and len(seen) == 6  # every attempt cached
+
+
+def test_dspy_trace_gets_the_final_answer_not_every_rung(tmp_path):
+    script, _ = by_tier(a=(answer(answer="from a"), 0.2), b=(answer(answer="from b"), 0.9))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)
+    with dspy.context(trace=[]):
+        program(question="q1")
+        trace = list(dspy.settings.trace)
+    assert [(predictor is program.program.qa, inputs, p.answer) for predictor, inputs, p in trace] == [
+        (True, {"question": "q1"}, "from b")]
+
+
 def test_dspy_parallel(tmp_path):
     policy = Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])})
     program, runtime = compiled(tmp_path, policy, hard_easy_script, tiers=("a", "b"))

@@ -252,3 +252,17 @@ def test_a_handful_of_rows_keeps_one_for_the_holdout():
     dev, hold = split_rows(rows, 0.25, 0)
     assert len(hold) == 1 and len(dev) == 5 and split_rows(rows, 0.25, 0) == (dev, hold)
     assert split_rows(rows, 0.0, 0) == (rows, [])
+
+
+def test_summary_line_names_the_calls_only_cascades_asked_for():
+    """A program whose later calls depend on which tier answered before (BestOfN's attempts, a predictor reading
+    an earlier output) makes calls no uniform baseline made: paid calls above the matrix are those, not repeats."""
+    from optimizers.summary import build_summary, render_text
+
+    block = {"n": 4, "quality": 1.0, "cost_per_1k": 1.0, "quality_ci": [1.0, 1.0]}
+    summary = build_summary(task="t", objective="o", artifact=None, policy={}, dev=block, holdout=block,
+                            baselines={"big": {"dev": block, "holdout": block}}, reference="big", paid_calls=54,
+                            full_matrix_calls=40, trials=3, spent_usd=0.0, cells_recorded=54)
+    assert "paid calls: 54 (full matrix 40 + 14 asked for by the search)" in render_text(summary)
+    summary["cells_recorded"] = 40
+    assert "paid calls: 54 (full matrix 40)   " in render_text(summary)
