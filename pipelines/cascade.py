@@ -201,8 +201,10 @@ class LiveRungs:
         tokens = [current_trace.set(trace), current_predictor.set(name),
                   current_sample.set(f"rollout-{rollout}") if rollout is not None else None]
         try:
-            # trace=None: dspy's trace gets the ladder's final answer (CascadeForward), not every rung's
-            with dspy.context(adapter=ADAPTER, trace=None):
+            # trace=None: dspy's trace gets the ladder's final answer (CascadeForward), not every rung's.
+            # send_stream=None: under dspy.streamify a rung's tokens must not reach the stream before its
+            # confidence is known (an escalated answer would be shown, then replaced); the prediction is.
+            with dspy.context(adapter=ADAPTER, trace=None, send_stream=None):
                 prediction = _original_forward(predictor)(lm=lm, **config, **kwargs)
                 outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
                 fields = [k for k in outputs if k not in conf.REASONING_FIELDS]

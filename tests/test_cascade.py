@@ -535,6 +535,22 @@ def test_dspy_trace_gets_the_final_answer_not_every_rung(tmp_path):
         (True, {"question": "q1"}, "from b")]
 
 
+def test_streamify_yields_the_final_prediction_and_no_rejected_rung(tmp_path):
+    """Under dspy.streamify each LM call streamed its raw chunks: the cheap rung's answer reached the stream,
+    then the answer that replaced it. A rung's confidence is known only once it has answered."""
+    script, seen = by_tier(a=(answer(answer="from a"), 0.2), b=(answer(answer="from b"), 0.9))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)
+    stream = dspy.streamify(program)
+
+    async def collect():
+        return [chunk async for chunk in stream(question="q1")]
+
+    chunks = asyncio.run(collect())
+    assert seen == ["a", "b"]
+    assert [type(c).__name__ for c in chunks] == ["Prediction"] and chunks[0].answer == "from b"
+    assert "from a" not in repr(chunks)
+
+
 def test_dspy_parallel(tmp_path):
     policy = Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])})
     program, runtime = compiled(tmp_path, policy, hard_easy_script, tiers=("a", "b"))
