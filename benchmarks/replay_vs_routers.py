@@ -248,7 +248,9 @@ def _csv_list(text: str) -> list[str]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", type=_csv_list, default=list(TABLE_FILES), help=f"subset of {','.join(TABLE_FILES)}")
+    parser.add_argument("--tables", type=_csv_list, default=list(TABLE_FILES),
+                        help=f"subset of {','.join(TABLE_FILES)}, and/or NAME=PATH.csv: your own outcome table "
+                             "(id,input,model,score[,cost_usd,output,segment,split], every model on every id)")
     parser.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1")
     parser.add_argument("--trials", type=int, default=300, help="tierwise search trials per fit")
     parser.add_argument("--fit-seed", type=int, default=0, help="tierwise's own --seed (its search sampler)")
@@ -272,14 +274,22 @@ def main(argv=None):
         if args.out:
             write_rows(rows, args.out, {"merged_from": [str(p) for p in args.merge], "tables": tables})
         return
-    unknown = [t for t in args.tables if t not in TABLE_FILES] + [m for m in args.methods if m not in METHODS]
+    paths = {}
+    for entry in args.tables:
+        name, is_file, path = entry.partition("=")
+        paths[name] = Path(path) if is_file else shared_data() / TABLE_FILES[name] if name in TABLE_FILES else None
+    unknown = [t for t, p in paths.items() if p is None] + [m for m in args.methods if m not in METHODS]
     if unknown:
-        parser.error(f"unknown table or method {unknown}; tables: {', '.join(TABLE_FILES)}; methods: {', '.join(METHODS)}")
+        parser.error(f"unknown table or method {unknown}; tables: {', '.join(TABLE_FILES)} or NAME=PATH.csv; "
+                     f"methods: {', '.join(METHODS)}")
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        parser.error(f"no such table file: {', '.join(missing)}")
 
     started = time.perf_counter()
     tables, rows = {}, []
-    for name in args.tables:
-        table = load(name, shared_data() / TABLE_FILES[name])
+    for name, path in paths.items():
+        table = load(name, path)
         if args.subsample and args.subsample < table.n:
             table = table.subset(np.sort(id_order(table, seed=-1)[:args.subsample]))
             table.notes = table.notes + [f"subsampled to {table.n} ids (development run)"]

@@ -205,3 +205,25 @@ def test_tierwise_goes_through_fit_and_apply_and_reads_the_applied_decisions(tmp
     cost_top, calls_top, quality_top = fits["top"]["point"]
     assert quality_top == pytest.approx(1.0) and calls_top > 0 and cost_top > 1.0
     assert fits["low"]["policy"]["answer"]["ladder"] == ["A"]
+
+
+def test_main_runs_on_a_table_file_of_your_own(tmp_path, capsys):
+    """`--tables NAME=PATH.csv`: the comparison on an outcome table that is not in ../shared."""
+    from benchmarks.replay_vs_routers import main
+
+    rng = np.random.default_rng(0)
+    lines = ["id,input,model,score,cost_usd"]
+    for i in range(40):
+        hard = i % 3 == 0
+        lines += [f"q{i},question {i},small,{float(not hard and rng.random() < 0.9)},0.001",
+                  f"q{i},question {i},big,1.0,0.01"]
+    path = tmp_path / "mine.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    main(["--tables", f"mine={path}", "--seeds", "1", "--methods", "single,random,oracle", "--out",
+          str(tmp_path / "rows.json")])
+    out = capsys.readouterr().out
+    assert "### mine: 40 ids x 2 models" in out and "oracle" in out
+    with pytest.raises(SystemExit):
+        main(["--tables", f"mine={tmp_path / 'absent.csv'}", "--methods", "single"])
+    with pytest.raises(SystemExit):
+        main(["--tables", "nosuchtable", "--methods", "single"])
