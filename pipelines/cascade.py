@@ -13,6 +13,7 @@ the optimizer plugs in its recorded outcome table, so trials and production shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -339,11 +340,12 @@ SAMPLE_SETTINGS = ("rollout_id", "temperature")
 
 
 def sample_settings(predictor) -> dict:
-    """The rollout_id / temperature that dspy put on a copy of the policy's placeholder LM (BestOfN, Refine)."""
-    lm = getattr(predictor, "lm", None)
-    if not isinstance(lm, PolicyLM):
+    """The rollout_id / temperature of a rollout copy of the predictor's LM (dspy.BestOfN, Refine: the policy's
+    placeholder, or an LM you set). Only a rollout's: an LM's other settings are for its own model, not the tiers."""
+    settings = getattr(getattr(predictor, "lm", None), "kwargs", None) or {}
+    if settings.get("rollout_id") is None:
         return {}
-    return {k: lm.kwargs[k] for k in SAMPLE_SETTINGS if lm.kwargs.get(k) is not None}
+    return {k: settings[k] for k in SAMPLE_SETTINGS if settings.get(k) is not None}
 
 
 def _called_predictor(wrapped):
@@ -545,29 +547,29 @@ class CompiledProgram(dspy.Module):
                      scorers, self.ledger, routers, semantic_dir)
         self._last_trail = LastTrail()
 
-    def forward(self, **kwargs):
+    @contextlib.contextmanager
+    def _request(self):
+        """One request: a fresh trail and request id for its calls; the trail is `last_trail` after."""
         trail: list[Step] = []
         tokens = [trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
         try:
-            return self.program(**kwargs)
+            yield
         finally:
             trail_var.reset(tokens[0])
             current_request_id.reset(tokens[1])
             self._last_trail.set(trail)
 
+    def forward(self, **kwargs):
+        with self._request():
+            return self.program(**kwargs)
+
     async def aforward(self, **kwargs):
         """`await program.acall(...)`: the program's own `aforward` when it has one (its predictors'
         `acall`s climb their ladders), else its `forward` in a worker thread."""
-        trail: list[Step] = []
-        tokens = [trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
-        try:
+        with self._request():
             if callable(getattr(self.program, "aforward", None)):
                 return await self.program.acall(**kwargs)
             return await asyncio.to_thread(self.program, **kwargs)
-        finally:
-            trail_var.reset(tokens[0])
-            current_request_id.reset(tokens[1])
-            self._last_trail.set(trail)
 
     @property
     def last_trail(self) -> list[Step]:

@@ -523,6 +523,11 @@ def test_best_of_n_draws_distinct_samples_through_the_policy(tmp_path):
     assert [s.tier for s in best.last_trail] == ["a", "b"] * 3
     again = CompiledProgram(dspy.BestOfN(Think(), N=3, reward_fn=reward, threshold=1.0), policy, runtime)
     assert again(question="q").answer == "b6" and len(seen) == 6  # every attempt cached
+    # an LM of your own on the predictor: its rollout copies' settings count, the LM itself is never called
+    own = Think()
+    own.qa.predict.lm = dspy.LM("openai/never-called", temperature=0.3)
+    mine = CompiledProgram(dspy.BestOfN(own, N=3, reward_fn=reward, threshold=1.0), policy, runtime)
+    assert mine(question="q").answer == "b6" and len(seen) == 6
 
 
 def test_dspy_trace_gets_the_final_answer_not_every_rung(tmp_path):
