@@ -173,16 +173,19 @@ def rung_table(steps: pd.DataFrame) -> pd.DataFrame:
 def tier_quality_table(cells: pd.DataFrame, tiers: list[str]) -> pd.DataFrame:
     """Per predictor and tier, from every recorded cell: how often the tier gave no usable answer
     (`failed`: unparsable, outside its type, cut short), the accuracy of that predictor's own answer
-    where the task can judge it (NaN otherwise), cost, and the median confidence (token log-probability
-    mean) of its right and its wrong answers. The gaps between tiers, predictor by predictor, are why a
-    policy splits them across tiers."""
+    where the task can judge it (NaN otherwise), how often its usable answers say what the top tier's
+    say (`agrees_with_top`: a view of each predictor when the task judges only the whole program), cost,
+    and the median confidence (token log-probability mean) of its right and its wrong answers. The gaps
+    between tiers, predictor by predictor, are why a policy splits them across tiers."""
     rows = []
     for (name, tier), g in cells.groupby(["predictor", "tier"], sort=False):
         judged = g[g["correct"].notna()]
         right = judged[judged["correct"].astype(bool)]
         wrong = judged[~judged["correct"].astype(bool)]
+        compared = g["agrees_with_top"].dropna() if "agrees_with_top" in g else pd.Series(dtype=bool)
         rows.append({"predictor": name, "tier": tier, "n": len(g), "failed": 1.0 - g["ok"].astype(bool).mean(),
                      "accuracy": judged["correct"].astype(bool).mean() if len(judged) else np.nan,
+                     "agrees_with_top": compared.astype(bool).mean() if len(compared) else np.nan,
                      "cost_per_1k": g["cost_usd"].mean() * 1000,
                      "conf_median_right": right["logprob_mean"].dropna().median() if len(right) else np.nan,
                      "conf_median_wrong": wrong["logprob_mean"].dropna().median() if len(wrong) else np.nan})

@@ -31,6 +31,7 @@ from pipelines import artifact, paths
 from pipelines.artifact import program_fingerprint
 from pipelines.cache import CallCache
 from pipelines.cascade import score_of
+from pipelines.confidence import same_answer
 from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
 from pipelines.policy import Policy
@@ -396,11 +397,15 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
     verdicts = [task.predictor_correct(name, by_id[row_id], cell.outcome.outputs) if cell.outcome.ok else None
                 for (row_id, name, _), cell in recorded]
     judged = {key[1] for (key, _), verdict in zip(recorded, verdicts) if verdict is not None}  # judged one by one
+    top = session.job.catalog.names[-1]
     for ((row_id, name, tier), cell), verdict in zip(recorded, verdicts):
         o = cell.outcome
         correct = verdict if o.ok else (False if name in judged else None)  # a failure is wrong where judged
+        top_cell = table.cells.get((row_id, name, top))
+        # whether it says what the top tier said: a per-predictor view where the task judges only the whole program
+        agrees = same_answer(o.outputs, top_cell.outcome.outputs) if o.ok and top_cell and top_cell.outcome.ok else None
         cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
-                      "predictor": name, "tier": tier, "ok": o.ok, "correct": correct,
+                      "predictor": name, "tier": tier, "ok": o.ok, "correct": correct, "agrees_with_top": agrees,
                       "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),
                       "cost_usd": o.cost_usd, "tokens": o.prompt_tokens + o.completion_tokens,
                       "latency_s": o.latency_s})

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 import dspy
+import numpy as np
 import pydantic
 import pytest
 
@@ -137,6 +138,9 @@ def test_compile_names_a_predictor_a_tier_cannot_answer(tmp_path):
     table = load_report(tmp_path / "triage.tierwise.json").tables["tier_quality"].set_index(["predictor", "tier"])
     assert table.loc[("label", "small"), "failed"] == 1.0 and table.loc[("label", "big"), "failed"] == 0.0
     assert table["accuracy"].isna().all()
+    # what can be said per predictor without a judge: big agrees with itself; small never answered
+    assert table.loc[("label", "big"), "agrees_with_top"] == 1.0
+    assert np.isnan(table.loc[("label", "small"), "agrees_with_top"])
 
 
 def test_a_bad_predictor_setting_is_refused_before_any_call(tmp_path):

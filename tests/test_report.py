@@ -104,6 +104,9 @@ def test_quality_by_tier_shows_why(compiled):
         assert table.loc[(predictor, "big"), "accuracy"] == 1.0
         assert table.loc[(predictor, "small"), "n"] == N_OTHER + N_TERSE
         assert table.loc[(predictor, "small"), "conf_median_wrong"] == pytest.approx(0.95)
+        # the same split read without a judge: small says what big says except on the terse rows
+        assert table.loc[(predictor, "small"), "agrees_with_top"] == pytest.approx(N_OTHER / (N_OTHER + N_TERSE))
+        assert table.loc[(predictor, "big"), "agrees_with_top"] == 1.0
 
 
 def test_segment_audit_flags_only_the_badly_served_segment(compiled):
