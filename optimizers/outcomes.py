@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+import dspy
 import numpy as np
 
 from pipelines.cascade import (LiveRungs, RungOutcome, answer_budget, answer_features, apply_policy, inputs_key,
@@ -245,6 +246,11 @@ def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_
              scorers: dict | None = None, routers: dict | None = None) -> list[RowResult]:
     """Run `program` under `policy` on each row, rungs answered from `table`."""
     apply_policy(program, policy, table, tier_names, scorers, routers=routers)
+    with dspy.context(trace=[]):  # a trial's own trace (BestOfN reads one), not dspy's global list of 10,000
+        return _evaluate_rows(task, program, rows)
+
+
+def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
     results = []
     for row in rows:
         trail: list = []
