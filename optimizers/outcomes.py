@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import dspy
 import numpy as np
 
-from pipelines.cascade import (LiveRungs, RungOutcome, answer_budget, answer_features, apply_policy, inputs_key,
+from pipelines.answer_budget import answer_budget
+from pipelines.cascade import (LiveRungs, RungOutcome, answer_features, apply_policy, inputs_key,
                                trail_var)
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer

@@ -19,12 +19,13 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, get_args, get_origin
+from typing import Callable
 
 import dspy
-import pydantic
 
 from pipelines import confidence as conf
+from pipelines.answer_budget import MORE_TOKENS, answer_budget
+from pipelines.dspy_hooks import POLICY_LM, LastTrail, add_to_dspy_trace, called_predictor, sample_settings
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
 from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError
 from pipelines.policy import Policy, PredictorPolicy
@@ -262,41 +263,6 @@ class LiveRungs:
         return same / AGREEMENT_SAMPLES
 
 
-# A tier's max_tokens bounds one short output field (the local tiers': 24). A predictor that writes more
-# gets that per output field (a structured one per part: each field of a pydantic model, STRUCTURED_PARTS
-# for a list or dict), room for the field markers, and REASONING_TOKENS for a reasoning field
-# (dspy.ChainOfThought), unless it sets its own: dspy.Predict(..., max_tokens=N) is used as it is.
-REASONING_TOKENS = 256
-MARKER_TOKENS = 12
-STRUCTURED_PARTS = 4
-MAX_BUDGET = 4096  # some APIs refuse a larger max_tokens; a predictor needing more says so itself
-MORE_TOKENS = "give the predictor more, e.g. dspy.Predict(Signature, max_tokens=N) or dspy.ChainOfThought(Signature, max_tokens=N)"
-
-
-def field_parts(annotation) -> int:
-    """How many short answers one output field holds, for its token budget."""
-    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-        return max(len(annotation.model_fields), 1)
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return field_parts(get_args(annotation)[0])
-    return STRUCTURED_PARTS if origin in (list, dict, tuple, set) or annotation in (list, dict, tuple, set) else 1
-
-
-def answer_budget(predictor, tier) -> int | None:
-    """max_tokens for this predictor on `tier` when it needs more than the tier's own (None: the tier's)."""
-    if "max_tokens" in (getattr(predictor, "config", None) or {}):
-        return None
-    per_field = tier.setting("max_tokens")
-    outputs = predictor.signature.output_fields
-    reasoning = sum(k in conf.REASONING_FIELDS for k in outputs)
-    parts = sum(field_parts(info.annotation) for k, info in outputs.items() if k not in conf.REASONING_FIELDS)
-    if not per_field or (len(outputs) <= 1 and not reasoning and parts <= 1):
-        return None
-    need = int(per_field) * max(parts, 1) + MARKER_TOKENS * (len(outputs) - 1) + REASONING_TOKENS * reasoning
-    return max(min(need, MAX_BUDGET), int(per_field))
-
-
 def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:
     """The learned scorer's features of one answer (pipelines.confidence.ANSWER_FEATURES), its demos included."""
     rank = catalog.rank(tier) / max(len(catalog) - 1, 1)
@@ -319,52 +285,6 @@ def _reraise_budget(error: BaseException) -> None:
 
 def _original_forward(predictor):
     return type(predictor).forward.__get__(predictor)
-
-
-class PolicyLM(dspy.BaseLM):
-    """The `lm` of every predictor under a policy. It answers nothing (the policy picks each call's tier);
-    it is there so that dspy modules that read a program's LM work: dspy.BestOfN and dspy.Refine take
-    `module.get_lm()` and `copy(rollout_id=i, temperature=1.0)` it, and each copy's settings reach the
-    ladder as that attempt's sampling settings (sample_settings)."""
-
-    def __init__(self):
-        super().__init__(model="tierwise/policy", cache=False)
-
-    def forward(self, *args, **kwargs):
-        raise ConfigError("this program runs under a tierwise policy: its predictors' calls go to the tiers the "
-                          "policy picks, never to this placeholder LM")
-
-
-POLICY_LM = PolicyLM()
-SAMPLE_SETTINGS = ("rollout_id", "temperature")
-
-
-def sample_settings(predictor) -> dict:
-    """The rollout_id / temperature of a rollout copy of the predictor's LM (dspy.BestOfN, Refine: the policy's
-    placeholder, or an LM you set). Only a rollout's: an LM's other settings are for its own model, not the tiers."""
-    settings = getattr(getattr(predictor, "lm", None), "kwargs", None) or {}
-    if settings.get("rollout_id") is None:
-        return {}
-    return {k: settings[k] for k in SAMPLE_SETTINGS if settings.get(k) is not None}
-
-
-def _called_predictor(wrapped):
-    """The predictor object this call is running on: dspy puts it last in `caller_modules`. A module that
-    deep-copies the program (BestOfN, Refine) calls copies that share the wrapped predictor's cascade."""
-    callers = dspy.settings.caller_modules or []
-    last = callers[-1] if callers else None
-    return last if isinstance(last, dspy.Predict) else wrapped
-
-
-def _add_to_dspy_trace(predictor, inputs: dict, prediction) -> None:
-    """What dspy.Predict records for each call (BestOfN, Refine and dspy's optimizers read it): the ladder's
-    final answer, once."""
-    trace = dspy.settings.trace
-    if trace is None or dspy.settings.max_trace_size <= 0:
-        return
-    if len(trace) >= dspy.settings.max_trace_size:
-        trace.pop(0)
-    trace.append((predictor, {k: v for k, v in inputs.items() if k != "config"}, prediction))
 
 
 trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
@@ -398,7 +318,7 @@ class CascadeForward:
 
     def __call__(self, **kwargs):
         kwargs.pop("lm", None)  # the policy decides the tier
-        called = _called_predictor(self.predictor)
+        called = called_predictor(self.predictor)
         inputs = {k: v for k, v in kwargs.items() if k in self.predictor.signature.input_fields}
         extra = {k: v for k, v in kwargs.items() if k not in inputs}
         sampling = sample_settings(called)  # dspy.BestOfN / Refine: lm.copy(rollout_id=i, temperature=1.0)
@@ -433,7 +353,7 @@ class CascadeForward:
             self.semantic.store(self.space, *request, outcome.tier, self._rank(outcome.tier), outcome.outputs,
                                 sum(step.cost_usd for _, step in trail), current_request_id.get() or "")
         prediction = outcome.prediction if outcome.prediction is not None else dspy.Prediction(**outcome.outputs)
-        _add_to_dspy_trace(called, {**inputs, **extra}, prediction)
+        add_to_dspy_trace(called, {**inputs, **extra}, prediction)
         return prediction
 
     def _rank(self, tier: str) -> int:
@@ -511,24 +431,6 @@ class AsyncCascadeForward:
 
     async def __call__(self, **kwargs):
         return await asyncio.to_thread(self.cascade, **kwargs)
-
-
-class LastTrail:
-    """A context variable, not a thread-local: each thread and each asyncio task sees its own last call.
-    A deep copy of the program (dspy.BestOfN, Refine) starts with its own."""
-
-    def __init__(self):
-        self._var: contextvars.ContextVar[tuple | list] = contextvars.ContextVar(f"tierwise_last_trail_{id(self)}",
-                                                                                 default=())
-
-    def set(self, trail: list) -> None:
-        self._var.set(trail)
-
-    def get(self):
-        return self._var.get()
-
-    def __deepcopy__(self, memo):
-        return LastTrail()
 
 
 class CompiledProgram(dspy.Module):

@@ -15,7 +15,8 @@ from conftest import answer, fake_catalog, make_runtime
 from metrics.report import load_report
 from optimizers import TierOptimizer
 from pipelines.artifact import program_fingerprint
-from pipelines.cascade import MARKER_TOKENS, MAX_BUDGET, REASONING_TOKENS, STRUCTURED_PARTS, LiveRungs, answer_budget
+from pipelines.answer_budget import MARKER_TOKENS, MAX_BUDGET, REASONING_TOKENS, STRUCTURED_PARTS, answer_budget
+from pipelines.cascade import LiveRungs
 from pipelines.errors import ConfigError
 
 
