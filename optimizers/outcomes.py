@@ -23,7 +23,7 @@ from pipelines.cascade import (LiveRungs, RungOutcome, answer_features, apply_po
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
-from pipelines.errors import AllRungsFailed, BudgetExceeded
+from pipelines.errors import AllRungsFailed, BudgetExceeded, TierwiseError
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
@@ -241,6 +241,7 @@ class RowResult:
     latency_s: float
     steps: list = field(default_factory=list)
     prediction: object = None
+    error: str = ""  # the program or the metric raised on this row (it scores 0): "metric: KeyError: 'x'"
 
 
 def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_names: list[str],
@@ -256,17 +257,47 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
     for row in rows:
         trail: list = []
         tokens = [trail_var.set(trail), current_row.set(row)]
+        prediction, score, error = None, 0.0, ""
         try:
             prediction = program(**task.inputs(row))
-            score = task.metric(row, prediction)
+            try:
+                score = task.metric(row, prediction)
+            except Exception as e:  # noqa: BLE001 - a metric that cannot read this prediction scores it 0
+                _reraise_ours(e)
+                error = f"metric: {_one_line(e)}"
         except AllRungsFailed:
-            prediction, score = None, 0.0
+            pass
+        except Exception as e:  # noqa: BLE001 - the program's own code raised on what a tier answered
+            _reraise_ours(e)
+            error = f"program: {_one_line(e)}"
         finally:
             trail_var.reset(tokens[0])
             current_row.reset(tokens[1])
         results.append(RowResult(str(row["id"]), str(row.get("segment", "all")), score,
-                                 sum(s.cost_usd for s in trail), sum(s.latency_s for s in trail), trail, prediction))
+                                 sum(s.cost_usd for s in trail), sum(s.latency_s for s in trail), trail, prediction,
+                                 error))
     return results
+
+
+def _reraise_ours(error: BaseException) -> None:
+    """A budget stop, a config or store problem raised through the program's code is not the row's: it stops
+    the compile. An exception of the program's or the metric's own scores the row 0 (as dspy.Evaluate does)."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, TierwiseError) and not isinstance(seen, AllRungsFailed):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
+def row_errors(results: list[RowResult]) -> tuple[int, RowResult | None]:
+    """How many rows raised, and the first of them."""
+    failed = [r for r in results if r.error]
+    return len(failed), (failed[0] if failed else None)
 
 
 def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) -> bool | None:

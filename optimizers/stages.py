@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizers import preflight
-from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers
+from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers, row_errors
 from optimizers.recording import record_baselines
 from optimizers import semantic_search
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
@@ -181,6 +181,12 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     results = record_baselines(job.task, session.program, job.catalog, order, session.table,
                                session.predictors, job.concurrency, progress, preflight.TierProbe(job.catalog))
     session.matrix_calls = len(session.table.memo)
+    top = job.catalog.names[-1]
+    raised, first = row_errors(results[top])
+    if raised and 2 * raised >= len(rows):  # not the tiers' answers: the task's own code (or its data)
+        raise ConfigError(f"task {job.task.source}: the program or its metric raised on {raised} of {len(rows)} "
+                          f"rows even with every predictor on {top}; first, row {first.row_id}: {first.error}. "
+                          "Every paid call is cached: fix it and rerun")
     at = {str(r["id"]): i for i, r in enumerate(rows)}
     return {tier: sorted(found, key=lambda r: at[r.row_id]) for tier, found in results.items()}
 
@@ -314,6 +320,12 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
         baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
                            "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
     notes = session.table.failure_notes(session.job.catalog.names) + list(chosen.info.get("semantic_notes", []))
+    for label, results in [*((f"{tier}-only", r) for tier, r in baseline_rows.items()),
+                           ("the chosen policy", chosen_dev + chosen_hold)]:
+        raised, first = row_errors(results)
+        if raised:
+            notes.append(f"under {label} the program or its metric raised on {raised} of {len(results)} rows "
+                         f"(scored 0); first, row {first.row_id}: {first.error}")
     if not chosen.info["feasible"]:
         notes.append("no searched policy met the objective on dev; the closest one was chosen")
     _, ref_hold = session.split(baseline_rows[chosen.reference])  # the same holdout rows, in the same order

@@ -3,6 +3,7 @@ dspy.Example trainsets and a DSPy metric, compiled on scripted tiers; the artifa
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import dspy
@@ -303,3 +304,70 @@ def test_a_predictor_called_per_item_pays_each_distinct_call_once(tmp_path):
     assert summary["paid_calls"] == summary["full_matrix_calls"] == 24
     again = compile_once()
     assert again["paid_calls"] == 0 and again["full_matrix_calls"] == 24 and len(paid) == 24
+
+
+class Count(dspy.Module):
+    """Reads the tier's answer as a number: a tier that writes words makes the program's own code raise."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = dspy.Predict("message -> words")
+
+    def forward(self, message):
+        return dspy.Prediction(words=int(self.count(message=message).words))
+
+
+def count_script(paid: list):
+    def answer(tier, messages):
+        message = messages[-1]["content"]
+        paid.append((tier, message))
+        return str(len(message.split())) if tier == "big" else "several"  # small never writes a number
+
+    return answer
+
+
+def count_trainset():
+    return [dspy.Example(message=m, words=len(m.split())).with_inputs("message") for m in list(GOLD)[:8]]
+
+
+def count_metric(example, prediction, trace=None):
+    return example.words == prediction.words
+
+
+def count_optimizer(tmp_path, paid):
+    return TierOptimizer(metric=count_metric, tiers=fake_catalog("small", "big"), trials=5, holdout=0.25,
+                         storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                         scripts={"*": count_script(paid)})
+
+
+def test_a_metric_that_raises_on_every_row_is_one_line_and_loses_no_call(tmp_path):
+    """A bug in the task's own code (here the metric reads a label the examples lack) used to end the compile
+    with a traceback; it is a ConfigError naming the row and the error, and the rerun after the fix pays nothing."""
+    paid: list = []
+
+    def broken(example, prediction, trace=None):
+        return example.count == prediction.words
+
+    with pytest.raises(ConfigError, match=r"the program or its metric raised on 8 of 8 rows even with every predictor "
+                                          r"on big; first, row \S+: metric: AttributeError: .*'count'"):
+        TierOptimizer(metric=broken, tiers=fake_catalog("small", "big"), trials=5, holdout=0.25,
+                      storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                      scripts={"*": count_script(paid)}).compile(Count(), trainset=count_trainset())
+    assert len(paid) == 16
+    fixed = count_optimizer(tmp_path, paid)
+    fixed.compile(Count(), trainset=count_trainset())
+    assert len(paid) == 16  # every call came from the cache
+
+
+def test_a_program_that_cannot_read_a_tiers_answer_scores_that_row_zero(tmp_path):
+    """int('several') raises in the program's own forward on the small tier's answers: those rows score 0 (as
+    dspy.Evaluate counts them), the compile goes on, and a note says where and why."""
+    paid: list = []
+    optimizer = count_optimizer(tmp_path, paid)
+    optimizer.compile(Count(), trainset=count_trainset())
+    s = optimizer.summary_
+    assert s["baselines"]["small"]["dev"]["quality"] == 0.0 and s["baselines"]["big"]["dev"]["quality"] == 1.0
+    assert optimizer.policy_["count"].ladder[-1] == "big"
+    notes = [n for n in s["notes"] if n.startswith("under small-only")]
+    assert notes and re.search(r"raised on 8 of 8 rows \(scored 0\); first, row \S+: program: ValueError: invalid "
+                               r"literal for int\(\)", notes[0]), s["notes"]
