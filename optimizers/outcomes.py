@@ -23,7 +23,7 @@ from pipelines.cascade import (LiveRungs, RungOutcome, answer_features, apply_po
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
-from pipelines.errors import AllRungsFailed, BudgetExceeded, TierwiseError
+from pipelines.errors import AllRungsFailed, BudgetExceeded, one_line, reraise_ours
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
@@ -263,13 +263,13 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
             try:
                 score = task.metric(row, prediction)
             except Exception as e:  # noqa: BLE001 - a metric that cannot read this prediction scores it 0
-                _reraise_ours(e)
-                error = f"metric: {_one_line(e)}"
+                reraise_ours(e)
+                error = f"metric: {one_line(e)}"
         except AllRungsFailed:
             pass
         except Exception as e:  # noqa: BLE001 - the program's own code raised on what a tier answered
-            _reraise_ours(e)
-            error = f"program: {_one_line(e)}"
+            reraise_ours(e)
+            error = f"program: {one_line(e)}"
         finally:
             trail_var.reset(tokens[0])
             current_row.reset(tokens[1])
@@ -277,21 +277,6 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
                                  sum(s.cost_usd for s in trail), sum(s.latency_s for s in trail), trail, prediction,
                                  error))
     return results
-
-
-def _reraise_ours(error: BaseException) -> None:
-    """A budget stop, a config or store problem raised through the program's code is not the row's: it stops
-    the compile. An exception of the program's or the metric's own scores the row 0 (as dspy.Evaluate does)."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, TierwiseError) and not isinstance(seen, AllRungsFailed):
-            raise seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
 def row_errors(results: list[RowResult]) -> tuple[int, RowResult | None]:

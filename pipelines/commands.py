@@ -7,7 +7,7 @@ import json
 import sys
 from collections import Counter
 
-from pipelines.errors import AllRungsFailed, ConfigError
+from pipelines.errors import AllRungsFailed, ConfigError, one_line, reraise_ours
 from pipelines.ledger import Ledger
 
 
@@ -57,6 +57,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             error = ""
         except AllRungsFailed as e:
             result, error = None, str(e)
+        except Exception as e:  # noqa: BLE001 - the program's own code raised on this request: the next one runs
+            reraise_ours(e)
+            result, error = None, f"program: {one_line(e)}"
         trail = [{"predictor": s.predictor, "tier": s.tier, "decision": s.decision,
                   "confidence": s.confidence, "cost_usd": s.cost_usd, **({"matched": s.matched} if s.matched else {})}
                  for s in program.last_trail]

@@ -40,3 +40,20 @@ class LedgerError(TierwiseError):
 class StoreError(TierwiseError):
     """A disk store (call cache, outcome table) is corrupted or cannot be opened; the message says what
     is kept and how to rebuild."""
+
+
+def reraise_ours(error: BaseException) -> None:
+    """Raise the TierwiseError (a budget stop, a config or store problem) found in `error`'s chain, if any,
+    but not AllRungsFailed: those stop the run even when they pass through a user's program code. Any other
+    exception of the program's or the metric's own is that request's failure."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, TierwiseError) and not isinstance(seen, AllRungsFailed):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def one_line(error: BaseException) -> str:
+    """'ValueError: invalid literal ...': the exception's type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__

@@ -371,3 +371,34 @@ def test_a_program_that_cannot_read_a_tiers_answer_scores_that_row_zero(tmp_path
     notes = [n for n in s["notes"] if n.startswith("under small-only")]
     assert notes and re.search(r"raised on 8 of 8 rows \(scored 0\); first, row \S+: program: ValueError: invalid "
                                r"literal for int\(\)", notes[0]), s["notes"]
+
+
+class CountOrBoom(Count):
+    """The same predictors as Count, whose own code raises on one request."""
+
+    def forward(self, message):
+        if message == "boom":
+            raise KeyError("no handler for 'boom'")
+        return super().forward(message=message)
+
+
+def test_run_keeps_going_past_a_request_the_program_raises_on(tmp_path, monkeypatch):
+    """`tierwise run --dataset`: a request the program's own code raises on is that request's error; the
+    requests before and after it are answered and printed (it was a traceback that lost them)."""
+    from pipelines import backends
+    from pipelines.commands import run_artifact
+
+    paid: list = []
+    optimizer = count_optimizer(tmp_path, paid)
+    compiled = optimizer.compile(Count(), trainset=count_trainset())
+    path = compiled.save(tmp_path / "count.tierwise.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(backends.SCRIPTED, "*", count_script(paid))
+    dataset = tmp_path / "requests.jsonl"
+    dataset.write_text("".join(f'{{"message": "{m}"}}\n' for m in ("one two", "boom", "a b c")))
+    printed: list = []
+    outputs = run_artifact(path, None, str(dataset), False, None, echo=printed.append,
+                           task="test_tier_optimizer:CountOrBoom")
+    assert [o["output"] for o in outputs] == [{"words": 2}, None, {"words": 3}]
+    assert outputs[1]["error"] == "program: KeyError: \"no handler for 'boom'\""
+    assert any(line.startswith("row2: FAILED program: KeyError") for line in printed), printed
