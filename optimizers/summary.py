@@ -100,9 +100,10 @@ def render_text(summary: dict) -> str:
     if "noise" in summary:
         lines.append(f"dev noise (standard error of the reference's quality): {summary['noise']:.3f}")
     lines.append("baselines (holdout):")
+    width = max([28, *map(len, summary["baselines"])])  # long model names keep the columns aligned
     for name, b in summary["baselines"].items():
         mark = "  <- reference" if name == summary["reference"] else ""
-        lines.append(f"  {name:<28} quality {b['holdout']['quality']:.3f}   cost/1k ${b['holdout']['cost_per_1k']:.6f}{mark}")
+        lines.append(f"  {name:<{width}} quality {b['holdout']['quality']:.3f}   cost/1k ${b['holdout']['cost_per_1k']:.6f}{mark}")
     lines.append(f"savings vs {summary['reference']}: {summary['savings_pct']:.1f}% of holdout cost")
     on_demand = summary.get("cells_recorded", 0) - summary["full_matrix_calls"]  # calls only cascades ask for
     matrix = f"full matrix {summary['full_matrix_calls']}" + (f" + {on_demand} asked for by the search"

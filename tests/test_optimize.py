@@ -266,3 +266,9 @@ def test_summary_line_names_the_calls_only_cascades_asked_for():
     assert "paid calls: 54 (full matrix 40 + 14 asked for by the search)" in render_text(summary)
     summary["cells_recorded"] = 40
     assert "paid calls: 54 (full matrix 40)   " in render_text(summary)
+    # model names longer than the column keep the baselines aligned
+    long_name = "llama-3.1-nemotron-51b-instruct"
+    summary["baselines"] = {"small": summary["baselines"]["big"], long_name: summary["baselines"]["big"]}
+    rows = [line for line in render_text(summary).splitlines() if " quality 1.000   cost/1k" in line and
+            line.startswith("  ") and not line.startswith("  holdout")]
+    assert len(rows) == 2 and len({line.index(" quality") for line in rows}) == 1, rows
