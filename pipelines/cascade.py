@@ -27,7 +27,7 @@ from pipelines import confidence as conf
 from pipelines.answer_budget import MORE_TOKENS, answer_budget
 from pipelines.dspy_hooks import POLICY_LM, LastTrail, add_to_dspy_trace, called_predictor, sample_settings
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
-from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError
+from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError, raise_found
 from pipelines.policy import Policy, PredictorPolicy
 from pipelines.routing import route_text, start_rung
 from pipelines.semantic_cache import DEFAULT_MAX_ENTRIES, SEMANTIC_TIER, SemanticCache, compile_patterns, guard_key, signature_key
@@ -273,11 +273,7 @@ def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, 
 def _reraise_budget(error: BaseException) -> None:
     """A budget stop (or a ledger that cannot be written, a corrupted store) is not a failed rung: it
     must stop the whole run, even when dspy wrapped it."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, (BudgetExceeded, LedgerError, StoreError)):
-            raise seen
-        seen = seen.__cause__ or seen.__context__
+    raise_found(error, (BudgetExceeded, LedgerError, StoreError))
 
 
 # --- wrapping a program -------------------------------------------------------------------------

@@ -42,15 +42,20 @@ class StoreError(TierwiseError):
     is kept and how to rebuild."""
 
 
-def reraise_ours(error: BaseException) -> None:
-    """Raise the TierwiseError (a budget stop, a config or store problem) found in `error`'s chain, if any,
-    but not AllRungsFailed: those stop the run even when they pass through a user's program code. Any other
-    exception of the program's or the metric's own is that request's failure."""
+def raise_found(error: BaseException, kinds, unless=()) -> None:
+    """Raise the first exception of `kinds` (and not of `unless`) in `error`'s chain (its causes and contexts),
+    if there is one: what must stop the run even after dspy or a user's code wrapped it."""
     seen = error
     while seen is not None:
-        if isinstance(seen, TierwiseError) and not isinstance(seen, AllRungsFailed):
+        if isinstance(seen, kinds) and not isinstance(seen, unless):
             raise seen
         seen = seen.__cause__ or seen.__context__
+
+
+def reraise_ours(error: BaseException) -> None:
+    """A TierwiseError (a budget stop, a config or store problem) passing through a user's program or metric
+    stops the run; any other exception of their own is that request's failure (AllRungsFailed included)."""
+    raise_found(error, TierwiseError, unless=AllRungsFailed)
 
 
 def one_line(error: BaseException) -> str:
