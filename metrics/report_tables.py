@@ -5,7 +5,7 @@ Frames read here:
     rows    one row per (policy, query): policy, row_id, split, segment, score, cost_usd, latency_s
     steps   one row per tier-trail entry: query_id, split, segment, predictor, rung, tier, confidence,
             threshold, decision, cost_usd, tokens
-    cells   one row per (query, predictor, tier) outcome: correct, logprob_mean, logprob_min, ...
+    cells   one row per (query, predictor, call, tier) outcome: correct, logprob_mean, logprob_min, ...
 """
 
 from __future__ import annotations

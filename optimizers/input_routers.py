@@ -20,24 +20,25 @@ def fit_input_routers(task, table: OutcomeTable, rows: list[dict], tier_names: l
     block = block or default_block()
     routers = {}
     for name in sorted({c.predictor for c in table.cells.values()}):
-        texts: dict[str, str] = {}
-        score: dict[str, dict[str, float]] = {}
-        for (row_id, pred_name, tier), cell in table.cells.items():
-            if pred_name != name or row_id not in by_id:
+        texts: dict[tuple, str] = {}  # (row_id, call) -> the call's inputs: each call of a predictor is a sample
+        score: dict[tuple, dict[str, float]] = {}
+        for cell in table.cells.values():
+            if cell.predictor != name or cell.row_id not in by_id:
                 continue
-            right = cell_right(task, table, by_id[row_id], cell, top_tier)
+            right = cell_right(task, table, by_id[cell.row_id], cell, top_tier)
             if right is None:
                 continue
-            texts.setdefault(row_id, route_text(cell.inputs))
-            score.setdefault(row_id, {})[tier] = float(right)
-        ids = sorted(score)
-        if len(ids) < MIN_ROWS:
+            call = (cell.row_id, cell.call)
+            texts.setdefault(call, route_text(cell.inputs))
+            score.setdefault(call, {})[cell.tier] = float(right)
+        calls = sorted(score)
+        if len({row_id for row_id, _ in calls}) < MIN_ROWS:
             continue
-        S = np.array([[score[i].get(t, 0.0) for t in tier_names] for i in ids])
-        present = np.array([[t in score[i] for t in tier_names] for i in ids])
-        inputs = [texts[i] for i in ids]
+        S = np.array([[score[c].get(t, 0.0) for t in tier_names] for c in calls])
+        present = np.array([[t in score[c] for t in tier_names] for c in calls])
+        inputs = [texts[c] for c in calls]
         X = input_features(inputs, block)
-        router, out_of_fold = fit_cross_fitted_router(X, S, present, list(tier_names), block, folds_of(ids, seed),
-                                                      inputs)
-        routers[name] = InputRouter(router, {texts[i]: out_of_fold[k] for k, i in enumerate(ids)})
+        folds = folds_of([row_id for row_id, _ in calls], seed)  # a row's calls share a fold
+        router, out_of_fold = fit_cross_fitted_router(X, S, present, list(tier_names), block, folds, inputs)
+        routers[name] = InputRouter(router, {texts[c]: out_of_fold[k] for k, c in enumerate(calls)})
     return routers

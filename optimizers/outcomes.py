@@ -20,6 +20,7 @@ import numpy as np
 from pipelines.answer_budget import answer_budget
 from pipelines.cascade import (LiveRungs, RungOutcome, answer_features, apply_policy, inputs_key,
                                trail_var)
+from pipelines.adapter import TierwiseAdapter
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
@@ -30,7 +31,27 @@ OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. T
                      "and rerun: the outcome table is recorded again from the call cache with no call paid again "
                      "(the --budget-usd tally kept in it restarts at zero)")
 
-current_row: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tierwise_row", default=None)
+
+class RowCalls:
+    """The row a program is answering, and the order in which each predictor's distinct calls came: a program
+    that calls one predictor several times per row (per sentence, per item, per ReAct step) has one cell per
+    call. The n-th call of a predictor on a row is the same call on every tier and every trial (a cascade's
+    rungs repeat the call; they are not new ones)."""
+
+    def __init__(self, row: dict):
+        self.row, self.row_id = row, row["id"]
+        self._seen: dict[tuple[str, str], int] = {}
+        self._count: Counter = Counter()
+
+    def ordinal(self, predictor: str, call_key: str) -> int:
+        key = (predictor, call_key)
+        if key not in self._seen:
+            self._seen[key] = self._count[predictor]
+            self._count[predictor] += 1
+        return self._seen[key]
+
+
+current_row: contextvars.ContextVar[RowCalls | None] = contextvars.ContextVar("tierwise_row", default=None)
 
 
 class Budget:
@@ -129,6 +150,11 @@ class Cell:
     tier: str
     outcome: RungOutcome
     inputs: dict = field(default_factory=dict)  # the predictor's keyword inputs (what a router reads)
+    call: int = 0  # which of the predictor's calls on this row (RowCalls): 0 for a program that calls it once
+
+    @property
+    def key(self) -> tuple:
+        return (self.row_id, self.predictor, self.tier, self.call)
 
 
 # A predictor failing on this share of its rows on some tier is named in the compile's notes.
@@ -149,7 +175,7 @@ class OutcomeTable:
             self.store = open_store(directory, "outcome table", OUTCOMES_RECOVERY) if directory else None
         self.budget = Budget(budget_usd, self.store, f"{namespace}|{budget_key}")
         self.memo: dict[tuple, RungOutcome] = {}
-        self.cells: dict[tuple, Cell] = {}  # (row_id, predictor, tier) -> cell, for scorers and reports
+        self.cells: dict[tuple, Cell] = {}  # (row_id, predictor, tier, call) -> cell, for scorers and reports
         self._lock = threading.Lock()
         for engine_name in runtime.catalog.names:
             runtime.engine(engine_name).guard = self._guard
@@ -159,30 +185,45 @@ class OutcomeTable:
 
     def __call__(self, name, predictor, tier, kwargs, estimator) -> RungOutcome:
         key = (name, tier, inputs_key(kwargs))
-        outcome = self.memo.get(key)
-        if outcome is None:
-            store_key = f"{self.namespace}|{self.runtime.catalog[tier].identity()}|{key[0]}|{key[2]}"
-            budget = answer_budget(predictor, self.runtime.catalog[tier])
-            if budget:  # the request the live call makes (cells recorded with the tier's own limit stay apart)
-                store_key += f"|max_tokens={budget}"
-            stored = self.store.get(store_key) if self.store is not None else None
-            if stored is not None:
-                outcome = RungOutcome.from_dict(stored)
-                if outcome.ok:  # features as this version computes them, for cells recorded by an older one
-                    outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs,
-                                                       outcome.outputs, outcome.scores)
-            else:
-                outcome = self.live(name, predictor, tier, kwargs, "logprob_mean")  # paid calls settle the budget
-                outcome = RungOutcome.from_dict(outcome.to_dict())  # the same shape a stored cell has
-                if self.store is not None and not _passing_failure(outcome):
-                    self.store.set(store_key, outcome.to_dict())
-            with self._lock:
-                self.memo[key] = outcome
-        row = current_row.get()
-        if row is not None:
-            self.cells.setdefault((row["id"], name, tier), Cell(row["id"], name, tier, outcome,
-                                                                         _plain(kwargs)))
+        if _prompt_rewritten():
+            outcome = self._live(name, predictor, tier, kwargs)
+        else:
+            outcome = self.memo.get(key) or self._recorded(key, predictor, kwargs)
+        at = current_row.get()
+        if at is not None:
+            call = at.ordinal(name, key[2])
+            self.cells.setdefault((at.row_id, name, tier, call),
+                                  Cell(at.row_id, name, tier, outcome, _plain(kwargs), call))
         return outcome
+
+    def cell_on(self, cell: Cell, tier: str) -> Cell | None:
+        """The same call of the same row, answered on `tier`."""
+        return self.cells.get((cell.row_id, cell.predictor, tier, cell.call))
+
+    def _recorded(self, key: tuple, predictor, kwargs: dict) -> RungOutcome:
+        """The cell from the outcome store, else made live (and stored); kept in the memo either way."""
+        name, tier, inputs = key
+        store_key = f"{self.namespace}|{self.runtime.catalog[tier].identity()}|{name}|{inputs}"
+        budget = answer_budget(predictor, self.runtime.catalog[tier])
+        if budget:  # the request the live call makes (cells recorded with the tier's own limit stay apart)
+            store_key += f"|max_tokens={budget}"
+        stored = self.store.get(store_key) if self.store is not None else None
+        if stored is not None:
+            outcome = RungOutcome.from_dict(stored)
+            if outcome.ok:  # features as this version computes them, for cells recorded by an older one
+                outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs,
+                                                   outcome.outputs, outcome.scores)
+        else:
+            outcome = self._live(name, predictor, tier, kwargs)
+            if self.store is not None and not _passing_failure(outcome):
+                self.store.set(store_key, outcome.to_dict())
+        with self._lock:
+            self.memo[key] = outcome
+        return outcome
+
+    def _live(self, name, predictor, tier, kwargs) -> RungOutcome:
+        outcome = self.live(name, predictor, tier, kwargs, "logprob_mean")  # paid calls settle the budget
+        return RungOutcome.from_dict(outcome.to_dict())  # the same shape a stored cell has
 
     def failure_notes(self, tier_names: list[str], share: float = FAILURE_NOTE_SHARE) -> list[str]:
         """One line per predictor that a tier failed to answer on at least `share` of the rows recorded
@@ -191,7 +232,9 @@ class OutcomeTable:
         counts: dict[str, dict[str, list[int]]] = {}
         errors: dict[tuple[str, str], Counter] = {}
         example: dict[tuple[str, str], str] = {}  # (predictor, error) -> what a tier wrote
-        for (_, name, tier), cell in list(self.cells.items()):
+        several = {c.predictor for c in list(self.cells.values()) if c.call > 0}  # called more than once per row
+        for cell in list(self.cells.values()):
+            name, tier = cell.predictor, cell.tier
             tally = counts.setdefault(name, {}).setdefault(tier, [0, 0])
             tally[1] += 1
             if not cell.outcome.ok:
@@ -209,7 +252,8 @@ class OutcomeTable:
             common, n = sum((errors[(name, t)] for t in failing), Counter()).most_common(1)[0]
             wrote = example.get((name, common))
             said = f"; e.g. it wrote {' '.join(wrote.split())[:80]!r}" if wrote else ""
-            notes.append(f"predictor {name!r} gave no usable answer on {shares} rows; most common ({n}x): "
+            unit = "calls" if name in several else "rows"
+            notes.append(f"predictor {name!r} gave no usable answer on {shares} {unit}; most common ({n}x): "
                          f"{common.rstrip()}{said}")
         return notes
 
@@ -222,6 +266,14 @@ def error_kind(error: str) -> str:
     so the failures of one kind count together; the note shows an example answer beside it."""
     first = (error.strip().splitlines() or [""])[0]
     return _QUOTED_TAIL.sub("", first).rstrip()
+
+
+def _prompt_rewritten() -> bool:
+    """A module's wrapper of tierwise's adapter is formatting the prompt (dspy.Refine adds its hints so): the
+    request is not the one its inputs name, so it is neither read from nor kept in the table (the call cache
+    still pays each distinct request once)."""
+    adapter = dspy.settings.adapter
+    return isinstance(adapter, TierwiseAdapter) and type(adapter) is not TierwiseAdapter
 
 
 def _passing_failure(outcome: RungOutcome) -> bool:
@@ -248,7 +300,8 @@ def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_
              scorers: dict | None = None, routers: dict | None = None) -> list[RowResult]:
     """Run `program` under `policy` on each row, rungs answered from `table`."""
     apply_policy(program, policy, table, tier_names, scorers, routers=routers)
-    with dspy.context(trace=[]):  # a trial's own trace (BestOfN reads one), not dspy's global list of 10,000
+    # a trial's own trace (BestOfN reads one), not dspy's global list of 10,000; the program's dspy settings
+    with dspy.context(trace=[]), table.runtime.program_settings():
         return _evaluate_rows(task, program, rows)
 
 
@@ -256,7 +309,7 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
     results = []
     for row in rows:
         trail: list = []
-        tokens = [trail_var.set(trail), current_row.set(row)]
+        tokens = [trail_var.set(trail), current_row.set(RowCalls(row))]
         prediction, score, error = None, 0.0, ""
         try:
             prediction = program(**task.inputs(row))
@@ -292,7 +345,7 @@ def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) 
         return False
     right = task.predictor_correct(cell.predictor, row, cell.outcome.outputs)
     if right is None:
-        top = table.cells.get((cell.row_id, cell.predictor, top_tier))
+        top = table.cell_on(cell, top_tier)
         if top is None or not top.outcome.ok:
             return None
         right = same_answer(cell.outcome.outputs, top.outcome.outputs)
@@ -318,14 +371,15 @@ def fit_scorers(task, table: OutcomeTable, rows: list[dict], tier_names: list[st
     for name in predictors:
         router = (routers or {}).get(name)
         X, y, ids = [], [], []
-        for (row_id, pred_name, tier), cell in table.cells.items():
-            if pred_name != name or row_id not in by_id or not cell.outcome.ok or not cell.outcome.features:
+        for cell in table.cells.values():
+            row_id = cell.row_id
+            if cell.predictor != name or row_id not in by_id or not cell.outcome.ok or not cell.outcome.features:
                 continue
             right = cell_right(task, table, by_id[row_id], cell, top_tier)
             if right is None:
                 continue
-            prior = [router.predict_inputs(cell.inputs)[tier]] if router is not None else []
-            for previous in [None, *earlier_answers(table, row_id, name, tier, tier_names)]:
+            prior = [router.predict_inputs(cell.inputs)[cell.tier]] if router is not None else []
+            for previous in [None, *earlier_answers(table, cell, tier_names)]:
                 X.append([*cell.outcome.features, *ladder_features(cell.outcome.outputs, previous), *prior])
                 y.append(float(right))
                 ids.append(row_id)
@@ -336,9 +390,9 @@ def fit_scorers(task, table: OutcomeTable, rows: list[dict], tier_names: list[st
     return scorers
 
 
-def earlier_answers(table: OutcomeTable, row_id: str, predictor: str, tier: str, tier_names: list[str]) -> list[dict]:
-    """The outputs that the tiers cheaper than `tier` recorded for this request (those that answered)."""
-    cells = (table.cells.get((row_id, predictor, t)) for t in tier_names[:tier_names.index(tier)])
+def earlier_answers(table: OutcomeTable, cell: Cell, tier_names: list[str]) -> list[dict]:
+    """The outputs that the tiers cheaper than the cell's recorded for the same call (those that answered)."""
+    cells = (table.cell_on(cell, t) for t in tier_names[:tier_names.index(cell.tier)])
     return [c.outcome.outputs for c in cells if c is not None and c.outcome.ok]
 
 

@@ -35,7 +35,7 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
     as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached)."""
     names = catalog.names
     if progress is not None:
-        progress.stage("recording outcomes", total=len(names) * len(rows))
+        progress.stage("recording outcomes (rows x tiers)", total=len(names) * len(rows))  # not calls: a row may make several
     if concurrency <= 1:
         results = {}
         for tier in names:

@@ -239,7 +239,7 @@ def run_searched(session: Session, searched: Searched, policy: Policy, rows: lis
 def tier_costs(table, tier_names: list[str]) -> dict[str, float]:
     """Each tier's mean recorded cost per call relative to the dearest tier's: what a route trades
     predicted quality against."""
-    costs = {t: [c.outcome.cost_usd for (_, _, tier), c in table.cells.items() if tier == t] for t in tier_names}
+    costs = {t: [c.outcome.cost_usd for c in table.cells.values() if c.tier == t] for t in tier_names}
     return relative_costs({t: float(np.mean(v)) if v else 0.0 for t, v in costs.items()})
 
 
@@ -300,8 +300,8 @@ def rung_confidences(session: Session, searched: Searched, name: str, tier: str,
     dev = {str(r["id"]) for r in session.dev}
     scorer, router = searched.scorers.get(name), searched.routers.get(name)
     out = []
-    for (row_id, pred_name, cell_tier), cell in session.table.cells.items():
-        if pred_name != name or cell_tier != tier or row_id not in dev or not cell.outcome.ok:
+    for cell in session.table.cells.values():
+        if cell.predictor != name or cell.tier != tier or cell.row_id not in dev or not cell.outcome.ok:
             continue
         prior = router.predict_inputs(cell.inputs).get(tier) if router is not None else None
         out.append(score_of(cell.outcome, estimator, scorer, prior))
@@ -405,19 +405,19 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
     split_of = {str(r["id"]): "dev" for r in session.dev} | {str(r["id"]): "holdout" for r in session.hold}
     by_id = {str(r["id"]): r for r in session.dev + session.hold}
     cells = []
-    recorded = [(key, cell) for key, cell in sorted(table.cells.items()) if key[0] in by_id]
-    verdicts = [task.predictor_correct(name, by_id[row_id], cell.outcome.outputs) if cell.outcome.ok else None
-                for (row_id, name, _), cell in recorded]
-    judged = {key[1] for (key, _), verdict in zip(recorded, verdicts) if verdict is not None}  # judged one by one
+    recorded = [cell for key, cell in sorted(table.cells.items()) if cell.row_id in by_id]
+    verdicts = [task.predictor_correct(c.predictor, by_id[c.row_id], c.outcome.outputs) if c.outcome.ok else None
+                for c in recorded]
+    judged = {c.predictor for c, verdict in zip(recorded, verdicts) if verdict is not None}  # judged one by one
     top = session.job.catalog.names[-1]
-    for ((row_id, name, tier), cell), verdict in zip(recorded, verdicts):
-        o = cell.outcome
+    for cell, verdict in zip(recorded, verdicts):
+        o, row_id, name, tier = cell.outcome, cell.row_id, cell.predictor, cell.tier
         correct = verdict if o.ok else (False if name in judged else None)  # a failure is wrong where judged
-        top_cell = table.cells.get((row_id, name, top))
+        top_cell = table.cell_on(cell, top)
         # whether it says what the top tier said: a per-predictor view where the task judges only the whole program
         agrees = same_answer(o.outputs, top_cell.outcome.outputs) if o.ok and top_cell and top_cell.outcome.ok else None
         cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
-                      "predictor": name, "tier": tier, "ok": o.ok, "correct": correct, "agrees_with_top": agrees,
+                      "predictor": name, "call": cell.call, "tier": tier, "ok": o.ok, "correct": correct, "agrees_with_top": agrees,
                       "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),
                       "cost_usd": o.cost_usd, "tokens": o.prompt_tokens + o.completion_tokens,
                       "latency_s": o.latency_s})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import json
 import uuid
@@ -25,11 +24,13 @@ import dspy
 
 from pipelines import confidence as conf
 from pipelines.answer_budget import MORE_TOKENS, answer_budget
-from pipelines.dspy_hooks import POLICY_LM, LastTrail, add_to_dspy_trace, called_predictor, sample_settings
+from pipelines.dspy_hooks import (POLICY_LM, LastTrail, add_to_dspy_trace, called_predictor, rung_adapter,
+                                  sample_settings)
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
 from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError, raise_found
 from pipelines.policy import Policy, PredictorPolicy
 from pipelines.routing import route_text, start_rung
+from pipelines.trail import Step, trail_var
 from pipelines.semantic_cache import DEFAULT_MAX_ENTRIES, SEMANTIC_TIER, SemanticCache, compile_patterns, guard_key, signature_key
 
 AGREEMENT_SAMPLES = 2
@@ -65,23 +66,6 @@ class RungOutcome:
     @classmethod
     def from_dict(cls, data: dict) -> "RungOutcome":
         return cls(**data)
-
-
-@dataclass
-class Step:
-    """One entry of a call's tier trail."""
-
-    predictor: str
-    rung: int
-    tier: str
-    confidence: float | None
-    threshold: float | None
-    decision: str  # accepted | escalated | failed | fallback
-    cost_usd: float
-    error: str = ""
-    tokens: int = 0
-    latency_s: float = 0.0
-    matched: str = ""  # a semantic-cache lookup: the stored request that answered (or the nearest one)
 
 
 RungSource = Callable[[str, dspy.Predict, str, dict, str], RungOutcome]
@@ -206,7 +190,7 @@ class LiveRungs:
             # trace=None: dspy's trace gets the ladder's final answer (CascadeForward), not every rung's.
             # send_stream=None: under dspy.streamify a rung's tokens must not reach the stream before its
             # confidence is known (an escalated answer would be shown, then replaced); the prediction is.
-            with dspy.context(adapter=ADAPTER, trace=None, send_stream=None):
+            with dspy.context(adapter=rung_adapter(ADAPTER), trace=None, send_stream=None):
                 prediction = _original_forward(predictor)(lm=lm, **config, **kwargs)
                 outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
                 fields = [k for k in outputs if k not in conf.REASONING_FIELDS]
@@ -281,9 +265,6 @@ def _reraise_budget(error: BaseException) -> None:
 
 def _original_forward(predictor):
     return type(predictor).forward.__get__(predictor)
-
-
-trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
 
 
 class CascadeForward:
@@ -451,7 +432,8 @@ class CompiledProgram(dspy.Module):
         trail: list[Step] = []
         tokens = [trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
         try:
-            yield
+            with self.runtime.program_settings() if self.runtime is not None else contextlib.nullcontext():
+                yield
         finally:
             trail_var.reset(tokens[0])
             current_request_id.reset(tokens[1])

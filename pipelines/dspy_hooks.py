@@ -38,6 +38,13 @@ def sample_settings(predictor) -> dict:
     return {k: settings[k] for k in SAMPLE_SETTINGS if settings.get(k) is not None}
 
 
+def rung_adapter(default):
+    """The adapter a rung formats its prompt with: tierwise's, or a module's wrapper of it (dspy.Refine adds
+    its hints to each input that way); any other adapter in dspy's settings would drop what tierwise's says."""
+    current = dspy.settings.adapter
+    return current if isinstance(current, type(default)) else default
+
+
 def called_predictor(wrapped):
     """The predictor object this call is running on: dspy puts it last in `caller_modules`. A module that
     deep-copies the program (BestOfN, Refine) calls copies that share the wrapped predictor's cascade."""

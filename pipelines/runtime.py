@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import dspy
@@ -14,6 +15,15 @@ from pipelines.ledger import Ledger
 from pipelines.tiers import Catalog, default_catalog
 
 ADAPTER = TierwiseAdapter()
+
+
+def tier_lm(tier, engine) -> dspy.LM:
+    """A tier's dspy.LM over `engine` (dspy's own cache off: the engine caches, prices and logs every call)."""
+    wants_logprobs = tier.is_local or tier.model.startswith("fake/")
+    extra = {"logprobs": True, "top_logprobs": 1} if wants_logprobs else {}
+    return dspy.LM(tier.model, engine=engine, cache=False, num_retries=0,
+                   temperature=tier.setting("temperature"), max_tokens=tier.setting("max_tokens"),
+                   stop=tier.setting("stop") or [STOP_MARKER], **extra)
 
 
 class Runtime:
@@ -41,15 +51,26 @@ class Runtime:
         engine = self.engine(tier_name)
         with self._lock:
             if tier_name not in self._lms:
-                tier = engine.tier
-                wants_logprobs = tier.is_local or tier.model.startswith("fake/")
-                extra = {"logprobs": True, "top_logprobs": 1} if wants_logprobs else {}
-                self._lms[tier_name] = dspy.LM(
-                    tier.model, engine=engine, cache=False, num_retries=0,
-                    temperature=tier.setting("temperature"), max_tokens=tier.setting("max_tokens"),
-                    stop=tier.setting("stop") or [STOP_MARKER], **extra,
-                )
+                self._lms[tier_name] = tier_lm(engine.tier, engine)
             return self._lms[tier_name]
+
+    def run_time_lm(self) -> dspy.LM:
+        """The LM of predictors a program builds while it runs (pipelines.run_time_predictors): the top tier."""
+        from pipelines.run_time_predictors import RunTimeEngine
+
+        top = self.catalog.names[-1]
+        engine = self.engine(top)
+        with self._lock:
+            if "(run time)" not in self._lms:
+                self._lms["(run time)"] = tier_lm(engine.tier, RunTimeEngine(engine))
+            return self._lms["(run time)"]
+
+    @contextlib.contextmanager
+    def program_settings(self):
+        """dspy settings while a program runs under a policy: tierwise's adapter (a module that wraps the
+        adapter, as dspy.Refine does for its hints, wraps this one) and the LM for predictors built at run time."""
+        with dspy.context(adapter=ADAPTER, lm=self.run_time_lm()):
+            yield
 
     def close(self) -> None:
         for engine in self._engines.values():

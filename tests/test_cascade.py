@@ -530,6 +530,42 @@ def test_best_of_n_draws_distinct_samples_through_the_policy(tmp_path):
     assert mine(question="q").answer == "b6" and len(seen) == 6
 
 
+def hinting_script(prompts: list):
+    """A tier that answers 'three' only when Refine's hint tells it to; Refine's feedback step advises that."""
+
+    def script(tier, messages):
+        text = " ".join(m["content"] for m in messages)
+        prompts.append((tier, text))
+        if "advice" in text:  # dspy.Refine's OfferFeedback signature
+            return answer(discussion="it said one", advice='{"self": "say three"}'), 0.9
+        return answer(answer="three" if "say three" in text else "one"), 0.9
+
+    return script
+
+
+def test_refine_hints_reach_the_tiers_and_its_feedback_step_is_priced_on_the_trail(tmp_path):
+    """dspy.Refine asks a feedback predictor it builds on each failed attempt (no dspy LM under a policy: it
+    printed 'No LM is loaded'), then adds the advice to the next attempt through a wrapper of the adapter,
+    which the rungs' own adapter dropped. Now the feedback step runs on the top tier, cached and on the trail,
+    and the hint reaches the next attempt's prompt."""
+    prompts: list = []
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b"), hinting_script(prompts))
+
+    def refine():
+        return dspy.Refine(dspy.Predict("question -> answer"), N=3, threshold=1.0,
+                           reward_fn=lambda args, prediction: float(prediction.answer == "three"))
+
+    program = CompiledProgram(refine(), Policy({"module": PredictorPolicy(["a"])}), runtime)
+    assert program(question="q").answer == "three"
+    assert [(s.predictor, s.tier) for s in program.last_trail] == [
+        ("module", "a"), ("(built at run time)", "b"), ("module", "a")]
+    assert program.last_cost_usd == sum(s.cost_usd for s in program.last_trail) > program.last_trail[0].cost_usd
+    assert [tier for tier, _ in prompts] == ["a", "b", "a"] and "say three" in prompts[-1][1]
+    assert {r.predictor for r in runtime.ledger.records} == {"module", "(built at run time)"}
+    again = CompiledProgram(refine(), Policy({"module": PredictorPolicy(["a"])}), runtime)
+    assert again(question="q").answer == "three" and len(prompts) == 3  # every call cached
+
+
 def test_dspy_trace_gets_the_final_answer_not_every_rung(tmp_path):
     script, _ = by_tier(a=(answer(answer="from a"), 0.2), b=(answer(answer="from b"), 0.9))
     program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)

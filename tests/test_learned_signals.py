@@ -76,8 +76,11 @@ class _Task:
 
 
 class _Table:
+    from optimizers.outcomes import OutcomeTable
+    cell_on = OutcomeTable.cell_on  # reads only .cells
+
     def __init__(self, cells):
-        self.cells = {(c.row_id, c.predictor, c.tier): c for c in cells}
+        self.cells = {c.key: c for c in cells}
 
 
 def test_the_learned_scorer_reads_whether_the_previous_rung_agreed():
@@ -99,7 +102,7 @@ def test_the_learned_scorer_reads_whether_the_previous_rung_agreed():
             outcome = RungOutcome(tier, {"label": label}, features=[-1.0, -2.0, 1.0, 2.0, rank, 0.0, 0.0, 0.0])
             cells.append(Cell(str(i), "p", tier, outcome))
     table = _Table(cells)
-    assert earlier_answers(table, "0", "p", "top", ["cheap", "mid", "top"]) == [{"label": cells[0].outcome.outputs["label"]},
+    assert earlier_answers(table, cells[2], ["cheap", "mid", "top"]) == [{"label": cells[0].outcome.outputs["label"]},
                                                                                {"label": cells[1].outcome.outputs["label"]}]
     scorer = fit_scorers(_Task(), table, rows, ["cheap", "mid", "top"])["p"]
     assert scorer.n_answer_features_ == len(conf.FEATURES)

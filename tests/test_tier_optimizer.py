@@ -9,6 +9,7 @@ from typing import Literal
 import dspy
 import pytest
 
+from conftest import answer as chat_answer
 from conftest import fake_catalog
 from optimizers import TierOptimizer
 from pipelines import load
@@ -304,6 +305,67 @@ def test_a_predictor_called_per_item_pays_each_distinct_call_once(tmp_path):
     assert summary["paid_calls"] == summary["full_matrix_calls"] == 24
     again = compile_once()
     assert again["paid_calls"] == 0 and again["full_matrix_calls"] == 24 and len(paid) == 24
+
+
+def test_each_call_of_a_predictor_called_per_item_is_its_own_cell(tmp_path):
+    """Scorers, routers, failure notes and the report read every call of a predictor, not only a row's first:
+    here the small tier fails on every second sentence, which a table of first calls never sees."""
+    pairs = list(GOLD.items())[:12]
+    rows = [(f"{a}. {b}", la) for (a, la), (b, _) in zip(pairs[::2], pairs[1::2])]
+    second = {b for (_, _), (b, _) in zip(pairs[::2], pairs[1::2])}
+    trainset_ = [dspy.Example(message=m, intent=label).with_inputs("message") for m, label in rows]
+
+    def answer(tier, messages):
+        sentence = messages[-1]["content"]
+        if tier == "small" and sentence in second:
+            return "no idea", 0.9  # not one of the labels: the rung fails to parse
+        return GOLD[sentence], 0.9
+
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=3, holdout=0.3,
+                              storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": answer})
+    optimizer.compile(PerSentence(), trainset=trainset_)
+    cells = optimizer.artifact_["evaluation"]["cells"]
+    assert sorted({c["call"] for c in cells}) == [0, 1]
+    assert len(cells) == 6 * 2 * 2  # rows x calls x tiers
+    small = {c["call"]: c for c in cells if c["tier"] == "small" and c["row_id"] == cells[0]["row_id"]}
+    assert small[0]["ok"] and small[0]["agrees_with_top"] is True and not small[1]["ok"]
+    note = next(n for n in optimizer.summary_["notes"] if "no usable answer" in n)
+    assert "small 6 of 12 calls" in note
+
+
+def test_a_refine_program_compiles_with_its_feedback_step_priced_and_cached(tmp_path):
+    """dspy.Refine under the search: its feedback step (a predictor it builds at run time) runs on the top tier,
+    counts in each row's cost, and its hint reaches the next attempt; a second compile pays nothing."""
+    questions = [f"question {i}" for i in range(8)]
+    trainset_ = [dspy.Example(question=q, answer="three").with_inputs("question") for q in questions]
+    paid: list = []
+
+    def answer(tier, messages):
+        text = " ".join(m["content"] for m in messages)
+        paid.append(tier)
+        if "advice" in text:  # Refine's feedback step: two output fields
+            return chat_answer(discussion="it said one", advice='{"self": "say three"}'), 0.9
+        return ("three" if tier == "big" or "say three" in text else "one"), 0.9
+
+    def compile_once():
+        optimizer = TierOptimizer(metric=lambda e, p, trace=None: p.answer == e.answer,
+                                  tiers=fake_catalog("small", "big"), trials=3, holdout=0.25,
+                                  storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                                  scripts={"*": answer})
+        optimizer.compile(dspy.Refine(dspy.Predict("question -> answer"), N=2, threshold=1.0,
+                                      reward_fn=lambda args, p: float(p.answer == "three")), trainset=trainset_)
+        return optimizer
+
+    first = compile_once()
+    small = first.artifact_["evaluation"]["baselines"]["small"]
+    assert all(r["score"] == 1.0 for r in small)  # the hint reached the second attempt on every row
+    assert all([(s["predictor"], s["tier"]) for s in r["steps"]] ==
+               [("module", "small"), ("(built at run time)", "big"), ("module", "small")] for r in small)
+    assert all(r["cost_usd"] == sum(s["cost_usd"] for s in r["steps"]) for r in small)
+    paid_first = len(paid)
+    again = compile_once()
+    assert again.summary_["paid_calls"] == 0 and len(paid) == paid_first
 
 
 class Count(dspy.Module):

@@ -1,0 +1,44 @@
+"""Predictors a program builds while it runs, outside the policy: dspy.Refine's feedback step is a
+`dspy.Predict(OfferFeedback)` made on each failed attempt, and a program may make its own. Under a policy
+they go to the top tier, through its engine (cached, priced, logged, under the compile's budget), and each
+call is a step of the request's trail, so its cost counts in the search, the reports and `last_cost_usd`.
+The policy does not choose their tier: the search never sees them as predictors."""
+
+from __future__ import annotations
+
+from dspy.lm15 import response_to_events
+
+from pipelines.engine import current_predictor, current_trace
+from pipelines.trail import Step, trail_var
+
+LABEL = "(built at run time)"  # their name in the trail and the ledger
+
+
+class RunTimeEngine:
+    """A tier's engine (the dspy engine protocol) that puts each call on the request's trail."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.tier = engine.tier
+
+    def complete(self, request):
+        calls: list = []
+        tokens = [current_trace.set(calls), current_predictor.set(LABEL)]
+        try:
+            return self.engine.complete(request)
+        finally:
+            current_trace.reset(tokens[0])
+            current_predictor.reset(tokens[1])
+            trail = trail_var.get()
+            if trail is not None:
+                for call in calls:
+                    trail.append(Step(LABEL, 0, self.tier.name, None, None, "run_time",
+                                      self.tier.cost(call.prompt_tokens, call.completion_tokens),
+                                      tokens=call.prompt_tokens + call.completion_tokens,
+                                      latency_s=call.record.latency_s if call.record else 0.0))
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass  # the tier's own engine is closed with the runtime
