@@ -17,6 +17,7 @@ import numpy as np
 
 from optimizers import preflight
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers, row_errors
+from optimizers.program_output import ProgramOutput
 from optimizers.recording import record_baselines
 from optimizers import semantic_search
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
@@ -381,9 +382,12 @@ def run(job: Job, progress=None) -> Result:
     session = prepare(job)
     try:
         baseline_rows = record(session, progress)
-        searched = search(session, progress)
-        chosen = choose_point(session, baseline_rows, searched)
-        checked = check_holdout(session, baseline_rows, searched, chosen)
+        with ProgramOutput(paths.program_output_log(job.work_dir)) as output:
+            searched = search(session, progress)
+            chosen = choose_point(session, baseline_rows, searched)
+            checked = check_holdout(session, baseline_rows, searched, chosen)
+        if output.note():
+            checked.notes.append(output.note())
         return make_artifact(session, baseline_rows, searched, chosen, checked)
     finally:
         session.runtime.close()

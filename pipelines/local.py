@@ -198,6 +198,9 @@ class LocalServer:
         params.model.path = str(path)
         params.n_ctx = n_ctx
         params.n_parallel = n_slots  # one slot per predictor keeps each prompt prefix cached
+        # One KV buffer shared by the slots: split four ways, no request could pass 1,024 tokens (a RAG
+        # passage, dspy.Refine's feedback prompt failed on every local tier). Same memory; short calls as fast.
+        params.kv_unified = True
         # llama.cpp's server also keeps evicted slot states in a host-RAM prompt cache of up to 8 GiB per
         # model by default: with three models the full support compile grew to 10 GB resident. The slots
         # above already keep each predictor's prompt prefix warm.

@@ -44,3 +44,8 @@ def study_storage(base: str | Path | None = None) -> str:
     path = studies_db(base).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def program_output_log(base: str | Path | None = None) -> Path:
+    """What a program printed and logged while the search re-ran it (optimizers.program_output)."""
+    return work_dir(base) / "program-output.log"

@@ -6,8 +6,12 @@ The policy does not choose their tier: the search never sees them as predictors.
 
 from __future__ import annotations
 
+import dataclasses
+
+import dspy
 from dspy.lm15 import response_to_events
 
+from pipelines.answer_budget import answer_budget
 from pipelines.engine import current_predictor, current_trace
 from pipelines.trail import Step, trail_var
 
@@ -22,6 +26,7 @@ class RunTimeEngine:
         self.tier = engine.tier
 
     def complete(self, request):
+        request = self._with_answer_budget(request)
         calls: list = []
         tokens = [current_trace.set(calls), current_predictor.set(LABEL)]
         try:
@@ -32,10 +37,21 @@ class RunTimeEngine:
             trail = trail_var.get()
             if trail is not None:
                 for call in calls:
+                    cut = f"the answer stopped at max_tokens={call.cut_at}" if call.cut_at else ""
                     trail.append(Step(LABEL, 0, self.tier.name, None, None, "run_time",
-                                      self.tier.cost(call.prompt_tokens, call.completion_tokens),
+                                      self.tier.cost(call.prompt_tokens, call.completion_tokens), cut,
                                       tokens=call.prompt_tokens + call.completion_tokens,
                                       latency_s=call.record.latency_s if call.record else 0.0))
+
+    def _with_answer_budget(self, request):
+        """The room the calling predictor's outputs need (pipelines.answer_budget), as a rung would get: a
+        local tier's own max_tokens (24) bounds one short field, and Refine's feedback writes two."""
+        callers = dspy.settings.caller_modules or []
+        predictor = callers[-1] if callers and isinstance(callers[-1], dspy.Predict) else None
+        budget = answer_budget(predictor, self.tier) if predictor is not None else None
+        if not budget or (request.config.max_tokens or 0) >= budget:
+            return request
+        return dataclasses.replace(request, config=dataclasses.replace(request.config, max_tokens=budget))
 
     def stream(self, request):
         return response_to_events(self.complete(request))

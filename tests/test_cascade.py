@@ -549,7 +549,7 @@ def test_refine_hints_reach_the_tiers_and_its_feedback_step_is_priced_on_the_tra
     which the rungs' own adapter dropped. Now the feedback step runs on the top tier, cached and on the trail,
     and the hint reaches the next attempt's prompt."""
     prompts: list = []
-    runtime = make_runtime(tmp_path, fake_catalog("a", "b"), hinting_script(prompts))
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b", b={"max_tokens": 24}), hinting_script(prompts))
 
     def refine():
         return dspy.Refine(dspy.Predict("question -> answer"), N=3, threshold=1.0,
@@ -562,6 +562,8 @@ def test_refine_hints_reach_the_tiers_and_its_feedback_step_is_priced_on_the_tra
     assert program.last_cost_usd == sum(s.cost_usd for s in program.last_trail) > program.last_trail[0].cost_usd
     assert [tier for tier, _ in prompts] == ["a", "b", "a"] and "say three" in prompts[-1][1]
     assert {r.predictor for r in runtime.ledger.records} == {"module", "(built at run time)"}
+    # the feedback writes two fields (one a dict): it gets a rung's room for them, not the tier's 24 tokens
+    assert runtime.engine("b").backend.calls[-1]["config"]["max_tokens"] == 24 * 5 + 12
     again = CompiledProgram(refine(), Policy({"module": PredictorPolicy(["a"])}), runtime)
     assert again(question="q").answer == "three" and len(prompts) == 3  # every call cached
 

@@ -94,6 +94,17 @@ def test_identical_call_is_a_free_cache_hit(asked):
     assert frame["cost_usd"].iloc[:3].gt(0).all() and frame["cost_usd"].iloc[3] == 0.0
 
 
+def test_a_long_input_fits_a_local_tier(tmp_path):
+    """Four slots shared a 4,096-token context at 1,024 each: any request longer than that (a RAG passage,
+    dspy.Refine's feedback prompt) failed on every local tier with 'exceeds the available context size'."""
+    runtime = Runtime(default_catalog(), cache=CallCache(tmp_path / "cache"), ledger=Ledger())
+    passage = " ".join(f"Order {1000 + i} shipped on day {i % 28 + 1}." for i in range(150))
+    program = CompiledProgram(QA(), Policy.uniform(["qa"], "cheap"), runtime)
+    answer = program(question=f"{passage}\nWhich order shipped first?").answer
+    record = runtime.ledger.records[-1]
+    assert record.prompt_tokens > 1500 and isinstance(answer, str) and answer.strip()
+
+
 SECOND_PROCESS = """
 import json, sys
 import dspy

@@ -3,6 +3,7 @@ dspy.Example trainsets and a DSPy metric, compiled on scripted tiers; the artifa
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Literal
 
@@ -366,6 +367,34 @@ def test_a_refine_program_compiles_with_its_feedback_step_priced_and_cached(tmp_
     paid_first = len(paid)
     again = compile_once()
     assert again.summary_["paid_calls"] == 0 and len(paid) == paid_first
+
+
+class Chatty(dspy.Module):
+    """Prints and logs on every call, as dspy.Refine does on each failed attempt."""
+
+    def __init__(self):
+        super().__init__()
+        self.classify = dspy.Predict(Intent)
+
+    def forward(self, message):
+        print(f"classifying {message!r}")
+        logging.getLogger("dspy.chatty").warning("a warning on every call")
+        return self.classify(message=message)
+
+
+def test_what_the_program_prints_during_the_search_goes_to_a_file(tmp_path, capsys):
+    """Recording shows each row on each tier once; the search re-runs the program hundreds of times, and its
+    output goes to .tierwise/program-output.log, with a note that says how much."""
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=20, holdout=0.3,
+                              storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script([])})
+    optimizer.compile(Chatty(), trainset=trainset())
+    shown = capsys.readouterr().out.count("classifying")
+    assert shown == len(trainset()) * 2  # each row on each tier, while recording
+    log = (tmp_path / ".tierwise" / "program-output.log").read_text()
+    assert log.count("classifying") > 20 * 10 and log.count("WARNING dspy.chatty: a warning on every call") > 200
+    note = next(n for n in optimizer.summary_["notes"] if "program-output.log" in n)
+    assert f"printed or logged {log.count(chr(10))} lines" in note
 
 
 class Count(dspy.Module):
