@@ -22,7 +22,7 @@ from pipelines import paths
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 
 SPLITS = ("all", "dev", "holdout")
-STEP_COLUMNS = ["query_id", "split", "segment", "predictor", "rung", "tier", "confidence", "threshold",
+STEP_COLUMNS = ["query_id", "split", "segment", "predictor", "call", "rung", "tier", "confidence", "threshold",
                 "decision", "cost_usd", "tokens"]
 
 
@@ -108,8 +108,8 @@ def _rows_frame(records: list[dict], policy: str) -> pd.DataFrame:
 
 
 def _steps_frame(records: list[dict]) -> pd.DataFrame:
-    flat = [{"query_id": r["row_id"], "split": r["split"], "segment": r["segment"], **s}
-            for r in records for s in r["steps"]]
+    flat = [{"query_id": r["row_id"], "split": r["split"], "segment": r["segment"], "call": 0, **s}
+            for r in records for s in r["steps"]]  # artifacts before "call" had one call per predictor
     return pd.DataFrame(flat, columns=STEP_COLUMNS + ["error"])[STEP_COLUMNS]
 
 
@@ -184,6 +184,7 @@ def report_from_ledger(path: str | Path) -> Report:
     if calls.empty:
         raise DatasetError(f"{path}: the ledger has no calls")
     calls = calls.assign(query_id=calls["request_id"].where(calls["request_id"] != "", calls["call_id"]),
+                         call=calls["call"].fillna(0).astype(int),  # ledgers before "call": one call per predictor
                          tokens=calls["prompt_tokens"] + calls["completion_tokens"], split="", segment="")
     calls["decision"] = calls["decision"].replace("", "accepted")  # unrouted calls: their answer was used
     n_queries = calls["query_id"].nunique()

@@ -3,7 +3,7 @@
 Frames read here:
     trials  one row per searched policy: number, quality, cost_per_1k, policy (dict)
     rows    one row per (policy, query): policy, row_id, split, segment, score, cost_usd, latency_s
-    steps   one row per tier-trail entry: query_id, split, segment, predictor, rung, tier, confidence,
+    steps   one row per tier-trail entry: query_id, split, segment, predictor, call, rung, tier, confidence,
             threshold, decision, cost_usd, tokens
     cells   one row per (query, predictor, call, tier) outcome: correct, logprob_mean, logprob_min, ...
 """
@@ -18,7 +18,7 @@ import pandas as pd
 from optimizers.select import Candidate, pareto_front, savings_pct
 from optimizers.summary import describe_ladder
 
-FINAL = ("accepted", "fallback", "semantic_hit")  # decisions whose answer is the one the program used
+FINAL = ("accepted", "fallback", "semantic_hit", "run_time")  # decisions whose answer the program used
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 Z_FLAG = 1.96  # routing-fairness flag: a segment's gap beyond 1.96 standard errors (about 95%, two-sided)
 
@@ -120,12 +120,12 @@ def _policy_text(row) -> str:
 
 def _finals(steps: pd.DataFrame) -> pd.DataFrame:
     """One row per (query, predictor call): the tier whose answer was used ('none' if all failed)."""
-    groups = steps.groupby(["query_id", "predictor"], sort=False)
-    used = steps[steps["decision"].isin(FINAL)].groupby(["query_id", "predictor"], sort=False)["tier"].last()
+    keys = ["query_id", "predictor", "call"] if "call" in steps.columns else ["query_id", "predictor"]
+    groups = steps.groupby(keys, sort=False)
+    used = steps[steps["decision"].isin(FINAL)].groupby(keys, sort=False)["tier"].last()
     out = groups.size().rename("steps").to_frame().join(used.rename("final_tier"))
     out["final_tier"] = out["final_tier"].fillna("none")
-    out["escalated"] = steps.assign(e=steps["decision"].eq("escalated")).groupby(
-        ["query_id", "predictor"], sort=False)["e"].any()
+    out["escalated"] = steps.assign(e=steps["decision"].eq("escalated")).groupby(keys, sort=False)["e"].any()
     return out.reset_index()
 
 

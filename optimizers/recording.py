@@ -35,7 +35,8 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
     as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached)."""
     names = catalog.names
     if progress is not None:
-        progress.stage("recording outcomes (rows x tiers)", total=len(names) * len(rows))  # not calls: a row may make several
+        # rows x tiers, not calls: a program may call a predictor several times per row
+        progress.stage("recording outcomes (rows x tiers)", total=len(names) * len(rows))
     if concurrency <= 1:
         results = {}
         for tier in names:

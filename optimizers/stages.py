@@ -396,9 +396,9 @@ def run(job: Job, progress=None) -> Result:
 def _row_records(results, split_of) -> list[dict]:
     return [{"row_id": r.row_id, "segment": r.segment, "split": split_of[r.row_id], "score": r.score,
              "cost_usd": r.cost_usd, "latency_s": r.latency_s,
-             "steps": [{"predictor": s.predictor, "rung": s.rung, "tier": s.tier, "confidence": s.confidence,
-                        "threshold": s.threshold, "decision": s.decision, "cost_usd": s.cost_usd,
-                        "tokens": s.tokens, "error": s.error} for s in r.steps]}
+             "steps": [{"predictor": s.predictor, "call": s.call, "rung": s.rung, "tier": s.tier,
+                        "confidence": s.confidence, "threshold": s.threshold, "decision": s.decision,
+                        "cost_usd": s.cost_usd, "tokens": s.tokens, "error": s.error} for s in r.steps]}
             for r in results]
 
 
@@ -421,7 +421,8 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
         # whether it says what the top tier said: a per-predictor view where the task judges only the whole program
         agrees = same_answer(o.outputs, top_cell.outcome.outputs) if o.ok and top_cell and top_cell.outcome.ok else None
         cells.append({"row_id": row_id, "split": split_of[row_id], "segment": str(by_id[row_id].get("segment", "all")),
-                      "predictor": name, "call": cell.call, "tier": tier, "ok": o.ok, "correct": correct, "agrees_with_top": agrees,
+                      "predictor": name, "call": cell.call, "tier": tier, "ok": o.ok, "correct": correct,
+                      "agrees_with_top": agrees,
                       "logprob_mean": o.scores.get("logprob_mean"), "logprob_min": o.scores.get("logprob_min"),
                       "cost_usd": o.cost_usd, "tokens": o.prompt_tokens + o.completion_tokens,
                       "latency_s": o.latency_s})

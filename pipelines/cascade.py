@@ -30,7 +30,7 @@ from pipelines.engine import current_predictor, current_request_id, current_samp
 from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError, raise_found
 from pipelines.policy import Policy, PredictorPolicy
 from pipelines.routing import route_text, start_rung
-from pipelines.trail import Step, trail_var
+from pipelines.trail import Step, next_call, trail_var
 from pipelines.semantic_cache import DEFAULT_MAX_ENTRIES, SEMANTIC_TIER, SemanticCache, compile_patterns, guard_key, signature_key
 
 AGREEMENT_SAMPLES = 2
@@ -302,10 +302,11 @@ class CascadeForward:
         if sampling or extra.get("config"):
             extra["config"] = {**sampling, **(extra.get("config") or {})}
         request = None
+        call = next_call(trail_var.get(), self.name)
         if self.semantic is not None and "rollout_id" not in extra.get("config", {}):
             # the first "rung": an earlier answer to a request close enough (never for a sample asked to differ)
             request = (route_text(inputs), guard_key(route_text(inputs), self.patterns))
-            found = self._lookup(*request)
+            found = self._lookup(*request, call)
             if found.hit:
                 return dspy.Prediction(**found.entry.outputs)
 
@@ -323,9 +324,9 @@ class CascadeForward:
             outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer,
                                         predicted, priors)
         except AllRungsFailed as error:
-            self._record(error.trail)
+            self._record(error.trail, call)
             raise
-        self._record(trail)
+        self._record(trail, call)
         if request is not None and outcome.ok:
             self.semantic.store(self.space, *request, outcome.tier, self._rank(outcome.tier), outcome.outputs,
                                 sum(step.cost_usd for _, step in trail), current_request_id.get() or "")
@@ -336,7 +337,7 @@ class CascadeForward:
     def _rank(self, tier: str) -> int:
         return self.tier_names.index(tier) if tier in self.tier_names else -1
 
-    def _lookup(self, text: str, guard: tuple):
+    def _lookup(self, text: str, guard: tuple, call: int = 0):
         """Same predictor and signature (the space), same entities (the guard), an answer from the
         ladder's start tier or a better one; a hit at or above the policy's threshold."""
         found = self.semantic.lookup(self.space, text, guard, self._rank(self.pp.ladder[0]),
@@ -346,7 +347,7 @@ class CascadeForward:
         sink = trail_var.get()
         if sink is not None:
             sink.append(Step(self.name, -1, SEMANTIC_TIER, found.similarity, found.threshold, decision, 0.0,
-                             latency_s=found.latency_s, matched=matched))
+                             latency_s=found.latency_s, matched=matched, call=call))
         if self.ledger is not None:
             from pipelines.embeddings import MODEL_NAME
             from pipelines.ledger import CallRecord
@@ -356,18 +357,20 @@ class CascadeForward:
                 found.entry.cost_usd if found.hit else 0.0, found.latency_s, found.hit,
                 request_id=current_request_id.get() or "", estimator="semantic", confidence=found.similarity,
                 threshold=found.threshold, decision=decision, similarity=found.similarity, matched_request=matched,
+                call=call,
                 matched_text=found.entry.text if found.entry is not None else ""))
         return found
 
-    def _record(self, trail) -> None:
+    def _record(self, trail, call: int = 0) -> None:
         """Each rung's step goes to the call's trail, and its decision onto its ledger records."""
         sink = trail_var.get()
         for rung_outcome, step in trail:
+            step.call = call
             if sink is not None:
                 sink.append(step)
             if self.ledger is not None:
                 for record in rung_outcome.records:
-                    self.ledger.annotate(record, rung=step.rung, estimator=self.pp.estimator,
+                    self.ledger.annotate(record, rung=step.rung, call=call, estimator=self.pp.estimator,
                                          confidence=step.confidence, threshold=step.threshold,
                                          decision=step.decision, error=step.error)
 

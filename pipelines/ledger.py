@@ -31,6 +31,7 @@ class CallRecord:
     cached_tokens: int = 0  # of prompt_tokens, read from the provider's prompt cache (priced at its rate)
     cache_write_tokens: int = 0  # of prompt_tokens, written to it (Anthropic prices writes apart)
     rung: int = -1
+    call: int = 0  # which call of its predictor in the request (a program may call one per item of a list)
     estimator: str = ""
     confidence: float | None = None
     threshold: float | None = None

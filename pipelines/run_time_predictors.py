@@ -13,7 +13,7 @@ from dspy.lm15 import response_to_events
 
 from pipelines.answer_budget import answer_budget
 from pipelines.engine import current_predictor, current_trace
-from pipelines.trail import Step, trail_var
+from pipelines.trail import Step, next_call, trail_var
 
 LABEL = "(built at run time)"  # their name in the trail and the ledger
 
@@ -34,14 +34,21 @@ class RunTimeEngine:
         finally:
             current_trace.reset(tokens[0])
             current_predictor.reset(tokens[1])
-            trail = trail_var.get()
+            self._record(calls)
+
+    def _record(self, calls: list) -> None:
+        """Each call on the request's trail and in the ledger as a call of its own (it climbs no ladder)."""
+        trail = trail_var.get()
+        for call in calls:
+            ordinal = next_call(trail, LABEL)
+            cut = f"the answer stopped at max_tokens={call.cut_at}" if call.cut_at else ""
             if trail is not None:
-                for call in calls:
-                    cut = f"the answer stopped at max_tokens={call.cut_at}" if call.cut_at else ""
-                    trail.append(Step(LABEL, 0, self.tier.name, None, None, "run_time",
-                                      self.tier.cost(call.prompt_tokens, call.completion_tokens), cut,
-                                      tokens=call.prompt_tokens + call.completion_tokens,
-                                      latency_s=call.record.latency_s if call.record else 0.0))
+                trail.append(Step(LABEL, 0, self.tier.name, None, None, "run_time",
+                                  self.tier.cost(call.prompt_tokens, call.completion_tokens), cut,
+                                  tokens=call.prompt_tokens + call.completion_tokens,
+                                  latency_s=call.record.latency_s if call.record else 0.0, call=ordinal))
+            if call.record is not None and self.engine.ledger is not None:
+                self.engine.ledger.annotate(call.record, rung=0, call=ordinal, decision="run_time", error=cut)
 
     def _with_answer_budget(self, request):
         """The room the calling predictor's outputs need (pipelines.answer_budget), as a rung would get: a

@@ -22,6 +22,14 @@ class Step:
     tokens: int = 0
     latency_s: float = 0.0
     matched: str = ""  # a semantic-cache lookup: the stored request that answered (or the nearest one)
+    call: int = 0  # which call of its predictor in the request (a program may call one per item of a list)
 
 
 trail_var: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trail", default=None)
+
+
+def next_call(trail: list | None, predictor: str) -> int:
+    """The ordinal of a new call of `predictor` in this request's trail: its earlier calls' steps are there."""
+    if not trail:
+        return 0
+    return len({step.call for step in trail if step.predictor == predictor})

@@ -561,7 +561,8 @@ def test_refine_hints_reach_the_tiers_and_its_feedback_step_is_priced_on_the_tra
         ("module", "a"), ("(built at run time)", "b"), ("module", "a")]
     assert program.last_cost_usd == sum(s.cost_usd for s in program.last_trail) > program.last_trail[0].cost_usd
     assert [tier for tier, _ in prompts] == ["a", "b", "a"] and "say three" in prompts[-1][1]
-    assert {r.predictor for r in runtime.ledger.records} == {"module", "(built at run time)"}
+    assert {(r.predictor, r.decision) for r in runtime.ledger.records} == {
+        ("module", "accepted"), ("(built at run time)", "run_time")}
     # the feedback writes two fields (one a dict): it gets a rung's room for them, not the tier's 24 tokens
     assert runtime.engine("b").backend.calls[-1]["config"]["max_tokens"] == 24 * 5 + 12
     again = CompiledProgram(refine(), Policy({"module": PredictorPolicy(["a"])}), runtime)

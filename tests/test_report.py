@@ -188,6 +188,20 @@ def test_predictor_and_rung_tables_by_hand():
     assert rungs.loc[("extract", 1), "failed"] == 1
 
 
+def test_a_predictor_called_per_item_counts_each_call():
+    """Steps of one query from three calls of one predictor: three calls, one escalated (they were one)."""
+    rows = [("q1", "a", "classify", 0, "small", 0.9, 0.5, "accepted", 1.0, 10, 0),
+            ("q1", "a", "classify", 0, "small", 0.3, 0.5, "escalated", 1.0, 10, 1),
+            ("q1", "a", "classify", 1, "big", None, None, "accepted", 10.0, 20, 1),
+            ("q1", "a", "classify", 0, "small", 0.8, 0.5, "accepted", 1.0, 10, 2)]
+    cols = ["query_id", "segment", "predictor", "rung", "tier", "confidence", "threshold", "decision", "cost_usd",
+            "tokens", "call"]
+    table = rt.predictor_table(pd.DataFrame(rows, columns=cols), 1, ["small", "big"]).set_index("predictor")
+    assert table.loc["classify", "calls"] == 3
+    assert table.loc["classify", "escalation_rate"] == pytest.approx(1 / 3)
+    assert table.loc["classify", ["final_small", "final_big"]].tolist() == pytest.approx([2 / 3, 1 / 3])
+
+
 def test_segment_flag_rule_by_hand():
     chosen = pd.DataFrame({"row_id": list("abcdefghij"), "segment": list("AABBCCCDDD"),
                            "score": [1, .5, 1, 0, .5, .5, .5, 1, 1, 1], "cost_usd": [1.0] * 10})

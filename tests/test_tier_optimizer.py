@@ -333,6 +333,8 @@ def test_each_call_of_a_predictor_called_per_item_is_its_own_cell(tmp_path):
     assert small[0]["ok"] and small[0]["agrees_with_top"] is True and not small[1]["ok"]
     note = next(n for n in optimizer.summary_["notes"] if "no usable answer" in n)
     assert "small 6 of 12 calls" in note
+    steps = [s for r in optimizer.artifact_["evaluation"]["baselines"]["big"] for s in r["steps"]]
+    assert [s["call"] for s in steps] == [0, 1] * 6  # the trail says which call each step belongs to
 
 
 def test_a_refine_program_compiles_with_its_feedback_step_priced_and_cached(tmp_path):
