@@ -49,6 +49,17 @@ def check_rows(rows: list[dict], task, where: str) -> list[dict]:
 
 
 def load_rows(task, options: OptimizeOptions) -> list[dict]:
+    return sample_rows(load_all_rows(task, options), options)
+
+
+def sample_rows(rows: list[dict], options: OptimizeOptions) -> list[dict]:
+    """--limit N: a seeded sample of N rows."""
+    if options.limit is None:
+        return rows
+    return random.Random(options.seed).sample(rows, min(options.limit, len(rows)))
+
+
+def load_all_rows(task, options: OptimizeOptions) -> list[dict]:
     path = options.dataset or task.default_dataset()
     examples = getattr(task, "default_rows", lambda: None)() if path is None else None
     if path is None and examples is None:
@@ -59,8 +70,6 @@ def load_rows(task, options: OptimizeOptions) -> list[dict]:
     if options.semantic_cache and options.dataset is None and paraphrases:
         # The task's own dev set plus its paraphrase groups: near-duplicates the cache's threshold is tuned on.
         rows = check_rows(rows + read_task_rows(task, DATASETS_DIR / paraphrases), task, str(path))
-    if options.limit is not None:
-        rows = random.Random(options.seed).sample(rows, min(options.limit, len(rows)))
     return rows
 
 
@@ -74,7 +83,9 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
         raise ConfigError(f"--semantic-cache: task {task.name} declares no predictors for it "
                           "(SEMANTIC_CACHE = {\"predictors\": [...]} in its module)")
     out_path = Path(options.out) if options.out else Path(f"{task.name}.tierwise.json")
-    job = Job(task=task, rows=load_rows(task, options), catalog=catalog,
+    all_rows = load_all_rows(task, options)
+    rows = sample_rows(all_rows, options)
+    job = Job(task=task, rows=rows, catalog=catalog, rows_available=len(all_rows),
               objective=options.objective or Objective(), trials=options.trials, seed=options.seed,
               budget_usd=options.budget_usd, holdout=options.holdout, storage=options.storage,
               work_dir=options.work_dir, out=str(out_path),

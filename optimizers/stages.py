@@ -66,6 +66,7 @@ class Job:
     semantic_cache: bool = False  # also search a semantic cache for the predictors the task declares eligible
     semantic_settings: dict | None = None  # that declaration when it does not come from the task (TierOptimizer)
     refine: bool = True  # refine the chosen point one predictor at a time (optimizers.refine)
+    rows_available: int | None = None  # the labeled rows there were before `--limit` sampled `rows`
 
 
 @dataclass
@@ -337,8 +338,13 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
                 f"{SAFETY_Z:g} standard error(s) and the selection optimism "
                 f"({chosen.info.get('optimism', 0.0):.3f}) is >= -{chosen.info['tolerance']:g}")
         if all(pp.ladder == [chosen.reference] for pp in chosen.candidate.policy.predictors.values()):
+            more = "more labeled rows narrow the margin"
+            unused = (session.job.rows_available or 0) - len(session.job.rows)
+            if unused > 0:  # --limit sampled them: the rest are already labeled
+                more += (f": this compile sampled {len(session.job.rows)} of {session.job.rows_available} rows; "
+                         "without --limit it uses them all")
             notes.append(f"{rule}; no cheaper policy cleared that on these {len(session.dev)} dev rows, so "
-                         f"{chosen.reference}-only stands (more labeled rows narrow the margin)")
+                         f"{chosen.reference}-only stands ({more})")
         else:
             notes.append(f"{rule} (the chosen policy's margin: {chosen.info['margin']:.3f})")
     elif chosen.info.get("margin"):

@@ -272,3 +272,15 @@ def test_summary_line_names_the_calls_only_cascades_asked_for():
     rows = [line for line in render_text(summary).splitlines() if " quality 1.000   cost/1k" in line and
             line.startswith("  ") and not line.startswith("  holdout")]
     assert len(rows) == 2 and len({line.index(" quality") for line in rows}) == 1, rows
+
+
+def test_where_the_flagship_stands_on_a_sample_the_note_names_the_rows_left_out(tmp_path):
+    """The small tier is never right: flagship-only stands, and the note says how many labeled rows --limit left
+    out (the README's main job samples 80 of 222), which is the remedy the margin asks for."""
+    opts = options(tmp_path, [], scripts={"*": support_script(small_right=lambda row: False)})
+    summary = optimize(opts)
+    note = next(n for n in summary["notes"] if "only stands" in n)
+    assert f"this compile sampled {LIMIT} of {len(support_rows())} rows; without --limit it uses them all" in note
+    everything = optimize(options(tmp_path, [], scripts={"*": support_script(small_right=lambda row: False)},
+                                  limit=None, trials=3))
+    assert not any("without --limit" in n for n in everything["notes"])
