@@ -392,8 +392,9 @@ def run(job: Job, progress=None) -> Result:
             searched = search(session, progress)
             chosen = choose_point(session, baseline_rows, searched)
             checked = check_holdout(session, baseline_rows, searched, chosen)
-        if output.note():
-            checked.notes.append(output.note())
+        note = output.note()
+        if note:
+            checked.notes.append(note)
         return make_artifact(session, baseline_rows, searched, chosen, checked)
     finally:
         session.runtime.close()

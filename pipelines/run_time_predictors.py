@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import dspy
 from dspy.lm15 import response_to_events
 
 from pipelines.answer_budget import answer_budget
+from pipelines.dspy_hooks import called_predictor
 from pipelines.engine import current_predictor, current_trace
 from pipelines.trail import Step, next_call, trail_var
 
@@ -53,8 +53,7 @@ class RunTimeEngine:
     def _with_answer_budget(self, request):
         """The room the calling predictor's outputs need (pipelines.answer_budget), as a rung would get: a
         local tier's own max_tokens (24) bounds one short field, and Refine's feedback writes two."""
-        callers = dspy.settings.caller_modules or []
-        predictor = callers[-1] if callers and isinstance(callers[-1], dspy.Predict) else None
+        predictor = called_predictor(None)
         budget = answer_budget(predictor, self.tier) if predictor is not None else None
         if not budget or (request.config.max_tokens or 0) >= budget:
             return request

@@ -37,6 +37,7 @@ class Runtime:
         self.ledger = ledger if ledger is not None else Ledger()
         self.scripts = scripts  # fake/<name> tiers only
         self._lms: dict[str, dspy.LM] = {}
+        self._run_time_lm: dspy.LM | None = None
         self._engines: dict[str, TierEngine] = {}
         self._lock = threading.Lock()
 
@@ -58,12 +59,11 @@ class Runtime:
         """The LM of predictors a program builds while it runs (pipelines.run_time_predictors): the top tier."""
         from pipelines.run_time_predictors import RunTimeEngine
 
-        top = self.catalog.names[-1]
-        engine = self.engine(top)
+        engine = self.engine(self.catalog.names[-1])
         with self._lock:
-            if "(run time)" not in self._lms:
-                self._lms["(run time)"] = tier_lm(engine.tier, RunTimeEngine(engine))
-            return self._lms["(run time)"]
+            if self._run_time_lm is None:
+                self._run_time_lm = tier_lm(engine.tier, RunTimeEngine(engine))
+            return self._run_time_lm
 
     @contextlib.contextmanager
     def program_settings(self):
