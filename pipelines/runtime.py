@@ -7,23 +7,16 @@ import threading
 
 import dspy
 
-from pipelines.adapter import STOP_MARKER, TierwiseAdapter
+from pipelines.adapter import TierwiseAdapter
 from pipelines.backends import backend_for
 from pipelines.cache import CallCache
 from pipelines.engine import TierEngine
 from pipelines.ledger import Ledger
+from pipelines.run_time_predictors import RunTimeEngine
+from pipelines.tier_lm import tier_lm
 from pipelines.tiers import Catalog, default_catalog
 
 ADAPTER = TierwiseAdapter()
-
-
-def tier_lm(tier, engine) -> dspy.LM:
-    """A tier's dspy.LM over `engine` (dspy's own cache off: the engine caches, prices and logs every call)."""
-    wants_logprobs = tier.is_local or tier.model.startswith("fake/")
-    extra = {"logprobs": True, "top_logprobs": 1} if wants_logprobs else {}
-    return dspy.LM(tier.model, engine=engine, cache=False, num_retries=0,
-                   temperature=tier.setting("temperature"), max_tokens=tier.setting("max_tokens"),
-                   stop=tier.setting("stop") or [STOP_MARKER], **extra)
 
 
 class Runtime:
@@ -56,13 +49,12 @@ class Runtime:
             return self._lms[tier_name]
 
     def run_time_lm(self) -> dspy.LM:
-        """The LM of predictors a program builds while it runs (pipelines.run_time_predictors): the top tier."""
-        from pipelines.run_time_predictors import RunTimeEngine
-
-        engine = self.engine(self.catalog.names[-1])
+        """The LM of predictors a program builds while it runs (pipelines.run_time_predictors): built for
+        the top tier, each call answered by the tier of the request's latest answer."""
         with self._lock:
             if self._run_time_lm is None:
-                self._run_time_lm = tier_lm(engine.tier, RunTimeEngine(engine))
+                engine = RunTimeEngine(self)
+                self._run_time_lm = tier_lm(engine.tier, engine)
             return self._run_time_lm
 
     @contextlib.contextmanager

@@ -546,10 +546,10 @@ def hinting_script(prompts: list):
 def test_refine_hints_reach_the_tiers_and_its_feedback_step_is_priced_on_the_trail(tmp_path):
     """dspy.Refine asks a feedback predictor it builds on each failed attempt (no dspy LM under a policy: it
     printed 'No LM is loaded'), then adds the advice to the next attempt through a wrapper of the adapter,
-    which the rungs' own adapter dropped. Now the feedback step runs on the top tier, cached and on the trail,
-    and the hint reaches the next attempt's prompt."""
+    which the rungs' own adapter dropped. Now the feedback step runs on the tier whose answer it reads,
+    cached and on the trail, and the hint reaches the next attempt's prompt."""
     prompts: list = []
-    runtime = make_runtime(tmp_path, fake_catalog("a", "b", b={"max_tokens": 24}), hinting_script(prompts))
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b", a={"max_tokens": 24}), hinting_script(prompts))
 
     def refine():
         return dspy.Refine(dspy.Predict("question -> answer"), N=3, threshold=1.0,
@@ -558,15 +558,56 @@ def test_refine_hints_reach_the_tiers_and_its_feedback_step_is_priced_on_the_tra
     program = CompiledProgram(refine(), Policy({"module": PredictorPolicy(["a"])}), runtime)
     assert program(question="q").answer == "three"
     assert [(s.predictor, s.tier) for s in program.last_trail] == [
-        ("module", "a"), ("(built at run time)", "b"), ("module", "a")]
+        ("module", "a"), ("(built at run time)", "a"), ("module", "a")]
     assert program.last_cost_usd == sum(s.cost_usd for s in program.last_trail) > program.last_trail[0].cost_usd
-    assert [tier for tier, _ in prompts] == ["a", "b", "a"] and "say three" in prompts[-1][1]
+    assert [tier for tier, _ in prompts] == ["a", "a", "a"] and "say three" in prompts[-1][1]
     assert {(r.predictor, r.decision) for r in runtime.ledger.records} == {
         ("module", "accepted"), ("(built at run time)", "run_time")}
     # the feedback writes two fields (one a dict): it gets a rung's room for them, not the tier's 24 tokens
-    assert runtime.engine("b").backend.calls[-1]["config"]["max_tokens"] == 24 * 5 + 12
+    feedback = runtime.engine("a").backend.calls[1]
+    assert "advice" in feedback["messages"][-1]["content"] and feedback["config"]["max_tokens"] == 24 * 5 + 12
     again = CompiledProgram(refine(), Policy({"module": PredictorPolicy(["a"])}), runtime)
     assert again(question="q").answer == "three" and len(prompts) == 3  # every call cached
+
+
+def test_a_predictor_built_at_run_time_answers_on_the_tier_of_the_answer_it_reads(tmp_path):
+    """Refine's feedback used to answer on the top tier whatever the policy: on the local tiers a
+    cheap-only Refine cost 57x flagship-only. It follows the request's latest answer: the rung a cascade
+    stopped at, the top tier before anything has answered. The tier's own settings apply; a setting the
+    call chose itself stays."""
+    prompts: list = []
+    catalog = fake_catalog("a", "b", "c", a={"temperature": 0.3}, c={"temperature": 0.9})
+    runtime = make_runtime(tmp_path, catalog, hinting_script(prompts))
+
+    class Advised(dspy.Module):
+        def __init__(self, advise_first=False):
+            super().__init__()
+            self.qa = dspy.Predict("question -> answer")
+            self.advise_first = advise_first
+
+        def forward(self, question):
+            if self.advise_first:
+                dspy.Predict("advice_for -> advice")(advice_for=question)
+            first = self.qa(question=question)
+            dspy.Predict("advice_for -> advice")(advice_for=first.answer)
+            dspy.Predict("advice_for -> advice")(advice_for=first.answer, config={"temperature": 0.5})
+            return first
+
+    def feedback_steps(program):
+        return [(s.tier, s.call) for s in program.last_trail if s.decision == "run_time"]
+
+    cascade = Policy({"qa": PredictorPolicy(["a", "b", "c"], "logprob_mean", [0.95, 0.95])})  # climbs to c
+    for policy, want in ((Policy({"qa": PredictorPolicy(["a"])}), "a"), (Policy({"qa": PredictorPolicy(["b"])}), "b"),
+                         (cascade, "c")):
+        program = CompiledProgram(Advised(), policy, runtime)
+        program(question=f"q {want}")
+        assert feedback_steps(program) == [(want, 0), (want, 1)]
+    first = CompiledProgram(Advised(advise_first=True), Policy({"qa": PredictorPolicy(["a"])}), runtime)
+    first(question="q first")
+    assert feedback_steps(first) == [("c", 0), ("a", 1), ("a", 2)]  # nothing had answered yet: the top tier
+    on_a = [call["config"]["temperature"] for call in runtime.engine("a").backend.calls
+            if "advice_for" in str(call["messages"])]
+    assert on_a == [0.3, 0.5]  # a's own temperature (the LM was built for c's 0.9); the call's own kept
 
 
 def test_dspy_trace_gets_the_final_answer_not_every_rung(tmp_path):
