@@ -26,6 +26,7 @@ from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded, one_line, reraise_ours
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
+from pipelines.tasks import typed_inputs
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
                      "and rerun: the outcome table is recorded again from the call cache with no call paid again "
@@ -196,6 +197,11 @@ class OutcomeTable:
                                   Cell(at.row_id, name, tier, outcome, _plain(kwargs), call))
         return outcome
 
+    def calls_recorded(self) -> int:
+        """The LM calls behind the outcomes known so far (a predictor asking for n candidates makes n)."""
+        with self._lock:
+            return sum(outcome.calls for outcome in self.memo.values())
+
     def cell_on(self, cell: Cell, tier: str) -> Cell | None:
         """The same call of the same row, answered on `tier`."""
         return self.cells.get((cell.row_id, cell.predictor, tier, cell.call))
@@ -312,7 +318,7 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
         tokens = [trail_var.set(trail), current_row.set(RowCalls(row))]
         prediction, score, error = None, 0.0, ""
         try:
-            prediction = program(**task.inputs(row))
+            prediction = program(**typed_inputs(program, task.inputs(row)))
             try:
                 score = task.metric(row, prediction)
             except Exception as e:  # noqa: BLE001 - a metric that cannot read this prediction scores it 0

@@ -182,7 +182,7 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     order = random.Random().sample(rows, len(rows)) if is_sql_url(job.storage) else rows
     results = record_baselines(job.task, session.program, job.catalog, order, session.table,
                                session.predictors, job.concurrency, progress, preflight.TierProbe(job.catalog))
-    session.matrix_calls = len(session.table.memo)
+    session.matrix_calls = session.table.calls_recorded()
     top = job.catalog.names[-1]
     raised, first = row_errors(results[top])
     if raised and 2 * raised >= len(rows):  # not the tiers' answers: the task's own code (or its data)
@@ -369,7 +369,7 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
         trials=len(completed(study)), spent_usd=budget.spent_usd, spent_usd_compile=budget.total_usd,
         trials_run_now=searched.ran, noise=chosen.info["noise"], holdout_vs_reference=checked.gap,
         study=study.study_name, storage=redact(job.storage or f"default ({paths.studies_db(job.work_dir)})"),
-        cells_recorded=len(table.memo), notes=checked.notes,
+        cells_recorded=table.calls_recorded(), notes=checked.notes,
     )
     body = artifact.build(
         task_source=job.task.source, program=job.task.build_program(), catalog=job.catalog,

@@ -74,6 +74,16 @@ def describe_field(name: str, info) -> str:
     return line
 
 
+def _as_history(value) -> dspy.History:
+    """A dspy.History input as given, or read from its JSON form (a dataset row's {"messages": [...]} or the
+    list of turns); anything else is no history."""
+    if isinstance(value, dspy.History):
+        return value
+    if isinstance(value, dict):
+        value = value.get("messages")
+    return dspy.History(messages=[m for m in value if isinstance(m, dict)] if isinstance(value, list) else [])
+
+
 class TierwiseAdapter(dspy.ChatAdapter):
     __doc__ = __doc__
 
@@ -86,10 +96,16 @@ class TierwiseAdapter(dspy.ChatAdapter):
         return fields[0] if len(fields) == 1 else None
 
     def format(self, signature, demos, inputs):
+        history_name = self._get_history_field_name(signature)
+        if history_name in inputs:
+            inputs = {**inputs, history_name: _as_history(inputs[history_name])}
         field = self.single_output(signature)
         if field is None:
             return super().format(signature, demos, inputs)
         info = signature.output_fields[field]
+        history = inputs[history_name].messages if history_name in inputs else []
+        if history_name:  # a dspy.History is earlier turns of the chat, as ChatAdapter sends it, not an input
+            signature = signature.delete(history_name)
         described = [describe_field(k, v) for k, v in signature.input_fields.items()]
         system = "\n".join([
             signature.instructions.strip(),
@@ -103,6 +119,11 @@ class TierwiseAdapter(dspy.ChatAdapter):
             if field in demo and all(k in demo for k in signature.input_fields):
                 messages.append({"role": "user", "content": self._plain_inputs(signature, demo)})
                 messages.append({"role": "assistant", "content": self._plain_value(info, demo[field])})
+        for turn in history:
+            if any(k in turn for k in signature.input_fields):
+                messages.append({"role": "user", "content": self._plain_inputs(signature, turn)})
+            if field in turn:
+                messages.append({"role": "assistant", "content": self._plain_value(info, turn[field])})
         messages.append({"role": "user", "content": self._plain_inputs(signature, inputs)})
         return messages
 

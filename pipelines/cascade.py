@@ -53,15 +53,29 @@ class RungOutcome:
     failed_text: str = ""  # what the tier wrote when its answer was not usable (first 200 characters)
     prediction: object = None  # live only: the dspy.Prediction
     records: list = field(default_factory=list)  # live only: ledger records of its calls
+    candidates: list = field(default_factory=list)  # a predictor asked for n > 1: the other candidates' outputs
 
     @property
     def ok(self) -> bool:
         return self.outputs is not None
 
+    @property
+    def calls(self) -> int:
+        """The LM calls it took: one per candidate."""
+        return 1 + len(self.candidates)
+
     def to_dict(self) -> dict:
         keys = ("tier", "outputs", "error", "scores", "features", "cost_usd", "paid_usd",
                 "prompt_tokens", "completion_tokens", "latency_s", "failed_text")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, **({"candidates": self.candidates} if self.candidates else {})}
+
+    def as_prediction(self, signature) -> dspy.Prediction:
+        """The answer as the predictor returns it: every candidate when it asked for several."""
+        if self.prediction is not None:
+            return self.prediction
+        if self.candidates:
+            return dspy.Prediction.from_completions([self.outputs, *self.candidates], signature=signature)
+        return dspy.Prediction(**self.outputs)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RungOutcome":
@@ -193,6 +207,8 @@ class LiveRungs:
             with dspy.context(adapter=rung_adapter(ADAPTER), trace=None, send_stream=None):
                 prediction = _original_forward(predictor)(lm=lm, **config, **kwargs)
                 outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
+                candidates = [{k: prediction.completions[k][i] for k in outputs}
+                              for i in range(1, len(prediction.completions))]
                 fields = [k for k in outputs if k not in conf.REASONING_FIELDS]
                 error = ""
                 if any(outputs[k] is None for k in fields):
@@ -201,7 +217,8 @@ class LiveRungs:
                     agree = self._agreement(predictor, lm, {**config, **kwargs}, outputs)
         except Exception as e:  # noqa: BLE001 - any failure of a rung hands over to the next one
             _reraise_budget(e)
-            prediction, outputs, error = None, None, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            prediction, outputs, candidates = None, None, []
+            error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             cut = next((c.cut_at for c in trace if c.cut_at), None)
             if cut:
                 error = f"{error.rstrip()} (the answer stopped at max_tokens={cut}: {MORE_TOKENS})"
@@ -212,7 +229,7 @@ class LiveRungs:
                 current_sample.reset(tokens[2])
         tier_obj = self.runtime.catalog[tier]
         outcome = RungOutcome(
-            tier=tier, outputs=outputs, error=error, prediction=prediction,
+            tier=tier, outputs=outputs, error=error, prediction=prediction, candidates=candidates,
             cost_usd=sum(tier_obj.cost(c.prompt_tokens, c.completion_tokens) for c in trace),
             paid_usd=sum(c.record.cost_usd for c in trace),
             prompt_tokens=sum(c.prompt_tokens for c in trace),
@@ -330,7 +347,7 @@ class CascadeForward:
         if request is not None and outcome.ok:
             self.semantic.store(self.space, *request, outcome.tier, self._rank(outcome.tier), outcome.outputs,
                                 sum(step.cost_usd for _, step in trail), current_request_id.get() or "")
-        prediction = outcome.prediction if outcome.prediction is not None else dspy.Prediction(**outcome.outputs)
+        prediction = outcome.as_prediction(self.predictor.signature)
         add_to_dspy_trace(called, {**inputs, **extra}, prediction)
         return prediction
 

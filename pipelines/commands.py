@@ -30,7 +30,7 @@ def _inputs(input_json, dataset) -> list[dict]:
 def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None,
                  require_signature=None, key_env=None) -> list[dict]:
     from pipelines.artifact import load_program
-    from pipelines.tasks import input_type_problem
+    from pipelines.tasks import input_type_problem, typed_inputs
 
     ledger = Ledger(ledger_path) if ledger_path else None  # refused here, before any call, if it cannot be written
     program = load_program(path, task=task, ledger=ledger, require_signature=require_signature, key_env=key_env)
@@ -52,7 +52,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         iterator = track(rows, description="running", console=_stderr_console())
     for number, row in enumerate(iterator, 1):
         try:
-            prediction = program(**{f: row[f] for f in fields})
+            prediction = program(**typed_inputs(program.program, {f: row[f] for f in fields}))
             result = {k: prediction[k] for k in prediction.keys() if k != "logprobs"}
             error = ""
         except AllRungsFailed as e:

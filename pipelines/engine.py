@@ -49,6 +49,7 @@ class CallResult:
     logprobs: list[tuple[str, float]] = field(default_factory=list)
     record: CallRecord | None = None
     cut_at: int | None = None  # max_tokens, when the answer stopped there (finish_reason "length")
+    request_key: str = ""  # the request's cache key before its candidate number (see TierEngine.call)
 
 
 def request_payload(request) -> dict:
@@ -122,17 +123,24 @@ class TierEngine:
     # -- the cached, priced, logged call --
     def call(self, payload: dict) -> CallResult:
         sample = current_sample.get()
-        key = call_key(self.tier.identity(), {**payload, "sample": sample} if sample else payload)
+        request_key = call_key(self.tier.identity(), {**payload, "sample": sample} if sample else payload)
+        # dspy asks an engine once per candidate (a predictor with n=3): the same request again within one
+        # predictor call is the next candidate, a distinct sample, not a cache hit on the first
+        trace = current_trace.get()
+        candidate = sum(1 for c in trace if c.request_key == request_key) if trace else 0
+        key = call_key(self.tier.identity(), {**payload, "sample": sample, "candidate": candidate}) \
+            if candidate else request_key
         started = time.perf_counter()
         cached = self.cache.get(key)
         if cached is None:
             with self.cache.claim(key):
                 cached = self.cache.get(key)  # another process may have paid for it while we waited
                 if cached is None:
-                    return self._pay(key, payload, started)
-        return self._finish(cached, hit=True, latency=time.perf_counter() - started, payload=payload)
+                    return self._pay(key, payload, started, request_key)
+        return self._finish(cached, hit=True, latency=time.perf_counter() - started, payload=payload,
+                            request_key=request_key)
 
-    def _pay(self, key: str, payload: dict, started: float) -> CallResult:
+    def _pay(self, key: str, payload: dict, started: float, request_key: str) -> CallResult:
         """The uncached call: refused while the tier cools down, else priced ahead by the guard (which
         may refuse it), made with retries, settled at its real price, stored before anyone reads it."""
         try:
@@ -157,7 +165,8 @@ class TierEngine:
         if settle is not None:
             settle(self._price(fresh))
         self.cache.put(key, fresh)
-        return self._finish(fresh, hit=False, latency=time.perf_counter() - started, payload=payload)
+        return self._finish(fresh, hit=False, latency=time.perf_counter() - started, payload=payload,
+                            request_key=request_key)
 
     def _call_backend(self, payload: dict) -> dict:
         retries = int(self.tier.setting("retries") or 0)
@@ -197,7 +206,7 @@ class TierEngine:
         return self.tier.cost(int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0)),
                               int(result.get("cached_tokens", 0)), int(result.get("cache_write_tokens", 0)))
 
-    def _finish(self, result: dict, hit: bool, latency: float, payload: dict) -> CallResult:
+    def _finish(self, result: dict, hit: bool, latency: float, payload: dict, request_key: str) -> CallResult:
         prompt, completion = int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0))
         limit = (payload.get("config") or {}).get("max_tokens")
         # Answers cached before the finish reason was kept: reaching the limit exactly says the same.
@@ -215,7 +224,7 @@ class TierEngine:
             self.ledger.add(record)
         call = CallResult(result.get("text", ""), prompt, completion,
                           [tuple(x) for x in result.get("logprobs") or []], record,
-                          (int(limit) if limit else completion) if cut else None)
+                          (int(limit) if limit else completion) if cut else None, request_key)
         trace = current_trace.get()
         if trace is not None:
             trace.append(call)

@@ -128,3 +128,33 @@ def test_demos_and_inputs_use_dspy_value_formatting():
     messages = TierwiseAdapter().format(Count, demos, {"items": ["x"]})
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[1]["content"] == '["a", "b"]' and messages[2]["content"] == "2"
+
+
+class ChatQA(dspy.Signature):
+    """Answer the user's question in the conversation."""
+
+    question: str = dspy.InputField()
+    history: dspy.History = dspy.InputField()
+    answer: str = dspy.OutputField()
+
+
+def test_a_history_input_is_earlier_turns_of_the_chat_as_chat_adapter_sends_it():
+    """The DSPy docs' conversation history (a `dspy.History` input) was dumped into the user message as JSON
+    ('history: {"messages": [...]}') beside the question. Its turns are now earlier user / assistant
+    messages, after the demos and before the current input, and the field list no longer names it."""
+    history = dspy.History(messages=[{"question": "What is the capital of France?", "answer": "Paris"},
+                                     {"question": "And of Italy?", "answer": "Rome"}])
+    demos = [dspy.Example(question="Capital of Spain?", answer="Madrid")]
+    messages = TierwiseAdapter().format(ChatQA, demos, {"question": "Which is bigger?", "history": history})
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [
+        ("user", "Capital of Spain?"), ("assistant", "Madrid"),
+        ("user", "What is the capital of France?"), ("assistant", "Paris"),
+        ("user", "And of Italy?"), ("assistant", "Rome"), ("user", "Which is bigger?")]
+    assert "history" not in messages[0]["content"].split("\n", 1)[1]  # only the default instructions name it
+    # a dataset row gives it as JSON: the same turns, on the plain path and on ChatAdapter's
+    as_json = {"question": "Which is bigger?", "history": history.model_dump()}
+    assert TierwiseAdapter().format(ChatQA, demos, as_json) == messages
+    two_outputs = ChatQA.append("source", dspy.OutputField())
+    chat = TierwiseAdapter().format(two_outputs, [], as_json)
+    assert [m["role"] for m in chat] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "Rome" in chat[4]["content"] and "history" not in chat[-1]["content"]

@@ -338,8 +338,9 @@ def test_each_call_of_a_predictor_called_per_item_is_its_own_cell(tmp_path):
 
 
 def test_a_refine_program_compiles_with_its_feedback_step_priced_and_cached(tmp_path):
-    """dspy.Refine under the search: its feedback step (a predictor it builds at run time) runs on the top tier,
-    counts in each row's cost, and its hint reaches the next attempt; a second compile pays nothing."""
+    """dspy.Refine under the search: its feedback step (a predictor it builds at run time) runs on the tier of
+    the answer it reads (small-only stays small), counts in each row's cost, and its hint reaches the next
+    attempt; a second compile pays nothing."""
     questions = [f"question {i}" for i in range(8)]
     trainset_ = [dspy.Example(question=q, answer="three").with_inputs("question") for q in questions]
     paid: list = []
@@ -364,7 +365,7 @@ def test_a_refine_program_compiles_with_its_feedback_step_priced_and_cached(tmp_
     small = first.artifact_["evaluation"]["baselines"]["small"]
     assert all(r["score"] == 1.0 for r in small)  # the hint reached the second attempt on every row
     assert all([(s["predictor"], s["tier"]) for s in r["steps"]] ==
-               [("module", "small"), ("(built at run time)", "big"), ("module", "small")] for r in small)
+               [("module", "small"), ("(built at run time)", "small"), ("module", "small")] for r in small)
     assert all(r["cost_usd"] == sum(s["cost_usd"] for s in r["steps"]) for r in small)
     paid_first = len(paid)
     again = compile_once()
@@ -495,3 +496,90 @@ def test_run_keeps_going_past_a_request_the_program_raises_on(tmp_path, monkeypa
     assert [o["output"] for o in outputs] == [{"words": 2}, None, {"words": 3}]
     assert outputs[1]["error"] == "program: KeyError: \"no handler for 'boom'\""
     assert any(line.startswith("row2: FAILED program: KeyError") for line in printed), printed
+
+
+class FollowUp(dspy.Signature):
+    """Answer the latest question using the conversation so far."""
+
+    question: str = dspy.InputField()
+    history: dspy.History = dspy.InputField()
+    answer: str = dspy.OutputField()
+
+
+def test_a_chat_program_with_history_compiles_and_runs_on_the_earlier_turns(tmp_path, caplog):
+    """The DSPy docs' conversation history, compiled: each row's earlier turns reach every tier as chat turns,
+    whether the trainset holds a dspy.History or its JSON form (a dev set's row), with no 'Type mismatch'
+    warning; the loaded artifact takes the JSON form too, and a history that is not one is refused."""
+    from pipelines.tasks import input_type_problem, typed_inputs
+
+    seen: list = []
+
+    def answer(tier, messages):
+        seen.append([m["role"] for m in messages])
+        said = [m["content"] for m in messages if m["role"] == "assistant"]
+        return (said[-1] if said and tier == "big" else "no idea"), 0.9
+
+    turns = [{"question": f"name {i}?", "answer": f"n{i}"} for i in range(8)]
+    trainset_ = [dspy.Example(question="say it again", history=dspy.History(messages=[turn]) if i % 2 else
+                              {"messages": [turn]}, answer=turn["answer"]).with_inputs("question", "history")
+                 for i, turn in enumerate(turns)]
+    optimizer = TierOptimizer(metric=lambda e, p, trace=None: p.answer == e.answer,
+                              tiers=fake_catalog("small", "big"), trials=3, holdout=0.25,
+                              storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": answer})
+    with caplog.at_level(logging.WARNING):
+        compiled = optimizer.compile(dspy.Predict(FollowUp), trainset=trainset_)
+    assert not [r for r in caplog.records if "Type mismatch" in r.getMessage()]
+    assert all(r["score"] == 1.0 for r in optimizer.artifact_["evaluation"]["baselines"]["big"])
+    assert set(map(tuple, seen)) == {("system", "user", "assistant", "user")}
+    as_json = {"question": "say it again", "history": {"messages": [{"question": "name 9?", "answer": "n9"}]}}
+    assert input_type_problem(compiled.program, as_json) is None
+    assert compiled(**typed_inputs(compiled.program, as_json)).answer in ("n9", "no idea")
+    assert "must be a conversation history" in input_type_problem(compiled.program, {**as_json, "history": "n9"})
+
+
+class Vote(dspy.Module):
+    """Self-consistency as the DSPy docs write it: n candidates, the majority answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.qa = dspy.Predict("question -> answer", n=3)
+
+    def forward(self, question):
+        return dspy.majority(self.qa(question=question))
+
+
+def test_a_predictor_asking_for_n_candidates_gets_n_samples_live_and_in_the_search(tmp_path):
+    """dspy asks the engine once per candidate with the same request: the second and third were cache hits
+    on the first, so `n=3` gave three copies of one answer (paid once) and a majority vote was no vote. Each
+    candidate is now its own sample (paid, priced, cached apart) and the outcome table keeps every candidate,
+    so the search scores the vote the program really takes."""
+    answers = {"small": iter(["one", "three", "three"] * 100), "big": iter(["three"] * 300)}
+    paid: list = []
+
+    def answer(tier, messages):
+        paid.append(tier)
+        return next(answers[tier]), 0.9
+
+    trainset_ = [dspy.Example(question=f"question {i}", answer="three").with_inputs("question") for i in range(8)]
+
+    def compile_once():
+        optimizer = TierOptimizer(metric=lambda e, p, trace=None: p.answer == e.answer,
+                                  tiers=fake_catalog("small", "big"), trials=3, holdout=0.25,
+                                  storage=f"sqlite:///{tmp_path}/studies.db", seed=0,
+                                  work_dir=tmp_path / ".tierwise", scripts={"*": answer})
+        return optimizer, optimizer.compile(Vote(), trainset=trainset_)
+
+    optimizer, compiled = compile_once()
+    small = optimizer.artifact_["evaluation"]["baselines"]["small"]
+    assert all(r["score"] == 1.0 for r in small)  # the vote of three candidates, not the first one's "one"
+    assert paid.count("small") == 3 * 8 and paid.count("big") == 3 * 8
+    assert optimizer.summary_["paid_calls"] == optimizer.summary_["full_matrix_calls"] == 48  # calls, not requests
+    again, _ = compile_once()
+    assert again.summary_["paid_calls"] == 0 and len(paid) == 48  # every candidate cached
+    prediction = compiled.program.qa(question="question 0")
+    assert len(prediction.completions) == 3 and len(paid) == 48
+    compiled(question="a new question")  # in production: three paid calls per rung, all priced
+    new = len(paid) - 48
+    records = [r for r in compiled.ledger.records if not r.cache_hit][-new:]
+    assert new in (3, 6) and compiled.last_cost_usd == pytest.approx(sum(r.cost_usd for r in records))

@@ -159,11 +159,39 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = (), with_lines: boo
 
 def input_type_problem(program, values: dict) -> str | None:
     """Why `values` cannot be the program's inputs (a field typed `str` given a number, a list ...), or None."""
+    import dspy
+
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.input_fields.items():
             if name in values and info.annotation is str and not isinstance(values[name], str):
                 return f"input field {name!r} must be a string, got {type(values[name]).__name__}"
+            if name in values and info.annotation is dspy.History and not _history_like(values[name]):
+                return (f"input field {name!r} must be a conversation history: {{\"messages\": [{{field: value, "
+                        f"...}}, ...]}}, got {type(values[name]).__name__}")
     return None
+
+
+def _history_like(value) -> bool:
+    import dspy
+
+    if isinstance(value, dict) and set(value) == {"messages"}:
+        value = value["messages"]
+    return isinstance(value, dspy.History) or (isinstance(value, list) and all(isinstance(m, dict) for m in value))
+
+
+def typed_inputs(program, values: dict) -> dict:
+    """`values` read from JSON, with each `dspy.History` input as the History it stands for (dspy warns
+    'Type mismatch' on the JSON form, which tierwise's adapter reads as well)."""
+    import dspy
+
+    typed = dict(values)
+    for _, predictor in program.named_predictors():
+        for name, info in predictor.signature.input_fields.items():
+            if info.annotation is dspy.History and _history_like(typed.get(name)) \
+                    and not isinstance(typed[name], dspy.History):
+                turns = typed[name]["messages"] if isinstance(typed[name], dict) else typed[name]
+                typed[name] = dspy.History(messages=turns)
+    return typed
 
 
 def _missing_label(task: Task, program, row: dict) -> str | None:
