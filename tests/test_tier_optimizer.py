@@ -8,6 +8,7 @@ import re
 from typing import Literal
 
 import dspy
+import pydantic
 import pytest
 
 from conftest import answer as chat_answer
@@ -583,3 +584,32 @@ def test_a_predictor_asking_for_n_candidates_gets_n_samples_live_and_in_the_sear
     new = len(paid) - 48
     records = [r for r in compiled.ledger.records if not r.cache_hit][-new:]
     assert new in (3, 6) and compiled.last_cost_usd == pytest.approx(sum(r.cost_usd for r in records))
+
+
+class Order(pydantic.BaseModel):
+    order_id: str
+    items: list[str]
+
+
+class ShipIt(dspy.Signature):
+    """Say when the order ships."""
+
+    order: Order = dspy.InputField()
+    answer: str = dspy.OutputField()
+
+
+def test_a_structured_input_given_as_json_is_the_model_it_stands_for():
+    """A dev set row or `--input` gives a pydantic-typed input as a dict: the program gets the model (dspy
+    warned 'Type mismatch' on every call with the dict), and a dict that does not validate is named before
+    any call is paid for."""
+    from pipelines.tasks import input_type_problem, typed_inputs
+
+    program = dspy.Predict(ShipIt)
+    row = {"order": {"order_id": "K52817", "items": ["lamp"]}}
+    typed = typed_inputs(program, row)
+    assert typed["order"] == Order(order_id="K52817", items=["lamp"]) and row["order"] == {
+        "order_id": "K52817", "items": ["lamp"]}  # the row itself is left as read
+    assert input_type_problem(program, row) is None
+    assert input_type_problem(program, {"order": {"order_id": "K52817"}}) == \
+        "input field 'order' is not a valid Order: items: Field required"
+    assert typed_inputs(program, {"order": {"order_id": "K52817"}}) == {"order": {"order_id": "K52817"}}

@@ -158,39 +158,56 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = (), with_lines: boo
 
 
 def input_type_problem(program, values: dict) -> str | None:
-    """Why `values` cannot be the program's inputs (a field typed `str` given a number, a list ...), or None."""
+    """Why `values` cannot be the program's inputs (a field typed `str` given a number, a conversation history
+    or a pydantic model whose JSON does not validate ...), or None."""
     import dspy
+    import pydantic
 
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.input_fields.items():
-            if name in values and info.annotation is str and not isinstance(values[name], str):
-                return f"input field {name!r} must be a string, got {type(values[name]).__name__}"
-            if name in values and info.annotation is dspy.History and not _history_like(values[name]):
+            if name not in values:
+                continue
+            value, annotation = values[name], info.annotation
+            if annotation is str and not isinstance(value, str):
+                return f"input field {name!r} must be a string, got {type(value).__name__}"
+            if annotation is dspy.History and not isinstance(value, (dspy.History, dict, list)):
                 return (f"input field {name!r} must be a conversation history: {{\"messages\": [{{field: value, "
-                        f"...}}, ...]}}, got {type(values[name]).__name__}")
+                        f"...}}, ...]}}, got {type(value).__name__}")
+            try:
+                _as_model(annotation, value)
+            except pydantic.ValidationError as e:
+                error = e.errors()[0]
+                where = ".".join(map(str, error["loc"]))
+                return f"input field {name!r} is not a valid {annotation.__name__}: {where + ': ' if where else ''}{error['msg']}"
     return None
 
 
-def _history_like(value) -> bool:
+def _as_model(annotation, value):
+    """A pydantic-model input (a dspy.History too) from its JSON form (a dict; a History also as its list of
+    turns); any other value as it is."""
     import dspy
+    import pydantic
 
-    if isinstance(value, dict) and set(value) == {"messages"}:
-        value = value["messages"]
-    return isinstance(value, dspy.History) or (isinstance(value, list) and all(isinstance(m, dict) for m in value))
+    if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)) or isinstance(value, annotation):
+        return value
+    if annotation is dspy.History and isinstance(value, list):
+        value = {"messages": value}
+    return annotation.model_validate(value) if isinstance(value, dict) else value
 
 
 def typed_inputs(program, values: dict) -> dict:
-    """`values` read from JSON, with each `dspy.History` input as the History it stands for (dspy warns
-    'Type mismatch' on the JSON form, which tierwise's adapter reads as well)."""
-    import dspy
+    """`values` read from JSON, with each pydantic-model input (a dspy.History, a structured input) as the
+    model it stands for: dspy warns 'Type mismatch' on a dict, and reads the model the same way."""
+    import pydantic
 
     typed = dict(values)
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.input_fields.items():
-            if info.annotation is dspy.History and _history_like(typed.get(name)) \
-                    and not isinstance(typed[name], dspy.History):
-                turns = typed[name]["messages"] if isinstance(typed[name], dict) else typed[name]
-                typed[name] = dspy.History(messages=turns)
+            if name in typed:
+                try:
+                    typed[name] = _as_model(info.annotation, typed[name])
+                except pydantic.ValidationError:
+                    pass  # input_type_problem names it where inputs are checked; dspy gets it as given
     return typed
 
 
