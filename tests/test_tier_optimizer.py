@@ -613,3 +613,31 @@ def test_a_structured_input_given_as_json_is_the_model_it_stands_for():
     assert input_type_problem(program, {"order": {"order_id": "K52817"}}) == \
         "input field 'order' is not a valid Order: items: Field required"
     assert typed_inputs(program, {"order": {"order_id": "K52817"}}) == {"order": {"order_id": "K52817"}}
+
+
+def test_the_shipped_chat_example_compiles_with_its_json_histories(tmp_path):
+    """examples/follow_up_chat.py: a dspy.History input given in the dev set's JSON form reaches a tier as
+    the conversation's earlier turns."""
+    import json
+
+    from conftest import ROOT
+    from optimizers.live import OptimizeOptions, optimize
+
+    rows = [json.loads(line) for line in open(ROOT / "datasets" / "follow_up_chat.jsonl")]
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text('[[tier]]\nname = "small"\nmodel = "fake/small"\ninput_per_1m = 0.1\noutput_per_1m = 0.4\n'
+                     '[[tier]]\nname = "big"\nmodel = "fake/big"\ninput_per_1m = 1.0\noutput_per_1m = 4.0\n')
+    accept = {r["question"]: r["accept"][0] for r in rows}
+    earlier = {r["question"]: r["history"]["messages"][0]["answer"] for r in rows}
+
+    def answer(tier, messages):
+        question = messages[-1]["content"]
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+        assert messages[2]["content"] == earlier[question]
+        return accept[question] if tier == "big" else "no idea", 0.9
+
+    summary = optimize(OptimizeOptions(task=str(ROOT / "examples" / "follow_up_chat.py"), tiers=str(tiers), trials=5,
+                                       work_dir=tmp_path, storage=f"sqlite:///{tmp_path}/s.db",
+                                       out=str(tmp_path / "chat.json"), scripts={"*": answer}))
+    assert summary["dev"]["n"] + summary["holdout"]["n"] == len(rows) == 12
+    assert summary["baselines"]["big"]["dev"]["quality"] == 1.0 and summary["baselines"]["small"]["dev"]["quality"] == 0
