@@ -4,6 +4,9 @@
     program = load("support.tierwise.json")              # or load(path, program=MyProgram())
     prediction = program(message="Where is my order A12345?")
     program.last_trail   # tiers tried, confidences, cost of that call
+
+    from pipelines import lm
+    dspy.configure(lm=lm("flagship"))   # a tier as a plain dspy.LM (DSPy's optimizers on the local tiers)
 """
 
 import os
@@ -31,4 +34,11 @@ def load(path, program=None, cache_url=None, cache_ttl_s=None, **runtime_options
     return load_program(path, program=program, **runtime_options)
 
 
-__all__ = ["load"]
+def lm(tier: str = "flagship", tiers=None, cache_dir=None, ledger_path=None, **settings):
+    """One tier as a plain dspy.LM through tierwise's cache and ledger (see pipelines.runtime.standalone_lm)."""
+    from pipelines.runtime import standalone_lm
+
+    return standalone_lm(tier, tiers, cache_dir, ledger_path, **settings)
+
+
+__all__ = ["lm", "load"]

@@ -201,11 +201,22 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
     if program is None:
         program = _rebuild(path, body, source, explicit=task is not None)
+    _load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
     expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
     if expected != actual:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts)
+
+
+def _load_state(program, body: dict) -> None:
+    """The artifact's DSPy state (demos, instructions) onto `program`; a program it does not fit is left to
+    the fingerprint check, which names the mismatch."""
+    try:
+        if body["program"].get("state"):
+            program.load_state(body["program"]["state"])
+    except Exception:  # noqa: BLE001 - other predictors: the fingerprint differs and says so
+        pass
 
 
 def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None):

@@ -13,8 +13,8 @@ from pipelines.cache import CallCache
 from pipelines.engine import TierEngine
 from pipelines.ledger import Ledger
 from pipelines.run_time_predictors import RunTimeEngine
-from pipelines.tier_lm import tier_lm
-from pipelines.tiers import Catalog, default_catalog
+from pipelines.tier_lm import lm_settings, tier_lm
+from pipelines.tiers import DEFAULT_SETTINGS, Catalog, default_catalog, load_catalog
 
 ADAPTER = TierwiseAdapter()
 
@@ -69,3 +69,16 @@ class Runtime:
             engine.close()
         self.cache.close()
 
+
+def standalone_lm(tier: str = "flagship", tiers=None, cache_dir=None, ledger_path=None, **settings) -> dspy.LM:
+    """One tier as a plain dspy.LM, through tierwise's disk cache (`cache_dir`, default .tierwise/cache) and
+    a ledger of priced calls (`ledger_path`, JSONL; default in memory), with no policy or cascade: for DSPy's
+    own optimizers (BootstrapFewShot, MIPROv2) or any dspy code on the local tiers, which no dspy.LM reaches
+    otherwise. `tiers`: a TOML tiers file (default: the local tiers). `settings` override the tier's request
+    settings; a local tier's 24-token max_tokens, sized for a cascade's rungs (each predictor gets its own
+    answer budget there), becomes 256 unless you set one."""
+    runtime = Runtime(load_catalog(tiers), cache=CallCache(cache_dir), ledger=Ledger(ledger_path))
+    engine = runtime.engine(tier)
+    own = lm_settings(engine.tier)
+    own["max_tokens"] = max(own["max_tokens"] or 0, DEFAULT_SETTINGS["max_tokens"])
+    return dspy.LM(engine.tier.model, engine=engine, cache=False, num_retries=0, **{**own, **settings})

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import fake_catalog, last_json_line, run_python
 from pipelines import artifact
-from pipelines.artifact import build, load_program, read, save
+from pipelines.artifact import build, load_program, program_fingerprint, read, save
 from pipelines.cache import CallCache
 from pipelines.errors import ArtifactError
 from pipelines.ledger import Ledger
@@ -191,6 +191,9 @@ def test_loading_never_executes_code_from_the_file(tmp_path):
     body["summary"] = {"objective": payload}
     state = body["program"]["state"]
     state["classify"]["demos"] = [{"message": payload, "intent": payload}]
+    program = load_task("support").build_program()
+    program.load_state(state)  # the state goes on before the fingerprint check: make the two agree
+    body["program"]["fingerprint"] = program_fingerprint(program)
     body["pickled"] = "gASVKAAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAV0b3VjaJSFlFKULg=="  # pickle of os.system
     path = save(body, tmp_path / "hostile.json")
     out = last_json_line(run_python(LOAD_UNDER_AUDIT, str(path), str(marker)).stdout)

@@ -179,3 +179,23 @@ def test_support_artifact_runs_in_a_fresh_process_with_a_priced_ledger(tmp_path)
     assert result["cost_usd"] == pytest.approx(frame["cost_usd"].sum())
     assert [(s["predictor"], s["tier"], s["decision"]) for s in result["trail"]] == rows
     assert out["summary"]["requests"] == 1 and out["summary"]["paid_usd"] == pytest.approx(frame["cost_usd"].sum())
+
+
+def test_a_tier_as_a_plain_dspy_lm_for_dspy_code_and_optimizers(tmp_path):
+    """`pipelines.lm(tier)`: the local tiers reach dspy code that configures an LM itself (DSPy's own
+    optimizers), through tierwise's disk cache and a priced ledger; a second process asks nothing."""
+    code = f"""
+import dspy, json
+from pipelines import lm
+from pipelines.adapter import TierwiseAdapter
+flagship = lm("flagship", cache_dir={str(tmp_path / "cache")!r}, ledger_path={str(tmp_path / "ledger.jsonl")!r})
+dspy.configure(lm=flagship, adapter=TierwiseAdapter())
+print(json.dumps({{"answer": dspy.Predict("question -> answer")(question={QUESTION!r}).answer,
+                  "max_tokens": flagship.kwargs["max_tokens"]}}))
+"""
+    first = last_json_line(run_python(code).stdout)
+    again = last_json_line(run_python(code).stdout)
+    assert "42" in first["answer"] and again == first and first["max_tokens"] == 256
+    records = [json.loads(line) for line in open(tmp_path / "ledger.jsonl")]
+    assert [(r["tier"], r["cache_hit"]) for r in records] == [("flagship", False), ("flagship", True)]
+    assert records[0]["cost_usd"] > 0 and records[1]["cost_usd"] == 0

@@ -135,6 +135,25 @@ def test_load_refuses_a_different_program(compiled):
         load(path, program=other)
 
 
+def test_a_program_with_demos_loads_onto_a_fresh_instance_and_rebuilds(tmp_path):
+    """DSPy's flow: demos from dspy.BootstrapFewShot (here set by hand), then tierwise's compile. Loading the
+    artifact onto a fresh instance, as DSPy's program.load(path) does, was refused ('compiled for a different
+    program': the demos are part of the fingerprint and were checked before the artifact's state was
+    loaded). The fresh instance now gets the compiled demos; another program is still refused."""
+    with_demos = ImportableBank()
+    with_demos.classify.demos = [dspy.Example(message="my card is gone", intent="card_lost")]
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=5,
+                              storage=f"sqlite:///{tmp_path}/s.db", work_dir=tmp_path, scripts={"*": script([])})
+    path = optimizer.compile(with_demos, trainset=trainset()).save(tmp_path / "demos.json")
+    for loaded in (load(path, program=ImportableBank(), scripts={"*": script([])}),
+                   load(path, scripts={"*": script([])})):
+        assert [dict(d.items()) for d in loaded.program.classify.demos] == [
+            {"message": "my card is gone", "intent": "card_lost"}]
+        assert loaded(message="I lost my card").intent == "card_lost"
+    with pytest.raises(ArtifactError, match="compiled for a different program"):
+        load(path, program=dspy.Predict("message -> intent"))
+
+
 def test_examples_without_inputs_and_a_bad_objective_are_refused():
     with pytest.raises(ConfigError, match="with_inputs"):
         TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), scripts={}).compile(
