@@ -23,6 +23,7 @@ import re
 from typing import Literal, get_args, get_origin
 
 import dspy
+import pydantic
 from dspy.adapters.types.base_type import Type as DspyType
 from dspy.adapters.utils import format_field_value, get_annotation_name, translate_field_type
 
@@ -74,14 +75,23 @@ def describe_field(name: str, info) -> str:
     return line
 
 
-def _as_history(value) -> dspy.History:
-    """A dspy.History input as given, or read from its JSON form (a dataset row's {"messages": [...]} or the
-    list of turns); anything else is no history."""
-    if isinstance(value, dspy.History):
+def json_input(annotation, value):
+    """A pydantic-typed input (a dspy.History too) from its JSON form: a dict, or for a History its list of
+    turns; any other value as it is. Raises pydantic.ValidationError when the JSON does not fit the model."""
+    if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)) or isinstance(value, annotation):
         return value
-    if isinstance(value, dict):
-        value = value.get("messages")
-    return dspy.History(messages=[m for m in value if isinstance(m, dict)] if isinstance(value, list) else [])
+    if annotation is dspy.History and isinstance(value, list):
+        value = {"messages": value}
+    return annotation.model_validate(value) if isinstance(value, dict) else value
+
+
+def _history(value) -> dspy.History:
+    """A dspy.History input as given or from its JSON form; anything else is no history."""
+    try:
+        value = json_input(dspy.History, value)
+    except pydantic.ValidationError:
+        pass
+    return value if isinstance(value, dspy.History) else dspy.History(messages=[])
 
 
 class TierwiseAdapter(dspy.ChatAdapter):
@@ -97,8 +107,8 @@ class TierwiseAdapter(dspy.ChatAdapter):
 
     def format(self, signature, demos, inputs):
         history_name = self._get_history_field_name(signature)
-        if history_name in inputs:
-            inputs = {**inputs, history_name: _as_history(inputs[history_name])}
+        if history_name in inputs:  # given as JSON by code that called the program directly
+            inputs = {**inputs, history_name: _history(inputs[history_name])}
         field = self.single_output(signature)
         if field is None:
             return super().format(signature, demos, inputs)

@@ -163,6 +163,8 @@ def input_type_problem(program, values: dict) -> str | None:
     import dspy
     import pydantic
 
+    from pipelines.adapter import json_input
+
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.input_fields.items():
             if name not in values:
@@ -174,7 +176,7 @@ def input_type_problem(program, values: dict) -> str | None:
                 return (f"input field {name!r} must be a conversation history: {{\"messages\": [{{field: value, "
                         f"...}}, ...]}}, got {type(value).__name__}")
             try:
-                _as_model(annotation, value)
+                json_input(annotation, value)
             except pydantic.ValidationError as e:
                 error = e.errors()[0]
                 where = ".".join(map(str, error["loc"]))
@@ -182,30 +184,19 @@ def input_type_problem(program, values: dict) -> str | None:
     return None
 
 
-def _as_model(annotation, value):
-    """A pydantic-model input (a dspy.History too) from its JSON form (a dict; a History also as its list of
-    turns); any other value as it is."""
-    import dspy
-    import pydantic
-
-    if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)) or isinstance(value, annotation):
-        return value
-    if annotation is dspy.History and isinstance(value, list):
-        value = {"messages": value}
-    return annotation.model_validate(value) if isinstance(value, dict) else value
-
-
 def typed_inputs(program, values: dict) -> dict:
     """`values` read from JSON, with each pydantic-model input (a dspy.History, a structured input) as the
     model it stands for: dspy warns 'Type mismatch' on a dict, and reads the model the same way."""
     import pydantic
+
+    from pipelines.adapter import json_input
 
     typed = dict(values)
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.input_fields.items():
             if name in typed:
                 try:
-                    typed[name] = _as_model(info.annotation, typed[name])
+                    typed[name] = json_input(info.annotation, typed[name])
                 except pydantic.ValidationError:
                     pass  # input_type_problem names it where inputs are checked; dspy gets it as given
     return typed
