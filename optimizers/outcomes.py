@@ -26,7 +26,7 @@ from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded, one_line, reraise_ours
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
-from pipelines.tasks import typed_inputs
+from pipelines.tasks import input_converter
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
                      "and rerun: the outcome table is recorded again from the call cache with no call paid again "
@@ -312,13 +312,13 @@ def evaluate(task, program, policy, rows: list[dict], table: OutcomeTable, tier_
 
 
 def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
-    results = []
+    results, typed_inputs = [], input_converter(program)
     for row in rows:
         trail: list = []
         tokens = [trail_var.set(trail), current_row.set(RowCalls(row))]
         prediction, score, error = None, 0.0, ""
         try:
-            prediction = program(**typed_inputs(program, task.inputs(row)))
+            prediction = program(**typed_inputs(task.inputs(row)))
             try:
                 score = task.metric(row, prediction)
             except Exception as e:  # noqa: BLE001 - a metric that cannot read this prediction scores it 0

@@ -22,7 +22,7 @@ from optimizers.live import check_rows
 from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import paths
-from pipelines.artifact import program_from_body
+from pipelines.artifact import load_state, program_from_body
 from pipelines.cache import CallCache
 from pipelines.errors import ConfigError
 from pipelines.programs import ExampleTask, example_row, factory_spec, input_keys_of
@@ -100,7 +100,9 @@ class TierOptimizer(Teleprompter):
             result = run(job)
         self.summary_, self.policy_, self.study_ = result.summary, result.policy, result.study
         self.artifact_ = result.body
-        return program_from_body(result.body, copy.deepcopy(task.build_program()), "compiled program",
+        program = copy.deepcopy(task.build_program())
+        load_state(program, result.body)
+        return program_from_body(result.body, program, "compiled program",
                                  cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts)
 
 

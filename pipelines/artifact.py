@@ -201,7 +201,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
     if program is None:
         program = _rebuild(path, body, source, explicit=task is not None)
-    _load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
+    load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
     expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
     if expected != actual:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
@@ -209,7 +209,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts)
 
 
-def _load_state(program, body: dict) -> None:
+def load_state(program, body: dict) -> None:
     """The artifact's DSPy state (demos, instructions) onto `program`; a program it does not fit is left to
     the fingerprint check, which names the mismatch."""
     try:
@@ -220,15 +220,13 @@ def _load_state(program, body: dict) -> None:
 
 
 def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None):
-    """`program` (already checked against the body's fingerprint) with the body's state and policy applied."""
+    """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
     from pipelines.routing import InputRouter, Router
     from pipelines.runtime import Runtime
 
     try:
-        if body["program"].get("state"):
-            program.load_state(body["program"]["state"])
         catalog = Catalog.from_dict(body["catalog"])
         unreachable = [f"{t.name} ({t.model}) cannot answer here: {why}"
                        for t in catalog for ok, why in [t.availability(scripts)] if not ok]

@@ -325,7 +325,8 @@ class CascadeForward:
             request = (route_text(inputs), guard_key(route_text(inputs), self.patterns))
             found = self._lookup(*request, call)
             if found.hit:
-                return dspy.Prediction(**found.entry.outputs)
+                return RungOutcome(found.entry.tier, found.entry.outputs,
+                                   candidates=found.entry.candidates).as_prediction(self.predictor.signature)
 
         scored = set(self.pp.ladder[:-1])  # only rungs that may escalate need a confidence
 
@@ -346,7 +347,8 @@ class CascadeForward:
         self._record(trail, call)
         if request is not None and outcome.ok:
             self.semantic.store(self.space, *request, outcome.tier, self._rank(outcome.tier), outcome.outputs,
-                                sum(step.cost_usd for _, step in trail), current_request_id.get() or "")
+                                sum(step.cost_usd for _, step in trail), current_request_id.get() or "",
+                                outcome.candidates)
         prediction = outcome.as_prediction(self.predictor.signature)
         add_to_dspy_trace(called, {**inputs, **extra}, prediction)
         return prediction

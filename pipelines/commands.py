@@ -30,7 +30,7 @@ def _inputs(input_json, dataset) -> list[dict]:
 def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None,
                  require_signature=None, key_env=None) -> list[dict]:
     from pipelines.artifact import load_program
-    from pipelines.tasks import input_type_problem, typed_inputs
+    from pipelines.tasks import input_converter, input_type_problem
 
     ledger = Ledger(ledger_path) if ledger_path else None  # refused here, before any call, if it cannot be written
     program = load_program(path, task=task, ledger=ledger, require_signature=require_signature, key_env=key_env)
@@ -44,7 +44,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         problem = input_type_problem(program.program, {f: row[f] for f in fields})
         if problem:
             raise ConfigError(f"{where} {number}: {problem}")
-    outputs = []
+    outputs, typed_inputs = [], input_converter(program.program)
     iterator = rows
     if len(rows) > 1 and not as_json:
         from rich.progress import track
@@ -52,7 +52,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         iterator = track(rows, description="running", console=_stderr_console())
     for number, row in enumerate(iterator, 1):
         try:
-            prediction = program(**typed_inputs(program.program, {f: row[f] for f in fields}))
+            prediction = program(**typed_inputs({f: row[f] for f in fields}))
             result = {k: prediction[k] for k in prediction.keys() if k != "logprobs"}
             error = ""
         except AllRungsFailed as e:

@@ -8,8 +8,10 @@ counts in the search, the reports and `last_cost_usd`."""
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 
+import dspy
 from dspy.lm15 import response_to_events
 
 from pipelines.answer_budget import answer_budget
@@ -21,6 +23,10 @@ from pipelines.trail import Step, next_call, trail_var
 LABEL = "(built at run time)"  # their name in the trail and the ledger
 SKIPPED = ("run_time", "failed")  # steps that gave no answer a run-time predictor could be reading
 CONFIG_KEYS = ("max_tokens", "temperature", "stop", "logprobs")  # the request settings a tier's LM sets
+# The calls of the predictor invocation in progress: dspy asks the engine once per candidate (n=3) with the
+# same request, and the engine numbers a repeat within one invocation as the next candidate, not a cache hit.
+_invocation: contextvars.ContextVar[tuple] = contextvars.ContextVar("tierwise_run_time_invocation",
+                                                                    default=(None, []))
 
 
 def answering_tier(trail: list | None, tier_names: list[str]) -> str:
@@ -47,6 +53,17 @@ def _same(a, b) -> bool:
     return (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
 
 
+def _invocation_calls() -> list:
+    """The engine calls made so far by the predictor call in progress (dspy gives each module call its own
+    `caller_modules` list, the same object for all of that call's candidates)."""
+    callers = dspy.settings.caller_modules
+    owner, calls = _invocation.get()
+    if callers is None or owner is not callers:
+        calls = []
+        _invocation.set((callers, calls))
+    return calls
+
+
 class RunTimeEngine:
     """The run-time LM's engine (the dspy engine protocol): each call on the answering tier's engine,
     and on the request's trail. `runtime` gives the tiers' engines; its LM is built for the top tier."""
@@ -59,14 +76,15 @@ class RunTimeEngine:
     def complete(self, request):
         engine = self.runtime.engine(answering_tier(trail_var.get(), self.tier_names))
         request = self._with_answer_budget(on_tier(request, self.tier, engine.tier), engine.tier)
-        calls: list = []
+        calls = _invocation_calls()
+        start = len(calls)
         tokens = [current_trace.set(calls), current_predictor.set(LABEL)]
         try:
             return engine.complete(request)
         finally:
             current_trace.reset(tokens[0])
             current_predictor.reset(tokens[1])
-            self._record(engine, calls)
+            self._record(engine, calls[start:])
 
     @staticmethod
     def _record(engine, calls: list) -> None:

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class Entry:
     outputs: dict
     cost_usd: float  # what the ladder paid for it: what a hit saves
     stored_at: float
+    candidates: list = field(default_factory=list)  # the other candidates' outputs, for a predictor asking n > 1
 
 
 @dataclass
@@ -171,9 +172,9 @@ class SemanticCache:
         return Lookup(hit, best_sim, threshold, best, time.perf_counter() - started)
 
     def store(self, space: str, text: str, guard: tuple, tier: str, tier_rank: int, outputs: dict,
-              cost_usd: float, request_id: str = "") -> Entry:
+              cost_usd: float, request_id: str = "", candidates=()) -> Entry:
         entry = Entry(request_id or uuid.uuid4().hex[:12], text, guard, tier_rank, tier, dict(outputs),
-                      float(cost_usd), self.clock())
+                      float(cost_usd), self.clock(), [dict(c) for c in candidates])
         key = f"{space}|{uuid.uuid4().hex}"
         self._insert(space, key, entry, self.vector(text))
         if self._disk is not None:
@@ -219,7 +220,7 @@ class SemanticCache:
         for key, value in sorted(rows, key=lambda kv: kv[1]["entry"]["stored_at"]):
             e = value["entry"]
             entry = Entry(e["request_id"], e["text"], _tuples(e["guard"]), int(e["tier_rank"]), e["tier"],
-                          e["outputs"], float(e["cost_usd"]), float(e["stored_at"]))
+                          e["outputs"], float(e["cost_usd"]), float(e["stored_at"]), e.get("candidates") or [])
             self._insert(value["space"], key, entry, np.frombuffer(value["vector"], np.float32))
 
     def close(self) -> None:

@@ -610,6 +610,38 @@ def test_a_predictor_built_at_run_time_answers_on_the_tier_of_the_answer_it_read
     assert on_a == [0.3, 0.5]  # a's own temperature (the LM was built for c's 0.9); the call's own kept
 
 
+def test_a_predictor_built_at_run_time_asking_for_n_candidates_gets_n_samples(tmp_path):
+    """Each run-time call started its own trace, so dspy's second and third candidate were cache hits on the
+    first: three copies, and a majority vote was no vote. Candidates of one call are now samples apart; the
+    same call made again is still a cache hit."""
+    said = iter(["one", "three", "three", "two", "two", "five"])
+    paid: list = []
+
+    def script(tier, messages):
+        if "advice_for" in " ".join(m["content"] for m in messages):
+            paid.append(tier)
+            return answer(advice=next(said)), 0.9
+        return answer(answer="an answer"), 0.9
+
+    runtime = make_runtime(tmp_path, fake_catalog("a", "b"), script)
+
+    class Voted(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.qa = dspy.Predict("question -> answer")
+
+        def forward(self, question):
+            first = self.qa(question=question)
+            votes = dspy.Predict("advice_for -> advice", n=3)(advice_for=first.answer)
+            return dspy.Prediction(answer=first.answer, advice=[c.advice for c in votes.completions])
+
+    program = CompiledProgram(Voted(), Policy({"qa": PredictorPolicy(["a"])}), runtime)
+    assert program(question="q").advice == ["one", "three", "three"] and paid == ["a", "a", "a"]
+    assert [(s.tier, s.call) for s in program.last_trail if s.decision == "run_time"] == [("a", 0), ("a", 1), ("a", 2)]
+    assert program(question="q").advice == ["one", "three", "three"] and len(paid) == 3  # every candidate cached
+    assert program(question="q2").advice == ["one", "three", "three"] and len(paid) == 3  # same feedback request
+
+
 def test_dspy_trace_gets_the_final_answer_not_every_rung(tmp_path):
     script, _ = by_tier(a=(answer(answer="from a"), 0.2), b=(answer(answer="from b"), 0.9))
     program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)

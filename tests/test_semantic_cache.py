@@ -165,6 +165,32 @@ def test_hit_costs_nothing_and_the_ledger_names_the_stored_request(tmp_path):
     assert (hit_rows.similarity > 0.95).all()
 
 
+def test_a_hit_for_a_predictor_asking_for_n_candidates_gives_every_candidate(tmp_path):
+    """The cache kept the first candidate's outputs only: a hit gave `n=3` one completion, and a majority
+    vote over it was no vote. Every candidate is kept, in memory and on disk."""
+    import dspy
+
+    from conftest import answer, fake_catalog, make_runtime
+    from pipelines.cascade import CompiledProgram
+
+    said = iter(["one", "three", "three"])
+    runtime = make_runtime(tmp_path, fake_catalog("a"), lambda tier, messages: (answer(answer=next(said)), 0.9))
+    policy = Policy({"qa": PredictorPolicy(["a"], semantic={"threshold": 0.8})})
+
+    class Vote(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.qa = dspy.Predict("question -> answer", n=3)
+
+        def forward(self, question):
+            return self.qa(question=question)
+
+    for paraphrase in (FIRST, PARAPHRASE):  # the paraphrase hits what the first program stored on disk
+        program = CompiledProgram(Vote(), policy, runtime, semantic_dir=tmp_path / "semantic")
+        assert [c.answer for c in program(question=paraphrase).completions] == ["one", "three", "three"]
+    assert [s.decision for s in program.last_trail] == ["semantic_hit"]
+
+
 def test_an_answer_from_a_cheaper_tier_than_the_ladder_start_is_not_reused(tmp_path):
     rows = {**all_rows(), **EXTRA_ROWS}
     cache_dir, script = tmp_path / "cache", script_for(rows)

@@ -187,19 +187,30 @@ def input_type_problem(program, values: dict) -> str | None:
 def typed_inputs(program, values: dict) -> dict:
     """`values` read from JSON, with each pydantic-model input (a dspy.History, a structured input) as the
     model it stands for: dspy warns 'Type mismatch' on a dict, and reads the model the same way."""
+    return input_converter(program)(values)
+
+
+def input_converter(program):
+    """typed_inputs for many rows of one program: its model-typed input fields are found once."""
     import pydantic
 
     from pipelines.adapter import json_input
 
-    typed = dict(values)
-    for _, predictor in program.named_predictors():
-        for name, info in predictor.signature.input_fields.items():
+    models = {name: info.annotation for _, predictor in program.named_predictors()
+              for name, info in predictor.signature.input_fields.items()
+              if isinstance(info.annotation, type) and issubclass(info.annotation, pydantic.BaseModel)}
+
+    def convert(values: dict) -> dict:
+        typed = dict(values)
+        for name, model in models.items():
             if name in typed:
                 try:
-                    typed[name] = json_input(info.annotation, typed[name])
+                    typed[name] = json_input(model, typed[name])
                 except pydantic.ValidationError:
                     pass  # input_type_problem names it where inputs are checked; dspy gets it as given
-    return typed
+        return typed
+
+    return convert
 
 
 def _missing_label(task: Task, program, row: dict) -> str | None:
