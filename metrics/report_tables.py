@@ -205,11 +205,12 @@ def segment_table(chosen: pd.DataFrame, flagship: pd.DataFrame, escalated_querie
     than noise: mean paired difference d = score_chosen - score_flagship over the segment's rows,
     se = std(d, ddof=1) / sqrt(n), flagged when mean(d) < 0 and |mean(d)| > 1.96 * se. A segment
     where every row loses the same amount has se = 0 and is flagged; segments of one row are not
-    assessed (no noise estimate). An 'ALL' row pools every segment."""
+    assessed (no noise estimate). An 'ALL' row pools the segments when there are several."""
     paired = chosen.merge(flagship[["row_id", "score", "cost_usd"]], on="row_id", suffixes=("", "_flagship"))
     paired["diff"] = paired["score"] - paired["score_flagship"]
     paired["escalated"] = paired["row_id"].isin(escalated_queries)
-    groups = [(str(s), g) for s, g in paired.groupby("segment", sort=True)] + [("ALL", paired)]
+    groups = [(str(s), g) for s, g in paired.groupby("segment", sort=True)]
+    groups += [("ALL", paired)] if len(groups) > 1 else []  # one segment: the pooled row would repeat it
     rows = []
     for segment, g in groups:
         n = len(g)

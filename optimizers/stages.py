@@ -8,6 +8,7 @@ front end (replay) can reuse the ones that fit it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import random
 from dataclasses import dataclass, field
@@ -138,10 +139,34 @@ SEARCH_VERSION = "3"
 
 
 def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> str:
+    """One study per compile: a rerun of the same compile continues it; an edited dev set (labels included),
+    input list or metric is another compile, whose trials must not be read as this one's."""
+    rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in dev + hold)
     ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
-                        "tiers": [t.identity() for t in catalog], "ids": sorted(str(r["id"]) for r in dev + hold),
-                        "seed": seed, "holdout": holdout, "search": SEARCH_VERSION}, sort_keys=True)
+                        "tiers": [t.identity() for t in catalog], "rows": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
+                        "scoring": scoring_fingerprint(task), "seed": seed, "holdout": holdout,
+                        "search": SEARCH_VERSION}, sort_keys=True)
     return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def scoring_fingerprint(task) -> list[str]:
+    """What turns a row into inputs and an answer into a score: the input names, or the task module's inputs
+    function, the metric and predictor_correct (as source; bytecode where the source cannot be read)."""
+    module = getattr(task, "module", None)
+    parts = [getattr(task, "input_keys", None) or getattr(module, "inputs", None),
+             getattr(task, "_metric", None) or getattr(module, "metric", None),
+             getattr(task, "_correct", None) or getattr(module, "predictor_correct", None)]
+    return [_code(part) for part in parts]
+
+
+def _code(obj) -> str:
+    if obj is None or isinstance(obj, (tuple, list)):
+        return json.dumps(obj)
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        return repr((code.co_code, code.co_consts)) if code is not None else type(obj).__name__
 
 
 def prepare(job: Job) -> Session:

@@ -10,22 +10,21 @@ from optimizers.select import bootstrap_ci, savings_pct
 
 
 def split_rows(rows: list[dict], holdout: float, seed: int, key: str = "id") -> tuple[list, list]:
-    """Deterministic split by a hash of (seed, id): the same rows go to holdout on every rerun."""
+    """Deterministic split by a hash of (seed, id): the same rows go to holdout on every rerun, and as many as
+    the fraction asks (rounded; at least one from 3 rows up), however few the rows."""
     if not 0 <= holdout < 1:
         from pipelines.errors import ConfigError
 
         raise ConfigError(f"--holdout must lie in [0, 1), got {holdout}")
 
-    def bucket(row) -> float:
-        digest = hashlib.sha256(f"{seed}:{row[key]}".encode()).hexdigest()
-        return int(digest[:8], 16) / 0xFFFFFFFF
+    def bucket(row) -> str:
+        return hashlib.sha256(f"{seed}:{row[key]}".encode()).hexdigest()
 
-    dev = [r for r in rows if bucket(r) >= holdout]
-    hold = [r for r in rows if bucket(r) < holdout]
-    if holdout > 0 and not hold and len(rows) >= 3:  # a handful of rows: still one to check on
-        first = min(dev, key=bucket)
-        dev, hold = [r for r in dev if r is not first], [first]
-    return dev, hold
+    count = round(len(rows) * holdout)
+    if holdout > 0 and not count and len(rows) >= 3:  # a handful of rows: still one to check on
+        count = 1
+    held = {id(r) for r in sorted(rows, key=bucket)[:count]}
+    return [r for r in rows if id(r) not in held], [r for r in rows if id(r) in held]
 
 
 def block(scores, costs, with_ci: bool = False, seed: int = 0) -> dict:

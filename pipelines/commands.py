@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from collections import Counter
@@ -82,14 +81,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
 
 
 def _input_fields(program) -> list[str]:
-    fields = []
-    for _, predictor in program.program.named_predictors():
-        fields += [f for f in predictor.signature.input_fields if f not in fields]
-    # The program's own forward() names what it takes (read from the class: dspy warns when an
-    # instance's forward is touched outside a call).
-    params = inspect.signature(type(program.program).forward).parameters
-    named = [p for p in params if p != "self" and params[p].kind in (params[p].POSITIONAL_OR_KEYWORD, params[p].KEYWORD_ONLY)]
-    return named or fields
+    from pipelines.programs import program_inputs
+
+    return list(program_inputs(program.program))
 
 
 def _summary(outputs, ledger) -> dict:

@@ -137,6 +137,18 @@ class ExampleTask:
         return self.rows
 
 
+def program_inputs(program) -> tuple[str, ...]:
+    """The input names of a program: its `forward`'s named parameters (read from the class: dspy warns when an
+    instance's forward is touched outside a call), or for a forward taking only **kwargs (a bare dspy.Predict,
+    dspy.ChainOfThought) its predictors' signature inputs."""
+    params = inspect.signature(type(program).forward).parameters.items()
+    named = tuple(name for name, p in params if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    fields: list[str] = []
+    for _, predictor in program.named_predictors():
+        fields += [f for f in predictor.signature.input_fields if f not in fields]
+    return named or tuple(fields)
+
+
 def task_from_module(module, source: str, path: Path) -> ExampleTask:
     """A DSPy-style task file: `program`, `trainset`, `metric`, and optionally `inputs` (the input field
     names of a JSONL trainset; default: the parameters of the program's `forward`), `NAME`."""
@@ -150,11 +162,16 @@ def task_from_module(module, source: str, path: Path) -> ExampleTask:
         return made
 
     name = getattr(module, "NAME", path.stem)
+    if not callable(module.metric):
+        raise ConfigError(f"{path}: `metric` must be a function metric(example, prediction, trace=None), "
+                          f"not {type(module.metric).__name__}")
     trainset = module.trainset
     if isinstance(trainset, (str, Path)):
         dataset = (path.parent / trainset).resolve()
-        keys = getattr(module, "inputs", None) or tuple(
-            p for p in inspect.signature(build().forward).parameters if p not in ("self", "args", "kwargs"))
+        keys = getattr(module, "inputs", None) or program_inputs(build())
+        if not keys:
+            raise ConfigError(f"{path}: cannot tell which trainset fields are the program's inputs (its forward "
+                              "takes **kwargs); name them: inputs = ('field', ...)")
         return ExampleTask(name=name, source=source, build=build, metric=module.metric, input_keys=keys,
                            dataset=dataset, predictor_correct=getattr(module, "predictor_correct", None))
     return ExampleTask(name=name, source=source, build=build, metric=module.metric,

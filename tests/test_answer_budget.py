@@ -4,6 +4,7 @@ a predictor's own generation settings are checked up front and are part of the p
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import dspy
@@ -131,7 +132,7 @@ def test_compile_names_a_predictor_a_tier_cannot_answer(tmp_path):
     assert len(notes) == 1, optimizer.summary_["notes"]
     assert "on small 8 of 8 rows" in notes[0] and "big" not in notes[0]
     assert "most common (8x): AdapterParseError: not one of ['urgent', 'later']; e.g. it wrote" in notes[0]
-    assert "e.g. it wrote \"Sure! Here is what I think about 'fix it now'.\"" in notes[0]
+    assert re.search(r"e\.g\. it wrote \"Sure! Here is what I think about '[a-z ,!]+'\.\"", notes[0])
 
     # The report's table by tier says the same; a DSPy metric judges the program, not one predictor,
     # so a failure is not counted as a wrong answer of that predictor (accuracy unknown, not 0).

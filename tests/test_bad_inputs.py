@@ -91,6 +91,36 @@ OPT = ["optimize", "support", "--tiers", "{S}/tiers.toml", "--limit", "8", "--tr
 RUN = ["run", "{S}/artifact.json", "--input", json.dumps({"message": MESSAGE}).replace("{", "{{").replace("}", "}}")]
 GARBAGE = bytes(range(256)) * 20
 
+# A task file as the DSPy docs write one: a bare dspy.Predict, a JSONL trainset, a metric reading example.label
+DSPY_TASK = """import dspy
+
+class Sig(dspy.Signature):
+    text: str = dspy.InputField()
+    label: str = dspy.OutputField()
+
+program = dspy.Predict(Sig)
+trainset = "ds.jsonl"
+
+def metric(example, prediction, trace=None):
+    return example.label == prediction.label
+"""
+DSPY_ROWS = '{"id": "a", "text": "one", "label": "x"}\n{"id": "b", "text": "two", "label": "y"}\n' \
+    '{"id": "c", "text": "three", "label": "x"}\n'
+PER_ITEM = """class Each(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.one = dspy.Predict(Sig)
+
+    def forward(self, texts: list[str]):
+        return dspy.Prediction(label=" ".join(self.one(text=t).label for t in texts))
+
+program = Each"""
+BUILT_IN_FORWARD = """class Inline(dspy.Module):
+    def forward(self, **kwargs):
+        return dspy.Predict(Sig)(**kwargs)
+
+program = Inline"""
+
 CASES: dict[str, Case] = {
     # --- datasets ---------------------------------------------------------------------------
     "dataset missing": Case([*OPT, "--dataset", "{T}/nope.jsonl"], r"dataset not found: .*nope\.jsonl"),
@@ -131,6 +161,31 @@ CASES: dict[str, Case] = {
     "task file lacks functions": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
                                       r"module lacks \['build_program', 'inputs', 'metric'\]",
                                       files={"mine.py": "NAME = 'mine'\n"}),
+    "dspy task file lacks its metric": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
+                                            r"defines \['program', 'trainset'\] but not \['metric'\]",
+                                            files={"mine.py": DSPY_TASK.split("def metric")[0]}),
+    "dspy task file metric not a function": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
+                                                 r"mine\.py: `metric` must be a function .*not int",
+                                                 files={"mine.py": DSPY_TASK.split("def metric")[0] + "metric = 3\n",
+                                                        "ds.jsonl": DSPY_ROWS}),
+    "dspy task file inputs unknowable": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
+                                             r"mine\.py: cannot tell which trainset fields are the program's inputs",
+                                             files={"mine.py": DSPY_TASK.replace("program = dspy.Predict(Sig)",
+                                                                                 BUILT_IN_FORWARD), "ds.jsonl": DSPY_ROWS}),
+    "forward input of another type": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
+                                          r"ds\.jsonl:1: row a: input 'texts' must be list\[str\] \(Each\.forward "
+                                          r"says so\), got str: Input should be a valid list",
+                                          files={"mine.py": DSPY_TASK.replace("program = dspy.Predict(Sig)", PER_ITEM),
+                                                 "ds.jsonl": DSPY_ROWS.replace('"text": "one"', '"texts": "one"')
+                                                 .replace('"text": "two"', '"texts": ["two"]')
+                                                 .replace('"text": "three"', '"texts": ["three"]')}),
+    "label outside the Literal": Case([*OPT, "--dataset", "{T}/ds.jsonl"],
+                                      r"ds\.jsonl:2: row r1: label 'intent' is 'bilage', not one of the output "
+                                      r"field's choices \['billing', .*\]: no answer could match it",
+                                      files={"ds.jsonl": rows_with({**ROW, "intent": "bilage"})}),
+    "dspy row missing its label": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
+                                       r"ds\.jsonl:2: row b lacks the label 'label' that task mine's metric reads",
+                                       files={"mine.py": DSPY_TASK, "ds.jsonl": DSPY_ROWS.replace(', "label": "y"', "")}),
     # --- tiers files ------------------------------------------------------------------------
     "tiers file missing": Case(["tiers", "--tiers", "{T}/none.toml"], r"tiers file not found: .*none\.toml"),
     "tiers file is a directory": Case(["tiers", "--tiers", "{T}"], r"tiers file .*: is a directory; expected a TOML file"),

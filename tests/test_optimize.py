@@ -143,7 +143,11 @@ def test_objective_flags_choose_from_the_same_study_without_new_calls(first_and_
     capped = optimize(options(tmp, calls, objective=Objective(max_cost_per_1k=cheap["dev"]["cost_per_1k"]),
                               out=str(tmp_path / "c.json")))
     assert capped["dev"]["cost_per_1k"] <= cheap["dev"]["cost_per_1k"] + 1e-12
-    assert capped["dev"]["quality"] >= cheap["dev"]["quality"]
+    # the best the study holds under the cap; not always the --min-quality pick, whose threshold refinement
+    # (optimizers/refine.py) found after the study and did not add to it
+    cap = cheap["dev"]["cost_per_1k"]
+    assert capped["dev"]["quality"] >= max(b["dev"]["quality"] for b in capped["baselines"].values()
+                                           if b["dev"]["cost_per_1k"] <= cap + 1e-12)
 
 
 def test_budget_cap_stops_cleanly_and_a_larger_budget_continues(tmp_path):
@@ -243,15 +247,22 @@ def test_sigkill_mid_run_then_rerun_pays_no_call_twice(tmp_path):
 
 
 def test_a_handful_of_rows_keeps_one_for_the_holdout():
-    """The split is by a hash of each id, so 6 rows at 25% could leave none to check on (the holdout
-    printed nan); a nonzero holdout keeps at least one row, and the split stays the same on every rerun."""
+    """Each row went to the holdout by its own hash draw, so 6 rows at 25% could leave none to check on (the
+    holdout printed nan) and 12 rows at 30% gave 3 dev rows and 9 holdout rows. The holdout now holds the
+    share asked for (rounded, at least one), chosen by the hash, the same on every rerun."""
     from optimizers.summary import split_rows
 
     rows = [{"id": i} for i in range(6)]
-    assert not [r for r in rows if split_rows([r], 0.25, 0)[1]]  # by the hash alone, none of these 6 is held out
-    dev, hold = split_rows(rows, 0.25, 0)
-    assert len(hold) == 1 and len(dev) == 5 and split_rows(rows, 0.25, 0) == (dev, hold)
+    dev, hold = split_rows(rows, 0.05, 0)  # 0.3 of a row rounds to none: one is kept to check on
+    assert len(hold) == 1 and len(dev) == 5 and split_rows(rows, 0.05, 0) == (dev, hold)
     assert split_rows(rows, 0.0, 0) == (rows, [])
+    for n, fraction, held in ((12, 0.3, 4), (8, 0.3, 2), (2, 0.3, 1), (80, 0.3, 24), (222, 0.3, 67)):
+        rows = [{"id": f"r{i}"} for i in range(n)]
+        dev, hold = split_rows(rows, fraction, 0)
+        assert len(hold) == held and len(dev) == n - held and sorted(dev + hold, key=lambda r: r["id"]) == \
+            sorted(rows, key=lambda r: r["id"])
+        assert split_rows(list(reversed(rows)), fraction, 0)[1] == list(reversed(hold))  # not the rows' order
+    assert split_rows(rows, 0.3, 1)[1] != hold  # another seed, another split
 
 
 def test_summary_line_names_the_calls_only_cascades_asked_for():

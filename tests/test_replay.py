@@ -238,7 +238,7 @@ def test_fit_finds_the_cascade(fitted):
     assert s["holdout"]["quality"] == 1.0 == s["baselines"]["big"]["holdout"]["quality"]
     m, hold = result.matrix, result.hold_idx
     cheap_wrong, mid_wrong = (m.score[hold, 0] == 0).mean(), (m.score[hold, 1] == 0).mean()
-    assert 0.3 < cheap_wrong < 0.5 and s["baselines"]["cheap"]["holdout"]["quality"] == 1 - cheap_wrong
+    assert 0.3 < cheap_wrong < 0.5 and s["baselines"]["cheap"]["holdout"]["quality"] == pytest.approx(1 - cheap_wrong)
     # the scorer escalates exactly the wrong answers: cost = cheap + mid where cheap is wrong + big where mid is
     ideal = 1000 * (COSTS["cheap"] + cheap_wrong * COSTS["mid"] + mid_wrong * COSTS["big"])
     assert s["holdout"]["cost_per_1k"] == pytest.approx(ideal, rel=1e-9)

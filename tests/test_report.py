@@ -214,6 +214,8 @@ def test_segment_flag_rule_by_hand():
     assert not table.loc["D", "flag"] and table.loc["D", "gap"] == 0.0
     assert table.loc["A", "escalation_rate"] == 0.5
     assert table.loc["ALL", "cost_per_1k"] == 1000.0 and table.loc["ALL", "flagship_cost_per_1k"] == 3000.0
+    single = rt.segment_table(chosen.assign(segment="all"), flagship.assign(segment="all"), {"b"})
+    assert list(single["segment"]) == ["all"] and single.loc[0, "n"] == 10  # no 'ALL' row repeating 'all'
 
 
 def test_cli_writes_csvs_png_and_html(compiled, tmp_path):

@@ -214,6 +214,49 @@ def test_a_dspy_style_task_file_compiles_through_the_cli_path(tmp_path):
     assert loaded(message="what's my current balance").intent == "balance"
 
 
+def test_a_task_file_with_a_bare_predict_and_its_edits(tmp_path):
+    """`program = dspy.Predict(Sig)` with a JSONL trainset and no `inputs`: its forward takes **kwargs, so the
+    input list came out empty and every row was asked with no input at all (exit 0, one call per tier). The
+    inputs are now the signature's. An edited metric or label is another compile: the study of the run
+    before was continued (0 new trials, a stale report)."""
+    import json
+    import sys
+
+    from optimizers.live import OptimizeOptions, optimize
+    from tests.fakes import write_tiers
+
+    (tmp_path / "rows.jsonl").write_text("".join(
+        json.dumps({"id": f"r{i}", "text": f"item {i}", "label": "even" if i % 2 == 0 else "odd"}) + "\n"
+        for i in range(8)))
+    task_file = tmp_path / "parity_task.py"
+    source = ('import dspy\n\nclass Parity(dspy.Signature):\n    text: str = dspy.InputField()\n'
+              '    label: str = dspy.OutputField()\n\nprogram = dspy.Predict(Parity)\ntrainset = "rows.jsonl"\n\n'
+              'def metric(example, prediction, trace=None):\n    return example.label == prediction.label\n')
+    task_file.write_text(source)
+    asked: list = []
+
+    def answer(tier, messages):
+        asked.append(messages[-1]["content"])
+        number = int(re.search(r"item (\d+)", messages[-1]["content"]).group(1))
+        return ("even" if number % 2 == 0 else "odd") if tier == "big" or number < 4 else "even", 0.9
+
+    def compile_once():
+        return optimize(OptimizeOptions(task=str(task_file), tiers=str(write_tiers(tmp_path)), trials=6,
+                                        work_dir=tmp_path, storage=f"sqlite:///{tmp_path}/s.db", holdout=0.25,
+                                        scripts={"*": answer}))
+
+    first = compile_once()
+    assert first["paid_calls"] == 16 and all("item" in text for text in asked)
+    assert first["baselines"]["big"]["dev"]["quality"] == 1.0 and first["trials_run_now"] == 6
+    assert compile_once()["trials_run_now"] == 0  # the same compile again: its study continues
+    task_file.write_text(source.replace("return example.label == prediction.label", "return True"))
+    for name in [n for n in sys.modules if n.startswith("tierwise_task_parity_task")]:
+        del sys.modules[name]  # the edited file, read again as a new `cli.py optimize` process reads it
+    edited = compile_once()
+    assert edited["study"] != first["study"] and edited["trials_run_now"] == 6 and edited["paid_calls"] == 0
+    assert edited["baselines"]["small"]["dev"]["quality"] == 1.0  # scored by the new metric
+
+
 def test_an_artifact_cannot_name_any_callable_as_its_factory(tmp_path):
     """The checksum is not a signature: a rewritten `program.task` may only name a dspy.Module class."""
     from pipelines.artifact import read, save

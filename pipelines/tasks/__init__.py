@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -102,6 +103,10 @@ def load_task(name_or_path: str) -> Task:
     missing = [k for k in REQUIRED if not hasattr(module, k)]
     if missing and path.suffix == ".py" and all(hasattr(module, k) for k in DSPY_STYLE):
         return task_from_module(module, source, path)  # a program, a trainset and a metric, as DSPy users write
+    dspy_style_missing = [k for k in DSPY_STYLE if not hasattr(module, k)]
+    if missing and path.suffix == ".py" and (hasattr(module, "program") or hasattr(module, "trainset")):
+        raise ConfigError(f"task file {name_or_path}: defines {[k for k in DSPY_STYLE if hasattr(module, k)]} "
+                          f"but not {dspy_style_missing}; a DSPy-style task file needs program, trainset and metric")
     if missing:
         raise ConfigError(f"task {name_or_path}: module lacks {missing}")
     return Task(module, source)
@@ -181,6 +186,33 @@ def input_type_problem(program, values: dict) -> str | None:
                 error = e.errors()[0]
                 where = ".".join(map(str, error["loc"]))
                 return f"input field {name!r} is not a valid {annotation.__name__}: {where + ': ' if where else ''}{error['msg']}"
+    return _forward_type_problem(program, values)
+
+
+def _forward_type_problem(program, values: dict) -> str | None:
+    """A value that does not fit the type its `forward` parameter declares (`sentences: list[str]` given a
+    string would ask a tier once per character), or None."""
+    import typing
+
+    import pydantic
+
+    from pipelines.adapter import json_input
+
+    try:
+        hints = typing.get_type_hints(type(program).forward)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved checks nothing
+        return None
+    for name, annotation in hints.items():
+        if name == "return" or name not in values or annotation is typing.Any:
+            continue
+        try:
+            pydantic.TypeAdapter(annotation).validate_python(json_input(annotation, values[name]))
+        except pydantic.ValidationError as e:
+            shown = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+            return (f"input {name!r} must be {shown} ({type(program).__name__}.forward says so), got "
+                    f"{type(values[name]).__name__}: {e.errors()[0]['msg']}")
+        except Exception:  # noqa: BLE001 - a type pydantic cannot check is the program's own business
+            continue
     return None
 
 
@@ -226,8 +258,38 @@ def _missing_label(task: Task, program, row: dict) -> str | None:
         except KeyError as e:
             if e.args and isinstance(e.args[0], str) and e.args[0] not in row:
                 return e.args[0]
+        except AttributeError as e:  # a DSPy-style metric reads `example.label`
+            label = _example_attribute(e)
+            if label and label not in row:
+                return label
         except Exception:  # noqa: BLE001 - an empty prediction may upset a metric; only labels are checked here
             pass
+    return None
+
+
+def _example_attribute(error: AttributeError) -> str | None:
+    """The field a dspy.Example was asked for and lacks, or None for any other missing attribute."""
+    import dspy
+
+    if isinstance(getattr(error, "obj", None), dspy.Example) and isinstance(getattr(error, "name", None), str):
+        return error.name
+    found = re.fullmatch(r"'Example' object has no attribute '(\w+)'", str(error))
+    return found.group(1) if found else None
+
+
+def _label_outside_choices(program, row: dict) -> str | None:
+    """A label no answer can match: the row's value for an output field typed `Literal[...]` is none of its
+    choices (a typo such as 'postive'); case and surrounding spaces aside."""
+    import typing
+
+    for _, predictor in program.named_predictors():
+        for name, info in predictor.signature.output_fields.items():
+            if name not in row or typing.get_origin(info.annotation) is not typing.Literal:
+                continue
+            choices = typing.get_args(info.annotation)
+            if str(row[name]).strip().lower() not in {str(c).strip().lower() for c in choices}:
+                return (f"label {name!r} is {row[name]!r}, not one of the output field's choices "
+                        f"{list(choices)}: no answer could match it")
     return None
 
 
@@ -248,6 +310,9 @@ def read_task_rows(task: Task, path: str | Path, program=None) -> list[dict]:
         except KeyError as e:
             raise DatasetError(f"{where}: row {row_id} lacks the input field {e}") from None
         problem = input_type_problem(program, values)
+        if problem:
+            raise DatasetError(f"{where}: row {row_id}: {problem}")
+        problem = _label_outside_choices(program, row)
         if problem:
             raise DatasetError(f"{where}: row {row_id}: {problem}")
         label = _missing_label(task, program, row)
