@@ -38,7 +38,7 @@ PREDICTOR = "answer"
 # The router's lambda is the knob that moves along its cost-quality curve; 7 warm-start values left
 # LLMRouter's 95% and parity points on the same lambda (0.1) on 2 splits of 5: 25 cover the curve.
 ROUTER_LAMBDAS = 25
-SIGNALS_VERSION = "replay-signals-4"  # part of the study name: a change of features starts a new study
+SIGNALS_VERSION = "replay-signals-5"  # part of the study name: a change of features (5: of the split) starts a new study
 ESTIMATOR_DOCS = {
     "agreement": "1.0 when this rung's answer says the same as the previous answered rung's (choice letter, "
                  "final number, code, or normalized text); 0.0 otherwise and at the first rung",
