@@ -151,7 +151,7 @@ def program_inputs(program) -> tuple[str, ...]:
 
 def task_from_module(module, source: str, path: Path) -> ExampleTask:
     """A DSPy-style task file: `program`, `trainset`, `metric`, and optionally `inputs` (the input field
-    names of a JSONL trainset; default: the parameters of the program's `forward`), `NAME`."""
+    names of a JSONL trainset; default: program_inputs), `NAME`."""
     import dspy
 
     def build():
