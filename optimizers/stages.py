@@ -275,7 +275,7 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
     objective, catalog = session.job.objective, session.job.catalog
     reference_name = objective.match_tier or catalog.flagship.name
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])
-             for t in completed(searched.study)]
+             for t in completed(searched.study)] + refined_by_others(searched.study, objective)
     ref_dev, _ = session.split(baseline_rows[reference_name])
     ref_scores = np.array([r.score for r in ref_dev])
     reference = Candidate(reference_name, Policy.uniform(session.predictors, reference_name),
@@ -316,7 +316,33 @@ def refine_point(session: Session, searched: Searched, chosen: Candidate, info: 
                      PARITY_TOLERANCE, folds)
     if refined.candidate is start:
         return chosen, info
+    keep_refined(searched.study, session.job.objective, refined.candidate)
     return refined.candidate, {**info, **refined.info}
+
+
+# Points refinement found after the search, kept on the study (not as trials: those count toward --trials), so that
+# another objective choosing from the same study sees them too. Its own objective's rerun does not read them back:
+# it chooses and refines as it did, and writes the same artifact.
+REFINED_ATTR = "refined_points"
+
+
+def _objective_key(objective) -> str:
+    return json.dumps([objective.min_quality, objective.match_tier, objective.max_cost_per_1k])
+
+
+def keep_refined(study, objective, candidate: Candidate) -> None:
+    points = list(study.user_attrs.get(REFINED_ATTR, []))
+    point = {"objective": _objective_key(objective), "policy": candidate.policy.to_dict(),
+             "quality": float(candidate.quality), "cost_per_1k": float(candidate.cost_per_1k)}
+    if point not in points:
+        study.set_user_attr(REFINED_ATTR, points + [point])
+
+
+def refined_by_others(study, objective) -> list[Candidate]:
+    """The points other objectives' refinements kept on this study, as candidates."""
+    mine = _objective_key(objective)
+    return [Candidate(f"refined:{i}", Policy.from_dict(p["policy"]), p["quality"], p["cost_per_1k"])
+            for i, p in enumerate(study.user_attrs.get(REFINED_ATTR, [])) if p["objective"] != mine]
 
 
 def rung_confidences(session: Session, searched: Searched, name: str, tier: str, estimator: str) -> list:

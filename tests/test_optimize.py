@@ -143,11 +143,9 @@ def test_objective_flags_choose_from_the_same_study_without_new_calls(first_and_
     capped = optimize(options(tmp, calls, objective=Objective(max_cost_per_1k=cheap["dev"]["cost_per_1k"]),
                               out=str(tmp_path / "c.json")))
     assert capped["dev"]["cost_per_1k"] <= cheap["dev"]["cost_per_1k"] + 1e-12
-    # the best the study holds under the cap; not always the --min-quality pick, whose threshold refinement
-    # (optimizers/refine.py) found after the study and did not add to it
-    cap = cheap["dev"]["cost_per_1k"]
-    assert capped["dev"]["quality"] >= max(b["dev"]["quality"] for b in capped["baselines"].values()
-                                           if b["dev"]["cost_per_1k"] <= cap + 1e-12)
+    # the --min-quality pick is a candidate under the cap, even when its refinement (optimizers/refine.py) found it
+    # after the search: the study keeps refined points for other objectives
+    assert capped["dev"]["quality"] >= cheap["dev"]["quality"]
 
 
 def test_budget_cap_stops_cleanly_and_a_larger_budget_continues(tmp_path):
