@@ -14,6 +14,7 @@ Users add theirs as a module here or as a file path. A task file may instead be 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -192,21 +193,15 @@ def input_type_problem(program, values: dict) -> str | None:
 def _forward_type_problem(program, values: dict) -> str | None:
     """A value that does not fit the type its `forward` parameter declares (`sentences: list[str]` given a
     string would ask a tier once per character), or None."""
-    import typing
-
     import pydantic
 
     from pipelines.adapter import json_input
 
-    try:
-        hints = typing.get_type_hints(type(program).forward)
-    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved checks nothing
-        return None
-    for name, annotation in hints.items():
-        if name == "return" or name not in values or annotation is typing.Any:
+    for name, annotation, adapter in _forward_checks(type(program)):
+        if name not in values:
             continue
         try:
-            pydantic.TypeAdapter(annotation).validate_python(json_input(annotation, values[name]))
+            adapter.validate_python(json_input(annotation, values[name]))
         except pydantic.ValidationError as e:
             shown = annotation.__name__ if isinstance(annotation, type) else str(annotation)
             return (f"input {name!r} must be {shown} ({type(program).__name__}.forward says so), got "
@@ -214,6 +209,29 @@ def _forward_type_problem(program, values: dict) -> str | None:
         except Exception:  # noqa: BLE001 - a type pydantic cannot check is the program's own business
             continue
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_checks(program_class) -> tuple:
+    """(name, annotation, pydantic adapter) of each annotated `forward` parameter, once per program class (a dev
+    set is checked row by row)."""
+    import typing
+
+    import pydantic
+
+    try:
+        hints = typing.get_type_hints(program_class.forward)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved checks nothing
+        return ()
+    checks = []
+    for name, annotation in hints.items():
+        if name == "return" or annotation is typing.Any:
+            continue
+        try:
+            checks.append((name, annotation, pydantic.TypeAdapter(annotation)))
+        except Exception:  # noqa: BLE001 - a type pydantic cannot build a check for is the program's business
+            continue
+    return tuple(checks)
 
 
 def typed_inputs(program, values: dict) -> dict:
