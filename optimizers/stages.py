@@ -150,13 +150,9 @@ def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> 
 
 
 def scoring_fingerprint(task) -> list[str]:
-    """What turns a row into inputs and an answer into a score: the input names, or the task module's inputs
-    function, the metric and predictor_correct (as source; bytecode where the source cannot be read)."""
-    module = getattr(task, "module", None)
-    parts = [getattr(task, "input_keys", None) or getattr(module, "inputs", None),
-             getattr(task, "_metric", None) or getattr(module, "metric", None),
-             getattr(task, "_correct", None) or getattr(module, "predictor_correct", None)]
-    return [_code(part) for part in parts]
+    """The task's scoring parts (input names or inputs function, metric, predictor_correct) as source code;
+    bytecode where the source cannot be read."""
+    return [_code(part) for part in task.scoring_parts()]
 
 
 def _code(obj) -> str:

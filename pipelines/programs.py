@@ -130,6 +130,10 @@ class ExampleTask:
     def predictor_correct(self, name: str, row: dict, outputs: dict):
         return self._correct(name, self.example(row), outputs) if self._correct else None
 
+    def scoring_parts(self) -> tuple:
+        """What turns a row into inputs and an answer into a score (a compile's study is named by their code)."""
+        return self.input_keys, self._metric, self._correct
+
     def default_dataset(self) -> Path | None:
         return self.dataset
 

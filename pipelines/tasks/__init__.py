@@ -56,6 +56,10 @@ class Task:
         fn = getattr(self.module, "predictor_correct", None)
         return fn(name, row, outputs) if fn else None
 
+    def scoring_parts(self) -> tuple:
+        """What turns a row into inputs and an answer into a score (a compile's study is named by their code)."""
+        return self.module.inputs, self.module.metric, getattr(self.module, "predictor_correct", None)
+
     def default_dataset(self) -> Path | None:
         ds = getattr(self.module, "DATASET", None)
         return DATASETS_DIR / ds if ds else None
