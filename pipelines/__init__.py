@@ -4,6 +4,7 @@
     program = load("support.tierwise.json")              # or load(path, program=MyProgram())
     prediction = program(message="Where is my order A12345?")
     program.last_trail   # tiers tried, confidences, cost of that call
+    trail_of(prediction), cost_of(prediction)   # the same, per prediction (rows of program.batch)
 
     from pipelines import lm
     dspy.configure(lm=lm("flagship"))   # a tier as a plain dspy.LM (DSPy's optimizers on the local tiers)
@@ -41,4 +42,18 @@ def lm(tier: str = "flagship", tiers=None, cache_dir=None, ledger_path=None, **s
     return standalone_lm(tier, tiers, cache_dir, ledger_path, **settings)
 
 
-__all__ = ["lm", "load"]
+def trail_of(prediction) -> list:
+    """The tier trail (pipelines.trail.Step) of the request that returned `prediction`."""
+    from pipelines.cascade import trail_of as trail
+
+    return trail(prediction)
+
+
+def cost_of(prediction) -> float:
+    """What the request that returned `prediction` cost in USD (0.0 for cache hits)."""
+    from pipelines.cascade import cost_of as cost
+
+    return cost(prediction)
+
+
+__all__ = ["cost_of", "lm", "load", "trail_of"]

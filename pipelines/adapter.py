@@ -39,7 +39,8 @@ def _desc(name: str, info) -> str:
     return "" if not desc or desc == f"${{{name}}}" else desc
 
 
-def _choices(annotation) -> list[str] | None:
+def choices(annotation) -> list[str] | None:
+    """A `Literal`'s labels or an `Enum`'s values, as text; None for any other type."""
     if get_origin(annotation) is Literal:
         return [str(a) for a in get_args(annotation)]
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
@@ -58,7 +59,7 @@ def describe_field(name: str, info) -> str:
     the shipped support task's does), else as ChatAdapter's own note."""
     annotation = info.annotation
     desc = _desc(name, info)
-    choices = _choices(annotation)
+    allowed = choices(annotation)
     type_name = "one label" if get_origin(annotation) is Literal else get_annotation_name(annotation)
     line = f"`{name}` ({type_name})" + (f": {desc}" if desc else "")
     for custom in DspyType.extract_custom_type_from_annotation(info.rebuild_annotation()):
@@ -68,7 +69,7 @@ def describe_field(name: str, info) -> str:
     if constraints:
         line += f"\n  Constraints: {constraints}"
     is_output = (info.json_schema_extra or {}).get("__dspy_field_type") == "output"
-    if is_output and not (choices and _names_every(desc, choices)):
+    if is_output and not (allowed and _names_every(desc, allowed)):
         note = translate_field_type(name, info).split("# note: ", 1)
         if len(note) == 2:
             line += f"\n  Note: {note[1].strip()}"
@@ -161,7 +162,7 @@ class TierwiseAdapter(dspy.ChatAdapter):
                 message="empty answer")
         annotation = field_type(signature.output_fields[field])
         base = get_args(annotation)[0] if get_args(annotation) and hasattr(annotation, "__metadata__") else annotation
-        if base in _SCALAR_TYPES or _choices(base):
+        if base in _SCALAR_TYPES or choices(base):
             answer = text.splitlines()[0].strip()  # a label or a number: the first line, not the chatter
         else:  # structured: the whole JSON, fences off
             answer = re.sub(r"^```\w*\s*|\s*```$", "", text).strip()

@@ -432,10 +432,31 @@ class AsyncCascadeForward:
         return await asyncio.to_thread(self.cascade, **kwargs)
 
 
+TRAIL_ATTR = "_tierwise_trail"  # a private attribute: dspy keeps it out of the prediction's fields
+
+
+def trail_of(prediction) -> list[Step]:
+    """The tier trail of the request that returned `prediction` (one row of `program.batch(...)`, say)."""
+    return list(getattr(prediction, TRAIL_ATTR, ()))
+
+
+def cost_of(prediction) -> float:
+    return sum(step.cost_usd for step in trail_of(prediction))
+
+
+def _with_trail(prediction, trail: list[Step]):
+    try:
+        setattr(prediction, TRAIL_ATTR, trail)
+    except (AttributeError, TypeError):  # a forward returning a str, tuple, ...: last_trail still has it
+        pass
+    return prediction
+
+
 class CompiledProgram(dspy.Module):
     """A user's program with its policy applied. Calling it returns the program's prediction; the
     tier trail and cost of the last call (in this thread, or this asyncio task for `await acall(...)`)
-    are on `last_trail` / `last_cost_usd`."""
+    are on `last_trail` / `last_cost_usd`, and each prediction's on `trail_of(prediction)`. After
+    `batch(...)`, `last_trail` holds every call of the batch."""
 
     def __init__(self, program: dspy.Module, policy: Policy, runtime, scorers: dict | None = None,
                  source: RungSource | None = None, routers: dict | None = None, semantic_dir=None):
@@ -455,23 +476,31 @@ class CompiledProgram(dspy.Module):
         tokens = [trail_var.set(trail), current_request_id.set(uuid.uuid4().hex[:12])]
         try:
             with self.runtime.program_settings() if self.runtime is not None else contextlib.nullcontext():
-                yield
+                yield trail
         finally:
             trail_var.reset(tokens[0])
             current_request_id.reset(tokens[1])
             self._last_trail.set(trail)
 
     def forward(self, **kwargs):
-        with self._request():
-            return self.program(**kwargs)
+        with self._request() as trail:
+            return _with_trail(self.program(**kwargs), trail)
 
     async def aforward(self, **kwargs):
         """`await program.acall(...)`: the program's own `aforward` when it has one (its predictors'
         `acall`s climb their ladders), else its `forward` in a worker thread."""
-        with self._request():
+        with self._request() as trail:
             if callable(getattr(self.program, "aforward", None)):
-                return await self.program.acall(**kwargs)
-            return await asyncio.to_thread(self.program, **kwargs)
+                return _with_trail(await self.program.acall(**kwargs), trail)
+            return _with_trail(await asyncio.to_thread(self.program, **kwargs), trail)
+
+    def batch(self, examples, *args, **kwargs):
+        """dspy's `batch`. Its rows run in worker threads, each with its own `last_trail`; here the
+        batch is the last call: `last_trail` / `last_cost_usd` hold all of its calls, row by row."""
+        out = super().batch(examples, *args, **kwargs)
+        results = out[0] if isinstance(out, tuple) else out
+        self._last_trail.set([step for prediction in results for step in trail_of(prediction)])
+        return out
 
     @property
     def last_trail(self) -> list[Step]:
@@ -480,6 +509,12 @@ class CompiledProgram(dspy.Module):
     @property
     def last_cost_usd(self) -> float:
         return sum(step.cost_usd for step in self.last_trail)
+
+    def named_parameters(self):
+        """The wrapped program's names (`judge`, not `program.judge`): those the policy, the artifact and
+        the reports use, and the keys of the program's own `dump_state()` (also when the program was
+        compiled by a DSPy optimizer first, which dspy would otherwise skip as frozen)."""
+        return self.program.named_parameters()
 
     def save(self, path, save_program: bool = False):
         """Write the compiled artifact (tierwise's JSON, never a pickle) that `pipelines.load` reads.

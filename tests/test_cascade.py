@@ -328,6 +328,19 @@ class Pipeline(dspy.Module):
                                label=self.label(answer=result.answer).label)
 
 
+def test_a_compiled_program_names_its_predictors_as_the_policy_does(tmp_path):
+    """`named_predictors()` and `dump_state()` of a compiled program use the user program's own names, also
+    when a DSPy optimizer compiled the program first (dspy marks it `_compiled`, and skipped it as frozen)."""
+    policy = Policy({"inner.extract": PredictorPolicy(["a"]), "answer.predict": PredictorPolicy(["a"]),
+                     "label": PredictorPolicy(["b"])})
+    for frozen in (False, True):
+        user_program = Pipeline()
+        user_program._compiled = frozen
+        program, _ = compiled(tmp_path / str(frozen), policy, pipeline_script([]), program=user_program)
+        assert [n for n, _ in program.named_predictors()] == ["inner.extract", "answer.predict", "label"]
+        assert program.dump_state().keys() == user_program.dump_state().keys()
+
+
 def pipeline_script(calls):
     def script(tier, messages):
         system = messages[0]["content"]
@@ -409,6 +422,27 @@ def test_threads_each_see_their_own_last_trail(tmp_path):
     assert program.last_trail == []  # the main thread made no call
     assert len(runtime.ledger.records) == 6
     assert len({r.request_id for r in runtime.ledger.records}) == 4
+
+
+def test_batch_rows_carry_their_own_trail_and_the_batch_is_the_last_call(tmp_path):
+    """dspy's `program.batch` answers in worker threads: each prediction says what its request cost, and
+    `last_trail` / `last_cost_usd` afterwards cover the whole batch (not the caller thread's last call)."""
+    from pipelines import cost_of, trail_of
+
+    policy = Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])})
+    program, runtime = compiled(tmp_path, policy, hard_easy_script, tiers=("a", "b"))
+    examples = [dspy.Example(question=f"question {n}").with_inputs("question") for n in range(4)]
+    predictions = program.batch(examples, num_threads=4, disable_progress_bar=True)
+    for n, prediction in enumerate(predictions):
+        trail = [(s.tier, s.decision) for s in trail_of(prediction)]
+        assert trail == ([("a", "accepted")] if n % 2 == 0 else [("a", "escalated"), ("b", "accepted")])
+        assert cost_of(prediction) == sum(s.cost_usd for s in trail_of(prediction)) > 0
+        assert "_tierwise_trail" not in prediction.keys()  # not an output field
+    assert len(program.last_trail) == 6
+    assert program.last_cost_usd == pytest.approx(sum(r.cost_usd for r in runtime.ledger.records))
+    assert program.last_cost_usd == pytest.approx(sum(cost_of(p) for p in predictions))
+    single = program(question="question 8")
+    assert trail_of(single) == program.last_trail and cost_of(single) == program.last_cost_usd
 
 
 class AsyncPipeline(Pipeline):

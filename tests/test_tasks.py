@@ -107,3 +107,39 @@ def test_program_runs_through_the_cascade(task, answers, row, tmp_path):
     assert loaded.metric(row, prediction) == 1.0
     assert [s.predictor for s in compiled.last_trail] == names
     runtime.close()
+
+
+ENUM_TASK = """import enum
+import dspy
+
+class Mood(enum.Enum):
+    HAPPY = "happy"
+    SAD = "sad"
+
+class Sig(dspy.Signature):
+    text: str = dspy.InputField()
+    mood: Mood = dspy.OutputField()
+
+program = dspy.Predict(Sig)
+trainset = "rows.jsonl"
+
+def metric(example, prediction, trace=None):
+    return prediction.mood.value == example.mood.lower()
+"""
+
+
+@pytest.mark.parametrize("label, accepted", [("happy", True), ("HAPPY", True), (" Sad ", True), ("hapy", False)])
+def test_an_enum_label_is_a_members_value_or_name(tmp_path, label, accepted):
+    """As dspy reads an Enum answer (a member's value, else its name); a typo is refused before any call."""
+    from pipelines.errors import DatasetError
+    from pipelines.tasks import load_task, read_task_rows
+
+    (tmp_path / "mood.py").write_text(ENUM_TASK)
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": "a", "text": "great day", "mood": label}) + "\n")
+    task = load_task(str(tmp_path / "mood.py"))
+    if accepted:
+        assert read_task_rows(task, tmp_path / "rows.jsonl")[0]["mood"] == label
+    else:
+        with pytest.raises(DatasetError, match=r"rows\.jsonl:1: row a: label 'mood' is 'hapy', not one of the "
+                                               r"output field's choices \['happy', 'sad', 'HAPPY', 'SAD'\]"):
+            read_task_rows(task, tmp_path / "rows.jsonl")

@@ -300,18 +300,24 @@ def _example_attribute(error: AttributeError) -> str | None:
 
 
 def _label_outside_choices(program, row: dict) -> str | None:
-    """A label no answer can match: the row's value for an output field typed `Literal[...]` is none of its
-    choices (a typo such as 'postive'); case and surrounding spaces aside."""
-    import typing
+    """A label no answer can match: the row's value for an output field typed `Literal[...]` or an `Enum` is
+    none of its choices (a typo such as 'postive'); case and surrounding spaces aside. An Enum's label may
+    be a member's value or its name, as dspy reads an answer."""
+    import enum
+
+    from pipelines.adapter import choices
 
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.output_fields.items():
-            if name not in row or typing.get_origin(info.annotation) is not typing.Literal:
+            allowed = choices(info.annotation) if name in row else None
+            if allowed is None:
                 continue
-            choices = typing.get_args(info.annotation)
-            if str(row[name]).strip().lower() not in {str(c).strip().lower() for c in choices}:
+            if isinstance(info.annotation, enum.EnumMeta):
+                allowed = allowed + list(info.annotation.__members__)
+            label = row[name].value if isinstance(row[name], enum.Enum) else row[name]
+            if str(label).strip().lower() not in {c.strip().lower() for c in allowed}:
                 return (f"label {name!r} is {row[name]!r}, not one of the output field's choices "
-                        f"{list(choices)}: no answer could match it")
+                        f"{allowed}: no answer could match it")
     return None
 
 
