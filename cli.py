@@ -256,17 +256,20 @@ def replay_apply(
 ):
     """Replay a fitted policy on an outcome table: per-id decisions, quality and cost per 1k."""
     from optimizers.replay import apply, decision_stats, write_decisions
+    from pipelines.artifact import check_destination
 
-    rows, body = apply(policy, outcomes)
-    stats = decision_stats(rows)
-    typer.echo(f"ids: {stats['n']}   quality {stats['quality']:.4f}   cost/1k ${stats['cost_per_1k']:.6f}")
-    held = set(body["replay"]["split"]["holdout"])
-    subset = [d for d in rows if d.id in held]
-    if subset:
-        h = decision_stats(subset)
-        typer.echo(f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}")
     if decisions:
-        typer.echo(f"decisions: {write_decisions(rows, decisions)}")
+        check_destination(decisions, flag="--decisions", example="decisions.csv")
+    applied = apply(policy, outcomes)
+    stats = decision_stats(applied.decisions)
+    typer.echo(f"ids: {stats['n']}   quality {stats['quality']:.4f}   cost/1k ${stats['cost_per_1k']:.6f}")
+    if applied.fitted_holdout:
+        h = decision_stats(applied.fitted_holdout)
+        typer.echo(f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}")
+    for note in applied.notes:
+        typer.echo(f"note: {note}")
+    if decisions:
+        typer.echo(f"decisions: {write_decisions(applied.decisions, decisions)}")
 
 
 def main():

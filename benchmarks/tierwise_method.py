@@ -33,7 +33,7 @@ def run(train: Table, test: Table, floors: dict[str, float], strong_model: str, 
             options.safety_z = safety_z
         fitted = fit(options)
         fit_s = time.perf_counter() - started
-        decisions, _ = apply(str(artifact), str(test_csv))
+        decisions = apply(str(artifact), str(test_csv)).decisions
         n = len(decisions)
         point = (sum(d.cost_usd for d in decisions) / n * 1000,
                  sum(strong_model in d.models_called for d in decisions) / n,

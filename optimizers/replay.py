@@ -123,6 +123,11 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     for name in options.plugins:
         plugin(name)  # an unknown plug-in fails before any work
     matrix = load_outcomes(options.outcomes, options.score_max, options.clip_scores)
+    out_path = artifact.check_destination(options.out or f"{Path(matrix.source).stem}.replay.tierwise.json",
+                                          example="table.replay.tierwise.json")
+    if len(matrix.models) < 2:
+        raise ConfigError(f"{matrix.source}: one model ({matrix.models[0]}): a policy chooses among two or more")
+    digest = table_digest(matrix)  # of the table as given: `apply` on it recognizes the fitted holdout
     if objective.match_tier is not None and objective.match_tier not in matrix.models:
         raise ConfigError(f"--match-tier {objective.match_tier!r} is not a model of {matrix.source}; "
                           f"models: {', '.join(matrix.models)}")
@@ -239,7 +244,6 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     if not has_text:
         notes.append("the table has no answer text: estimator 'agreement' unavailable, 'learned' sees inputs only")
 
-    out_path = Path(options.out) if options.out else Path(f"{Path(matrix.source).stem}.replay.tierwise.json")
     summary = build_summary(
         task=f"replay:{Path(matrix.source).name}", objective=objective.describe(reference_name),
         artifact=str(out_path), policy=policy.describe(), dev=block_of(dev_run.score, dev_run.cost),
@@ -259,7 +263,8 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                           "clip_scores": options.clip_scores,
                           "router": router.to_dict() if needs_router else None,
                           "answer_model": answer_model if needs_router else None,
-                          "outcomes": matrix.source,
+                          "outcomes": matrix.source, "table_digest": digest,
+                          "answer_text": has_text,
                           "split": {"dev": [matrix.ids[i] for i in dev_idx],
                                     "holdout": [matrix.ids[i] for i in hold_idx], "seed": options.seed,
                                     "holdout_fraction": options.holdout}}})
@@ -280,23 +285,46 @@ class Decision:
 
 
 def read_replay_artifact(path) -> tuple[dict, Policy, ReplayScorer | None]:
+    """The body, policy and scorer, every part `apply` reads checked: a hand-edited artifact (its checksum
+    recomputed) is a one-line error, not a traceback."""
     body = artifact.read(path)
     replay = body.get("replay")
     if not isinstance(replay, dict) or "models" not in replay:
         raise ArtifactError(f"{path}: not a replay policy (made by `cli.py optimize`? run it with `cli.py run`)")
     try:
         policy = Policy.from_dict(body["policy"]).validate(replay["models"])
+        policy[replay["predictor"]]  # noqa: B018 - the predictor the ladder is read for
         scorer_data = body.get("scorers", {}).get(replay["predictor"])
         scorer = ReplayScorer.from_dict(scorer_data) if scorer_data else None
-    except (KeyError, TypeError, ValueError) as e:
+        score_max = replay.get("score_max")
+        if score_max is not None and not (isinstance(score_max, (int, float)) and score_max > 0):
+            raise ValueError(f"score_max {score_max!r}")
+        holdout = replay["split"]["holdout"]
+        if not isinstance(holdout, list):
+            raise TypeError("split.holdout is not a list")
+        if replay.get("answer_model"):
+            answer_scores(replay["answer_model"], [["" for _ in replay["models"]]])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ArtifactError(f"{path}: malformed replay policy ({type(e).__name__}: {e})") from None
     return body, policy, scorer
 
 
-def apply(policy_path, outcomes_path) -> tuple[list[Decision], dict]:
-    """Decisions per id (in table order) and the artifact body. Each id climbs the policy's ladder through
-    pipelines.cascade.run_ladder itself; a cell the table lacks is a failed rung, and an id whose every
-    rung failed scores 0 with final_model ''."""
+@dataclass
+class Applied:
+    decisions: list[Decision]  # one per id, in table order
+    body: dict  # the artifact
+    notes: list[str]  # what the table left out, and what the policy could not read in it
+    fitted_table: bool  # the table is the one the policy was fitted on: its holdout ids are the fitted holdout
+
+    @property
+    def fitted_holdout(self) -> list[Decision]:
+        held = set(self.body["replay"]["split"]["holdout"]) if self.fitted_table else set()
+        return [d for d in self.decisions if d.id in held]
+
+
+def apply(policy_path, outcomes_path) -> Applied:
+    """Each id climbs the policy's ladder through pipelines.cascade.run_ladder itself; a cell the table lacks
+    is a failed rung, and an id whose every rung failed scores 0 with final_model ''."""
     from pipelines.cascade import RungOutcome, run_ladder
     from pipelines.errors import AllRungsFailed
     from optimizers.replay_signals import answers_agree
@@ -347,7 +375,36 @@ def apply(policy_path, outcomes_path) -> tuple[list[Decision], dict]:
             tier, score = "", 0.0
         decisions.append(Decision(rid, tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
                                   score))
-    return decisions, body
+    notes = list(matrix.notes) + _apply_notes(replay, pp, matrix, decisions)
+    return Applied(decisions, body, notes, replay.get("table_digest") == table_digest(matrix))
+
+
+# Estimators whose confidence reads the answer's text (replay_eval): without it they see the input alone.
+READS_ANSWER_TEXT = ("agreement", "learned")
+
+
+def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decision]) -> list[str]:
+    notes = []
+    if replay.get("score_max") is not None:
+        notes.append(f"scores divided by --score-max {replay['score_max']:g}, as when the policy was fitted")
+    unanswered = sum(not d.final_model for d in decisions)
+    if unanswered:
+        notes.append(f"{unanswered} of {len(decisions)} ids had no scored answer on any rung the policy called: "
+                     "each scores 0")
+    escalates = len(pp.ladder) > 1 and pp.estimator in READS_ANSWER_TEXT
+    if escalates and not any(row[matrix.models.index(m)].strip() for row in matrix.outputs for m in pp.ladder[:-1]):
+        fitted_with = " (it was fitted on a table with answer text)" if replay.get("answer_text") else ""
+        notes.append(f"the policy's '{pp.estimator}' confidence reads answer text, which this table lacks on "
+                     f"{', '.join(pp.ladder[:-1])}: it judges the inputs alone{fitted_with}; add an output column")
+    return notes
+
+
+def table_digest(matrix: OutcomeMatrix) -> str:
+    """What an outcome table holds (ids, models, inputs, scores, costs, answers), as a short hash."""
+    digest = hashlib.sha256(json.dumps([matrix.ids, matrix.models, matrix.inputs, matrix.outputs]).encode())
+    for array in (matrix.score, matrix.cost, matrix.present):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _router_predictions(replay: dict, inputs: list[str], where) -> np.ndarray | None:

@@ -67,20 +67,46 @@ class OutcomeMatrix:
         return out
 
 
+# A CSV cell may hold a long input or answer (a document, a program): far past csv's 128 KiB default.
+csv.field_size_limit(2**31 - 1)
+
+
+def _csv_rows(path: Path, delimiter: str | None):
+    """Yield (row_label, dict). A BOM (Excel's "CSV UTF-8") is dropped, column names are read stripped and
+    lower-cased, and a header without commas but with tabs or semicolons gives the delimiter."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        try:
+            header = f.readline()
+            if delimiter is None:
+                delimiter = next((d for d in ("\t", ";") if "," not in header and d in header), ",")
+            f.seek(0)
+            reader = csv.DictReader(f, delimiter=delimiter, strict=True)
+            names = [str(name).strip().lower() for name in reader.fieldnames or []]
+            if not names:
+                raise DatasetError(f"{path}: no rows")
+            missing = [c for c in REQUIRED if c not in names]
+            if missing:
+                raise DatasetError(f"{path}: no {' / '.join(repr(c) for c in missing)} column; the header has "
+                                   f"{names} (columns: {', '.join(REQUIRED)}; optional input, output, cost_usd, "
+                                   "prompt_tokens, completion_tokens, segment)")
+            reader.fieldnames = names
+            for i, row in enumerate(reader, 1):
+                yield f"row {i} (line {reader.line_num})", row
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); "
+                               "re-save it as UTF-8") from None
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise DatasetError(f"{path}: a quote opened after line {reader.line_num} is never closed; "
+                                   "not readable as CSV") from None
+            raise DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({e})") from None
+
+
 def _rows(path: Path):
     """Yield (row_label, dict) where row_label names the row for error messages."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            try:
-                for i, row in enumerate(reader, 1):
-                    yield f"row {i} (line {reader.line_num})", row
-            except UnicodeDecodeError as e:
-                raise DatasetError(f"{path}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); "
-                                   "re-save it as UTF-8") from None
-            except csv.Error as e:
-                raise DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({e})") from None
+    if suffix in (".csv", ".tsv"):
+        yield from _csv_rows(path, "\t" if suffix == ".tsv" else None)
     elif suffix in (".jsonl", ".ndjson"):
         try:
             for line_no, row in iter_jsonl_objects(path):
@@ -102,18 +128,27 @@ def _rows(path: Path):
         for i, row in enumerate(records, 1):
             yield f"row {i}", row
     else:
-        raise DatasetError(f"{path}: unknown outcome table format {suffix!r}; use .csv, .jsonl or .parquet")
+        raise DatasetError(f"{path}: unknown outcome table format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
 
 
 def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
+# Larger per-call amounts are no price: summed over a table they would overflow a float.
+MAX_COST_USD = 1e12
+
+
 def _number(value, column: str, where: str) -> float:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"  # as JSON's true / false
     try:
         x = float(value)
+    except OverflowError:  # an integer too large for a float (JSON allows any number of digits)
+        x = math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
-        raise DatasetError(f"{where}: {column} {value!r} is not a number") from None
+        shown = value if len(str(value)) <= 40 else f"{str(value)[:40]}..."
+        raise DatasetError(f"{where}: {column} {shown!r} is not a number") from None
     if math.isnan(x) or math.isinf(x):
         raise DatasetError(f"{where}: {column} is {x}")
     return x
@@ -209,6 +244,8 @@ def _cost(row: dict, model: str, where: str, pricer: _Pricer, priced_models: set
         priced_models.add(model)
     if cost < 0:
         raise DatasetError(f"{where}: cost_usd must not be negative, got {cost}")
+    if cost > MAX_COST_USD:
+        raise DatasetError(f"{where}: cost_usd {cost:g} is not a price for one call (over {MAX_COST_USD:g})")
     return cost
 
 

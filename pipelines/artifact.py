@@ -122,15 +122,19 @@ def finite_json(value):
     return value
 
 
-def check_destination(path: str | Path) -> Path:
-    """Refuse an artifact path that cannot be written, before anything is paid for."""
+def check_destination(path: str | Path, flag: str = "--out", example: str = "task.tierwise.json") -> Path:
+    """Refuse an output path that cannot be written, before anything is paid for or computed."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"--out {path}: is a directory; give a file name such as {path / 'task.tierwise.json'}")
+        raise ConfigError(f"{flag} {path}: is a directory; give a file name such as {path / example}")
     parent = path.parent if str(path.parent) else Path(".")
     existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path}: cannot write there ({existing} is not a writable folder)")
+        raise ConfigError(f"{flag} {path}: cannot write there ({existing} is not a writable folder)")
+    try:  # permission bits do not tell everything (root, /proc, a read-only mount): try a file there
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write there ({existing}: {e.strerror or e})") from None
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,6 +285,71 @@ def test_apply_recomputes_fitted_holdout_exactly(fitted):
     assert f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}" in res.output
 
 
+def test_apply_says_what_the_table_left_out_and_knows_the_fitted_table(fitted, tmp_path):
+    """On another table that reuses the fitted ids, no "fitted holdout" line (those are other rows); a table
+    without answer text, absent cells and ids no rung answered are each a note, not a silent change."""
+    _, _, result = fitted
+    policy = result.summary["artifact"]
+    assert result.summary["policy"][PREDICTOR]["estimator"] == "learned"  # reads answer text
+    rows = [{**r, "output": ""} for r in synthetic_rows(seed=99)]  # same ids q000.., other rows, no answers
+    rows = [r for r in rows if not (r["id"] == "q000" and r["model"] != "big")]
+    rows = [{**r, "score": ""} if r["id"] == "q001" else r for r in rows]  # no model's answer scored
+    other = write_csv(tmp_path / "other.csv", rows)
+    res = CliRunner().invoke(cli.app, ["replay", "apply", policy, str(other)])
+    assert res.exit_code == 0, res.output
+    assert "fitted holdout ids" not in res.output
+    notes = [line for line in res.output.splitlines() if line.startswith("note: ")]
+    assert any("2 cells absent (1 of 240 ids" in n for n in notes)
+    assert any("3 unscored cells" in n for n in notes)
+    assert any("1 of 240 ids had no scored answer on any rung the policy called: each scores 0" in n for n in notes)
+    assert any("the policy's 'learned' confidence reads answer text, which this table lacks on cheap, mid: it judges "
+               "the inputs alone (it was fitted on a table with answer text)" in n for n in notes)
+    applied = apply(policy, result.matrix.source)
+    assert applied.fitted_table and len(applied.fitted_holdout) == result.summary["holdout"]["n"]
+    assert applied.notes == []
+
+
+def _tampered(tmp_path, policy, edit) -> Path:
+    """The artifact edited by `edit(body)` and saved with a fresh checksum (a hand edit that passes it)."""
+    body = artifact.read(policy)
+    edit(body)
+    return artifact.save(body, tmp_path / "edited.json")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b["policy"]["predictors"].clear(), "malformed replay policy (KeyError: 'answer')"),
+    (lambda b: b["replay"].pop("split"), "malformed replay policy (KeyError: 'split')"),
+    (lambda b: b["replay"].update(answer_model={"bias": [0.0]}), "malformed replay policy (KeyError: 'weights')"),
+    (lambda b: b["replay"].update(score_max="ten"), "malformed replay policy (ValueError: score_max 'ten')"),
+])
+def test_a_hand_edited_replay_artifact_is_one_line(fitted, tmp_path, edit, message):
+    _, table, result = fitted
+    edited = _tampered(tmp_path, result.summary["artifact"], edit)
+    res = CliRunner().invoke(cli.app, ["replay", "apply", str(edited), str(table)])
+    assert res.exit_code == 2 and res.output.strip() == f"error: {edited}: {message}"
+
+
+def test_replay_outputs_that_cannot_be_written_stop_before_the_work(fitted, tmp_path):
+    _, table, result = fitted
+    (tmp_path / "folder").mkdir()
+    res = CliRunner().invoke(cli.app, ["replay", "apply", result.summary["artifact"], str(table),
+                                       "--decisions", str(tmp_path / "folder")])
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"error: --decisions {tmp_path / 'folder'}: is a directory; give a file name such as "
+        f"{tmp_path / 'folder' / 'decisions.csv'}")
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(table), "--out", str(tmp_path / "folder"),
+                                       "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    assert res.exit_code == 2 and "--out" in res.output and "is a directory" in res.output
+    assert not (tmp_path / "s.db").exists()  # refused before the search
+
+
+def test_a_table_of_one_model_is_one_line(tmp_path):
+    table = write_csv(tmp_path / "one.csv", [r for r in synthetic_rows(30) if r["model"] == "mid"])
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(table), "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"error: {table}: one model (mid): a policy chooses among two or more")
+
+
 def test_objectives_min_quality_and_budget(fitted, tmp_path):
     _, table, _ = fitted
     storage = f"sqlite:///{tmp_path / 's.db'}"
@@ -393,7 +459,7 @@ def test_ids_without_the_reference_are_dropped_and_fit_applies(tmp_path):
     assert fitted.summary["reference"] == "big" and fitted.matrix.n == 118
     assert any("2 of 120 ids dropped: no scored answer from the reference big" in n for n in notes)
     assert any("3 cells absent (3 of 120 ids" in n for n in notes)
-    decisions, _ = apply(fitted.summary["artifact"], table)
+    decisions = apply(fitted.summary["artifact"], table).decisions
     by_id = {d.id: d for d in decisions}
     assert len(decisions) == 120 and by_id["q001"].final_model != "big"
     held = [by_id[fitted.matrix.ids[i]] for i in fitted.hold_idx]
@@ -414,6 +480,60 @@ def test_out_of_range_scores_and_non_finite_costs(tmp_path, body, score_max, mes
     with pytest.raises(DatasetError) as err:
         load_outcomes(path, score_max)
     assert message in str(err.value)
+
+
+def _rewritten(tmp_path, name, transform):
+    """synthetic_rows(60) as CSV, its text passed through `transform` (bytes -> bytes)."""
+    plain = write_csv(tmp_path / "plain.csv", synthetic_rows(60))
+    path = tmp_path / name
+    path.write_bytes(transform(plain.read_bytes()))
+    return plain, path
+
+
+@pytest.mark.parametrize("name, transform", [
+    ("bom.csv", lambda b: b"\xef\xbb\xbf" + b),  # Excel's "CSV UTF-8"
+    ("caps.csv", lambda b: b.replace(b"id,", b"Id,", 1).replace(b",model,", b", Model ,", 1)),
+    ("tabs.tsv", lambda b: b.replace(b",", b"\t")),
+    ("tabs.csv", lambda b: b.replace(b",", b"\t")),
+    ("semicolons.csv", lambda b: b.replace(b",", b";")),
+    ("crlf.csv", lambda b: b.replace(b"\n", b"\r\n")),
+])
+def test_csv_as_spreadsheets_save_it_reads_the_same(tmp_path, name, transform):
+    plain, path = _rewritten(tmp_path, name, transform)
+    a, b = load_outcomes(plain), load_outcomes(path)
+    assert (a.ids, a.models, a.inputs) == (b.ids, b.models, b.inputs)
+    assert np.array_equal(a.score, b.score) and np.array_equal(a.cost, b.cost)
+
+
+def test_a_long_cell_and_true_false_scores_are_read(tmp_path):
+    path = tmp_path / "t.csv"
+    long_text = "word " * 60_000  # 300 KB: past csv's default field limit
+    path.write_text(f'id,input,model,score,cost_usd\na,"{long_text}",x,true,0.1\na,"{long_text}",y,False,0.2\n')
+    m = load_outcomes(path)
+    assert m.inputs == [long_text] and m.score.tolist() == [[1.0, 0.0]]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("query_id,llm,correct\na,x,1\n", "no 'id' / 'model' / 'score' column; the header has ['query_id', 'llm', 'correct']"),
+    ("id,model,score,cost_usd\na,x,1,0.1\nb,\"x,1,0.1\n", "a quote opened after line 2 is never closed"),
+    ("id,model,score,cost_usd\na,x,1,1e308\n", "row 1 (line 2): cost_usd 1e+308 is not a price for one call"),
+])
+def test_header_quoting_and_absurd_costs_are_named(tmp_path, body, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(DatasetError) as err:
+        load_outcomes(path)
+    assert message in str(err.value)
+
+
+def test_an_integer_too_large_for_a_float_is_an_error_not_a_crash(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"id": "a", "model": "x", "score": 1, "cost_usd": 1' + "0" * 400 + "}\n")
+    with pytest.raises(DatasetError, match=r"big\.jsonl: line 1: cost_usd is inf"):
+        load_outcomes(path)
+    path.write_text('{"id": "a", "model": "x", "score": 1' + "0" * 400 + ', "cost_usd": 0.1}\n')
+    with pytest.raises(DatasetError, match=r"line 1: score is inf"):
+        load_outcomes(path)
 
 
 def test_judge_scores_rescaled_by_score_max_or_clipped(tmp_path):
