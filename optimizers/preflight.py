@@ -10,6 +10,7 @@ from pathlib import Path
 from optimizers import defaults
 from optimizers.study import check_storage, default_storage
 from pipelines import artifact
+from pipelines.engine import UNAVAILABLE
 from pipelines.errors import ConfigError
 from pipelines.signing import signing_key
 from pipelines.tiers import check_settings
@@ -58,12 +59,19 @@ def check_stores(options) -> None:
     check_storage(options.storage or default_storage(create=False))
 
 
+COOLING_DOWN = "cooling down"  # pipelines.engine.TierCooledDown: says a tier rests, not why it failed
+
+
 class TierProbe:
-    """Reachability, judged on the first answers a tier gives while its outcomes are recorded (no extra
-    call): a tier whose first `rows` rows all failed at the call itself (a connection refused, an unknown
-    model, a missing route) and that never answered is refused before the search trusts it. Malformed
-    answers do not count: the model was reached. A tier that answered once is reachable; its later
-    failures are the cascade's to fall back on."""
+    """Reachability, judged on the answers a tier gives while its outcomes are recorded (no extra call).
+
+    A tier whose first `rows` rows all failed at the call itself (a connection refused, an unknown model, a
+    refused key) and that never answered is refused before the search trusts it. Malformed answers do not
+    count: the model was reached. After recording (`check_complete`), a tier that could not answer some
+    rows for a passing reason (an outage, timeouts, rate limits: pipelines.engine.TierUnavailable) leaves
+    the outcome table incomplete: its baseline would be its fallback's answers. The compile stops and says
+    so; the answers recorded are kept, and a rerun pays only for the missing cells. A failure that would
+    recur (a prompt too long for the model) is an answer the cascade falls back on, not a gap."""
 
     PARSE_FAILURES = ("AdapterParseError", "missing output fields")
 
@@ -71,8 +79,13 @@ class TierProbe:
         self.catalog, self.rows = catalog, rows
         self.failed_rows: dict[str, int] = {}
         self.answered: set[str] = set()
+        self.first_error: dict[str, str] = {}  # the first failure that is not a cool-down (that says why)
+        self.unavailable_rows: dict[str, int] = {}
+        self.observed_rows: dict[str, int] = {}
 
     def observe(self, tier: str, results) -> None:
+        for result in results:
+            self._note_failures(tier, [s for s in result.steps if s.tier == tier])
         if tier in self.answered:
             return
         steps = [s for r in results for s in r.steps if s.tier == tier]
@@ -83,6 +96,30 @@ class TierProbe:
             return
         self.failed_rows[tier] = self.failed_rows.get(tier, 0) + 1
         if self.failed_rows[tier] >= self.rows:
-            model = self.catalog[tier].model
-            raise ConfigError(f"tier {tier} ({model}) cannot be reached: its first {self.rows} rows all failed at the "
-                              f"call ({steps[0].error[:160]}); check the model id, its key and the network")
+            raise ConfigError(f"tier {tier} ({self._where(tier)}) cannot be reached: its first {self.rows} rows all "
+                              f"failed at the call ({self.first_error[tier][:200]}); check the model id, its key "
+                              "and the network")
+
+    def _note_failures(self, tier: str, steps) -> None:
+        self.observed_rows[tier] = self.observed_rows.get(tier, 0) + 1
+        failed = [s.error for s in steps if s.decision == "failed"]
+        if not failed:
+            return
+        telling = [e for e in failed if COOLING_DOWN not in e]
+        if tier not in self.first_error or (telling and COOLING_DOWN in self.first_error[tier]):
+            self.first_error[tier] = (telling or failed)[0]
+        if any(UNAVAILABLE.search(e) for e in failed):
+            self.unavailable_rows[tier] = self.unavailable_rows.get(tier, 0) + 1
+
+    def _where(self, tier: str) -> str:
+        spec = self.catalog[tier]
+        return spec.model + (f" at {spec.api_base}" if spec.api_base else "")
+
+    def check_complete(self) -> None:
+        """Raise when a tier could not answer some rows for a passing reason (see the class)."""
+        for tier, missing in self.unavailable_rows.items():
+            raise ConfigError(
+                f"tier {tier} ({self._where(tier)}) could not answer {missing} of {self.observed_rows[tier]} rows "
+                f"(first: {self.first_error[tier][:200]}): without them the outcome table, and the tier's baseline, "
+                "would be wrong. The answers recorded are kept: rerun when the tier answers again (no call is "
+                "paid twice)")

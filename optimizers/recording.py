@@ -26,26 +26,29 @@ def tier_limit(tier, concurrency: int) -> int:
 
 
 def record_baselines(task, program, catalog, rows: list[dict], table, predictors: list[str],
-                     concurrency: int = 1, progress=None, probe=None) -> dict[str, list[RowResult]]:
+                     concurrency: int = 1, progress=None, probe=None, done=None) -> dict[str, list[RowResult]]:
     """tier -> one RowResult per row (in `rows` order) of the program on that tier alone.
 
     Cheaper tiers are started first, as in the one-by-one order that keeps each local model's prompt
     cache warm. A budget stop (or any error) stops new calls, lets the ones in flight finish (they
     are paid: their cells are kept) and is raised after. `probe.observe(tier, [result])` sees each result
-    as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached)."""
+    as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached). `done(tier,
+    remaining)` is told when a tier has answered every row, with the tiers still recording."""
     names = catalog.names
+    done = done or (lambda tier, remaining: None)
     if progress is not None:
         # rows x tiers, not calls: a program may call a predictor several times per row
         progress.stage("recording outcomes (rows x tiers)", total=len(names) * len(rows))
     if concurrency <= 1:
         results = {}
-        for tier in names:
+        for i, tier in enumerate(names):
             results[tier] = []
             for row in rows:
                 results[tier] += evaluate(task, program, Policy.uniform(predictors, tier), [row], table, names)
                 if probe is not None:
                     probe.observe(tier, results[tier][-1:])
                 _advance(progress, table)
+            done(tier, names[i + 1:])
         return results
 
     # apply_policy rewires a program's predictors in place: each tier gets its own copy.
@@ -73,6 +76,8 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
             for future in finished:
                 tier = in_flight.pop(future)
                 running[tier] -= 1
+                if not queues[tier] and not running[tier]:
+                    done(tier, [t for t in names if queues[t] or running[t]])
                 try:
                     result = future.result()
                 except BaseException as e:  # noqa: BLE001 - the first error wins, after the rest land

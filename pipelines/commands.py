@@ -60,7 +60,8 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             reraise_ours(e)
             result, error = None, f"program: {one_line(e)}"
         trail = [{"predictor": s.predictor, "tier": s.tier, "decision": s.decision,
-                  "confidence": s.confidence, "cost_usd": s.cost_usd, **({"matched": s.matched} if s.matched else {})}
+                  "confidence": s.confidence, "cost_usd": s.cost_usd, **({"matched": s.matched} if s.matched else {}),
+                  **({"error": s.error} if s.error else {})}
                  for s in program.last_trail]
         outputs.append({"id": row.get("id", number), "output": result, "error": error,
                         "cost_usd": sum(s["cost_usd"] for s in trail), "trail": trail})
@@ -72,6 +73,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             path_text = " ; ".join(f"{s['predictor']}:{s['tier']}({s['decision']})" for s in out["trail"])
             echo(f"{out['id']}: {json.dumps(out['output'], default=str) if out['output'] else 'FAILED ' + out['error']}")
             echo(f"    ${out['cost_usd']:.7f}  {path_text}")
+            for step in out["trail"]:  # why a rung failed (an outage, a refused key): the fallback hides it otherwise
+                if step.get("error"):
+                    echo(f"    {step['predictor']}:{step['tier']} failed: {one_line(step['error'])[:200]}")
         echo(f"{summary['requests']} requests  cost ${summary['cost_usd']:.7f} (paid now ${summary['paid_usd']:.7f}, "
              f"{summary['cache_hits']} cache hits)  answered by: "
              + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items())

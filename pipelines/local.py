@@ -240,6 +240,13 @@ def _unload_quietly() -> None:
     _servers.clear()
 
 
+def release_server(key: str) -> None:
+    """Let a loaded model go (its memory is freed once a call in flight, if any, returns); the next
+    get_server(key) loads it again."""
+    with _servers_lock:
+        _servers.pop(key, None)
+
+
 def get_server(key: str) -> LocalServer:
     if key not in LOCAL_MODELS:
         raise ConfigError(f"unknown local model {key!r}; known: {', '.join(LOCAL_MODELS)}")

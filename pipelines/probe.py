@@ -46,11 +46,24 @@ def check(tier: Tier, timeout_s: float = 5.0) -> tuple[bool, str]:
     except urllib.error.URLError as e:
         return False, f"{_reason(e.reason)} ({base})"
     except (socket.timeout, TimeoutError):
-        return False, f"no answer within {timeout_s:g}s ({base})"
+        hint = "; a plain-HTTP server never answers a TLS handshake: is it http://?" if base.startswith("https") else ""
+        return False, f"no answer within {timeout_s:g}s ({base}{hint})"
     except (OSError, ValueError) as e:
         return False, f"{type(e).__name__}: {e} ({base})"
     models = body.get("data") or body.get("models") or []
-    return True, f"reachable at {base} ({len(models)} model{'s' if len(models) != 1 else ''} listed)"
+    line = f"reachable at {base} ({len(models)} model{'s' if len(models) != 1 else ''} listed)"
+    return True, line + _unlisted(tier.model, models)
+
+
+def _unlisted(model: str, listed: list) -> str:
+    """A warning when the endpoint lists models and the tier's is not among them: most servers refuse an
+    unknown id at the first paid call (llama.cpp's answers any name; a provider's alias may be unlisted)."""
+    ids = [str(m.get("id", "")) if isinstance(m, dict) else str(m) for m in listed]
+    wanted = model.split("/", 1)[1] if "/" in model else model
+    if not ids or wanted in ids or model in ids:
+        return ""
+    shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return f"; warning: {wanted!r} is not among them ({shown}): check the model id"
 
 
 def _reason(reason) -> str:

@@ -14,7 +14,7 @@ from pipelines.engine import TierEngine
 from pipelines.ledger import Ledger
 from pipelines.run_time_predictors import RunTimeEngine
 from pipelines.tier_lm import lm_settings, tier_lm
-from pipelines.tiers import DEFAULT_SETTINGS, Catalog, default_catalog, load_catalog
+from pipelines.tiers import DEFAULT_SETTINGS, LOCAL_PREFIX, Catalog, default_catalog, load_catalog
 
 ADAPTER = TierwiseAdapter()
 
@@ -63,6 +63,18 @@ class Runtime:
         adapter, as dspy.Refine does for its hints, wraps this one) and the LM for predictors built at run time."""
         with dspy.context(adapter=ADAPTER, lm=self.run_time_lm()):
             yield
+
+    def release_local_models(self, tier_names, keep=()) -> None:
+        """Unload the local models behind `tier_names`, except those a tier in `keep` runs on. Recording a
+        compile's outcome table goes tier by tier: the local models need not all be resident at once
+        (peak memory: the largest model, not the sum). A later call loads its model again."""
+        from pipelines.local import release_server
+
+        needed = {self.catalog[name].model for name in keep}
+        for name in tier_names:
+            tier = self.catalog[name]
+            if tier.is_local and tier.model not in needed:
+                release_server(tier.model[len(LOCAL_PREFIX):])
 
     def close(self) -> None:
         for engine in self._engines.values():

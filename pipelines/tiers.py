@@ -341,6 +341,9 @@ def tier_from_spec(spec: dict, where: str) -> Tier:
         given = [spec[k] for k in price_keys if k in spec]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in given):
             raise ConfigError(f"{where}: prices must be numbers")
+        if prices is None and ("input_per_1m" in spec) != ("output_per_1m" in spec):
+            raise ConfigError(f"{where}: set both input_per_1m and output_per_1m (no price is known for {model!r} "
+                              "to take the other from; 0 for free)")
         prices = (float(spec.get("input_per_1m", prices[0] if prices else 0.0)),
                   float(spec.get("output_per_1m", prices[1] if prices else 0.0)))
         cached = tuple(float(spec[k]) if k in spec else v
@@ -400,7 +403,9 @@ def _header_source(name: str, value, where: str) -> dict:
     return {"value": value}
 
 
-_NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s": 0, "max_tokens": 1, "retries": 0}
+_NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s": 0, "max_tokens": 1, "retries": 0,
+                    "max_concurrency": 1, "cooldown_after": 0, "cooldown_s": 0}
+_WHOLE_SETTINGS = ("max_tokens", "retries", "max_concurrency", "cooldown_after")
 
 
 def check_settings(settings: dict, where: str, prefix: str = "settings.") -> None:
@@ -410,7 +415,7 @@ def check_settings(settings: dict, where: str, prefix: str = "settings.") -> Non
         value = settings.get(key)
         if value is None:
             continue
-        whole = key in ("max_tokens", "retries")
+        whole = key in _WHOLE_SETTINGS
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
                 or not math.isfinite(value) or value < floor:
             kind = "a whole number" if whole else "a finite number"

@@ -233,12 +233,14 @@ def test_check_says_which_tier_is_unreachable_and_why(tmp_path, monkeypatch):
     port, dead = httpd.server_address[1], free_port()
     monkeypatch.setenv("GOOD_KEY", "good")
     monkeypatch.setenv("BAD_KEY", "bad")
-    tiers = "".join(f'[[tier]]\nname = "{n}"\nmodel = "openai/m1"\napi_base = "{base}"\n{key}'
+    tiers = "".join(f'[[tier]]\nname = "{n}"\nmodel = "openai/{m}"\napi_base = "{base}"\n{key}'
                     "input_per_1m = 1\noutput_per_1m = 1\n"
-                    for n, base, key in (("ok", f"http://127.0.0.1:{port}/v1", 'api_key_env = "GOOD_KEY"\n'),
-                                         ("refused", f"http://127.0.0.1:{port}/v1", 'api_key_env = "BAD_KEY"\n'),
-                                         ("wrong", f"http://127.0.0.1:{port}/api", 'api_key_env = "GOOD_KEY"\n'),
-                                         ("gone", f"http://127.0.0.1:{dead}/v1", "")))
+                    for n, m, base, key in (
+                        ("ok", "m1", f"http://127.0.0.1:{port}/v1", 'api_key_env = "GOOD_KEY"\n'),
+                        ("typo", "m3", f"http://127.0.0.1:{port}/v1", 'api_key_env = "GOOD_KEY"\n'),
+                        ("refused", "m1", f"http://127.0.0.1:{port}/v1", 'api_key_env = "BAD_KEY"\n'),
+                        ("wrong", "m1", f"http://127.0.0.1:{port}/api", 'api_key_env = "GOOD_KEY"\n'),
+                        ("gone", "m1", f"http://127.0.0.1:{dead}/v1", "")))
     path = tmp_path / "tiers.toml"
     path.write_text(tiers)
     try:
@@ -256,7 +258,9 @@ def test_check_says_which_tier_is_unreachable_and_why(tmp_path, monkeypatch):
         f"http://127.0.0.1:{port}/api/models",
         f"tier gone (openai/m1) is unreachable: connection refused (http://127.0.0.1:{dead}/v1)",
     ]
-    assert f"reachable at http://127.0.0.1:{port}/v1 (2 models listed)" in result.stdout
+    assert f"reachable at http://127.0.0.1:{port}/v1 (2 models listed); tiers file" in result.stdout  # m1: listed
+    assert (f"reachable at http://127.0.0.1:{port}/v1 (2 models listed); warning: 'm3' is not among them (m1, m2): "
+            "check the model id") in result.stdout
     assert "bad" not in result.stdout + result.stderr.replace("BAD_KEY", "")
 
 

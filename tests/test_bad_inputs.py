@@ -218,6 +218,27 @@ CASES: dict[str, Case] = {
                                 files={"t.toml": '[[tier]]\nname = "a"\nmodel = "local/huge"\n'}),
     "duplicate tier names": Case(["tiers", "--tiers", "{T}/t.toml"], r"duplicate names",
                                  files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[[tier]]\nname = "a"\nmodel = "fake/b"\n'}),
+    "max_concurrency a string": Case(["tiers", "--tiers", "{T}/t.toml"],
+                                     r"settings\.max_concurrency must be a whole number >= 1, got 'abc'",
+                                     files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[tier.settings]\n'
+                                                      'max_concurrency = "abc"\n'}),
+    "max_concurrency zero": Case(["tiers", "--tiers", "{T}/t.toml"],
+                                 r"settings\.max_concurrency must be a whole number >= 1, got 0",
+                                 files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[tier.settings]\n'
+                                                  'max_concurrency = 0\n'}),
+    "cooldown_s negative": Case(["tiers", "--tiers", "{T}/t.toml"],
+                                r"settings\.cooldown_s must be a finite number >= 0, got -30",
+                                files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[tier.settings]\n'
+                                                 'cooldown_s = -30\n'}),
+    "cooldown_after a word": Case(["tiers", "--tiers", "{T}/t.toml"],
+                                  r"settings\.cooldown_after must be a whole number >= 0, got 'x'",
+                                  files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[tier.settings]\n'
+                                                   'cooldown_after = "x"\n'}),
+    "API tier with one price": Case(["tiers", "--tiers", "{T}/t.toml"],
+                                    r"#1: set both input_per_1m and output_per_1m \(no price is known for "
+                                    r"'openai/house-model' to take the other from; 0 for free\)",
+                                    files={"t.toml": '[[tier]]\nname = "a"\nmodel = "openai/house-model"\n'
+                                                     'api_base = "http://127.0.0.1:9/v1"\ninput_per_1m = 0.5\n'}),
     "max_tokens zero": Case(["tiers", "--tiers", "{T}/t.toml"], r"settings\.max_tokens must be a whole number >= 1, got 0",
                             files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[tier.settings]\nmax_tokens = 0\n'}),
     "timeout a word": Case(["tiers", "--tiers", "{T}/t.toml"], r"settings\.timeout_s must be a finite number",
@@ -678,6 +699,38 @@ def test_a_tier_that_cannot_be_reached_is_refused_before_the_search(shared, tmp_
     assert "connection refused" in lines[0] and lines[0].endswith("check the model id, its key and the network")
     assert calls.count("small") == 6  # 3 rows x 2 predictors, then it stopped
     assert not (tmp_path / "support.tierwise.json").exists()
+
+
+def test_a_tier_that_goes_down_mid_recording_stops_the_compile_and_a_rerun_fills_the_gaps(tmp_path, monkeypatch):
+    """`big` answers its first 3 rows, then its endpoint is down (a transient error: retried, then a cool-down).
+    Its baseline would be `small`'s fallback answers: the compile stops (exit 2) naming the real error, not
+    the cool-down; the rerun, with `big` back, pays only for the cells it lacked."""
+    monkeypatch.chdir(tmp_path)
+    base, calls, down = support_script(), [], [True]
+
+    def script(tier, messages):
+        calls.append(tier)
+        if tier == "big" and down[0] and calls.count("big") > 6:
+            return ConnectionError("connection refused")
+        return base(tier, messages)
+
+    monkeypatch.setitem(backends.SCRIPTED, "*", script)
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text(FAKE_TIERS.replace('output_per_1m = 4.0\n', 'output_per_1m = 4.0\nsettings = {retries = 1, '
+                                        'backoff_s = 0.01, cooldown_after = 2, cooldown_s = 60}\n'))
+    args = ["optimize", "support", "--tiers", str(tiers), "--limit", "8", "--trials", "3"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tier big (fake/big) could not answer 5 of 8 rows (first: ")
+    assert "connection refused" in lines[0] and "cooling down" not in lines[0]
+    assert lines[0].endswith("rerun when the tier answers again (no call is paid twice)")
+    assert not (tmp_path / "support.tierwise.json").exists()
+    paid_before = len(calls)
+    down[0] = False
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert calls[paid_before:] == ["big"] * 10  # the 5 rows x 2 predictors it lacked, nothing else
 
 
 def test_a_ledger_that_fails_mid_run_stops_the_run_and_loses_no_paid_call(shared, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import cli
 from conftest import ROOT, compile_fake_support
 from pipelines import backends
-from tests.fakes import support_script, write_tiers
+from tests.fakes import support_rows, support_script, write_tiers
 
 
 @pytest.fixture
@@ -109,3 +109,19 @@ def test_no_arguments_shows_help_and_commands():
     text = result.stdout + result.stderr
     for command in ("tiers", "optimize", "run"):
         assert command in text
+
+
+def test_run_says_why_a_rung_failed_when_the_fallback_answered(env, monkeypatch):
+    """The fallback keeps answering while a tier is down; `run` shows the failure's reason beside the path."""
+    base = support_script()
+
+    def script(tier, messages):
+        return ConnectionRefusedError("connection refused by 127.0.0.1:9") if tier == "small" else base(tier, messages)
+
+    monkeypatch.setitem(backends.SCRIPTED, "*", script)
+    message = next(iter(support_rows().values()))["message"]
+    result = CliRunner().invoke(cli.app, ["run", env["artifact"], "--input", json.dumps({"message": message})])
+    assert result.exit_code == 0, result.output
+    assert "classify:small(failed) ; classify:big(accepted)" in result.output
+    assert "extract:small(failed) ; extract:big(fallback)" in result.output
+    assert re.search(r"\n    classify:small failed: .*connection refused by 127\.0\.0\.1:9", result.output)

@@ -85,3 +85,38 @@ def test_tier_limits():
     api = Tier("a", "openai/x", 1, 1, {"max_concurrency": 3})
     assert tier_limit(api, 8) == 3 and tier_limit(api, 2) == 2
     assert tier_limit(Tier("b", "openai/x", 1, 1), 5) == 5
+
+
+@pytest.mark.parametrize("concurrency", [1, 6])
+def test_each_tier_is_released_once_it_has_answered_every_row(tmp_path, monkeypatch, concurrency):
+    """So that a compile's local models need not all be resident at once (peak RSS: the largest, not the sum)."""
+    from pipelines.runtime import Runtime
+
+    released = []
+    monkeypatch.setattr(Runtime, "release_local_models",
+                        lambda self, names, keep=(): released.append((list(names), list(keep))))
+    summary, log, _ = run(tmp_path / "r", concurrency)
+    assert sorted(name for names, _ in released for name in names) == ["big", "small"]  # each tier, once
+    assert released[-1][1] == []  # the last one released: nothing left to record
+    for names, keep in released:  # nothing still recording was released
+        last_call = max(i for i, (tier, _, _) in enumerate(log) if tier == names[0])
+        assert all(any(tier == k for tier, _, _ in log[last_call:]) for k in keep)
+    if concurrency == 1:
+        assert released == [(["small"], ["big"]), (["big"], [])]
+
+
+def test_releasing_local_models_keeps_those_a_remaining_tier_runs_on(monkeypatch):
+    from pipelines import local
+    from pipelines.runtime import Runtime
+    from pipelines.tiers import Catalog
+
+    catalog = default_catalog()
+    twin = Tier("mid-long", catalog["mid"].model, 1.0, 1.0, {"max_tokens": 512})  # the mid model, other settings
+    runtime = Runtime(Catalog([*catalog.tiers, twin]))
+    loaded = {tier.model.split("/", 1)[1]: object() for tier in catalog.tiers}
+    monkeypatch.setattr(local, "_servers", dict(loaded))  # stand-ins: no model is loaded by this test
+    runtime.release_local_models(["cheap", "mid"], keep=["mid-long", "flagship"])
+    assert set(local._servers) == set(loaded) - {catalog["cheap"].model.split("/", 1)[1]}
+    runtime.release_local_models(["mid-long", "flagship"])
+    assert local._servers == {}
+    assert local.release_server("qwen2.5-coder-0.5b") is None  # already released: nothing to do
