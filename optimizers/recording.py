@@ -29,8 +29,10 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
                      concurrency: int = 1, progress=None, probe=None, done=None) -> dict[str, list[RowResult]]:
     """tier -> one RowResult per row (in `rows` order) of the program on that tier alone.
 
-    Cheaper tiers are started first, as in the one-by-one order that keeps each local model's prompt
-    cache warm. A budget stop (or any error) stops new calls, lets the ones in flight finish (they
+    One call at a time, tier by tier, the top tier first: a cheaper tier's failed answer then falls back on
+    cells already recorded (cache hits that load no model), and a tier done lets its local model go (`done`),
+    so one local model at a time is resident (peak memory: the largest model, not the sum). At once
+    (`concurrency` > 1), cheaper tiers are started first. A budget stop (or any error) stops new calls, lets the ones in flight finish (they
     are paid: their cells are kept) and is raised after. `probe.observe(tier, [result])` sees each result
     as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached). `done(tier,
     remaining)` is told when a tier has answered every row, with the tiers still recording."""
@@ -41,15 +43,16 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
         progress.stage("recording outcomes (rows x tiers)", total=len(names) * len(rows))
     if concurrency <= 1:
         results = {}
-        for i, tier in enumerate(names):
+        top_down = names[::-1]
+        for i, tier in enumerate(top_down):
             results[tier] = []
             for row in rows:
                 results[tier] += evaluate(task, program, Policy.uniform(predictors, tier), [row], table, names)
                 if probe is not None:
                     probe.observe(tier, results[tier][-1:])
                 _advance(progress, table)
-            done(tier, names[i + 1:])
-        return results
+            done(tier, top_down[i + 1:])
+        return {tier: results[tier] for tier in names}
 
     # apply_policy rewires a program's predictors in place: each tier gets its own copy.
     programs = {tier: program.deepcopy() for tier in names}
