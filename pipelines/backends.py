@@ -75,13 +75,15 @@ def api_backend(tier: Tier) -> Callable[[dict], dict]:
     cool-down and the budget's reservation stay in one place."""
 
     def call(payload: dict) -> dict:
+        import httpx
         import litellm
 
         litellm.suppress_debug_info = True  # its help banner would print on every failed attempt
         cfg = payload["config"]
+        timeout = float(tier.setting("timeout_s"))
         kwargs = {"model": tier.model, "messages": payload["messages"], "num_retries": 0, "max_retries": 0,
                   "drop_params": True,  # a provider without logprobs (or top_p...) ignores them, not fails
-                  "timeout": tier.setting("timeout_s")}
+                  "timeout": httpx.Timeout(timeout, connect=min(timeout, float(tier.setting("connect_timeout_s"))))}
         for key in ("max_tokens", "temperature", "top_p", "stop"):
             if cfg.get(key) is not None:
                 kwargs[key] = cfg[key]

@@ -36,12 +36,15 @@ LOCAL_INPUT_PER_1M_PER_B = 0.10
 LOCAL_OUTPUT_PER_1M_PER_B = 0.40
 
 DEFAULT_SETTINGS = {"temperature": 0.0, "max_tokens": 256, "timeout_s": 120.0, "retries": 2,
-                    "cooldown_after": 3, "cooldown_s": 30.0}
+                    "cooldown_after": 3, "cooldown_s": 30.0,
+                    # Connecting, TLS handshake included: an https URL to a plain-HTTP server never completes
+                    # one, and would otherwise wait timeout_s on every attempt.
+                    "connect_timeout_s": 10.0}
 # Local tiers answer short fields; a predictor that needs more asks for it (dspy.Predict(..., max_tokens=N)).
 # They get no retries: a local failure is not transient, and the cascade falls back instead.
 LOCAL_SETTINGS = {"max_tokens": 24, "retries": 0, "timeout_s": 300.0}
 SETTING_KEYS = {"temperature", "max_tokens", "timeout_s", "retries", "backoff_s", "top_p", "stop",
-                "max_concurrency", "cooldown_after", "cooldown_s"}
+                "max_concurrency", "cooldown_after", "cooldown_s", "connect_timeout_s"}
 # Chat templates add role markers per message and a few tokens per call (Qwen adds a default system
 # prompt of ~20 tokens when none is given); generous, so the bound holds for every template seen.
 TEMPLATE_TOKENS_PER_MESSAGE = 16
@@ -404,7 +407,7 @@ def _header_source(name: str, value, where: str) -> dict:
 
 
 _NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s": 0, "max_tokens": 1, "retries": 0,
-                    "max_concurrency": 1, "cooldown_after": 0, "cooldown_s": 0}
+                    "max_concurrency": 1, "cooldown_after": 0, "cooldown_s": 0, "connect_timeout_s": 1e-9}
 _WHOLE_SETTINGS = ("max_tokens", "retries", "max_concurrency", "cooldown_after")
 
 

@@ -289,3 +289,28 @@ def test_while_a_tier_rests_the_cascade_fallback_answers(tmp_path):
     assert [s.decision for s in program.last_trail] == ["failed", "fallback"]
     assert "cooling down" in program.last_trail[0].error
     assert runtime.engine("a").health.cooldowns == 1
+
+
+def test_an_endpoint_that_never_completes_the_handshake_fails_at_the_connect_timeout(tmp_path):
+    """An https api_base on a plain-HTTP server: the TLS handshake never completes. The call fails after
+    `connect_timeout_s`, not after `timeout_s` (120 s by default, on every attempt)."""
+    import socket
+    import time
+
+    from pipelines.backends import api_backend
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections (the kernel does), never says a word
+    port = silent.getsockname()[1]
+    tier = Tier("t", "openai/m", 1.0, 1.0, {"retries": 0, "timeout_s": 60, "connect_timeout_s": 0.5},
+                api_base=f"https://127.0.0.1:{port}/v1")
+    engine = TierEngine(tier, api_backend(tier), CallCache(enabled=False), Ledger())
+    started = time.perf_counter()
+    try:
+        with pytest.raises(Exception) as error:
+            engine.call({"messages": [{"role": "user", "content": "hi"}], "config": {"max_tokens": 4}})
+    finally:
+        silent.close()
+    assert time.perf_counter() - started < 30  # connect timeout (0.5 s), far under timeout_s (60 s)
+    assert transient(error.value.__cause__ or error.value)  # a timeout: retried, then the cascade falls back
