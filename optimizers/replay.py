@@ -28,7 +28,7 @@ from optimizers.routing import (answer_scores, cross_fitted_answer_scores, fit_a
                                 fit_cross_fitted_router, folds_of)
 from pipelines.routing import Router, default_block, input_features
 from optimizers.select import PARITY_TOLERANCE, SAFETY_Z, Candidate, Objective, choose
-from optimizers.summary import block as block_of, build_summary, gap_note, paired_gap, split_rows
+from optimizers.summary import block as block_of, build_summary, few_rows_note, gap_note, paired_gap, split_rows
 from pipelines import artifact
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 from pipelines.policy import Policy
@@ -219,7 +219,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                      "holdout": block_of(hold.score[:, j], hold.cost[:, j], with_ci=True, seed=options.seed)}
                  for j, m in enumerate(matrix.models)}
     hold_block = block_of(hold_run.score, hold_run.cost, with_ci=True, seed=options.seed)
-    notes = list(matrix.notes)
+    notes = list(matrix.notes) + few_rows_note(len(dev_idx), len(hold_idx), "training ids")
     if options.score_max is not None:
         notes.append(f"scores divided by --score-max {options.score_max:g}")
     if not info["feasible"]:

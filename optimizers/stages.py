@@ -28,7 +28,7 @@ from optimizers.routing import folds_of
 from optimizers.space import (committee_seeds, escalation_seeds, relative_costs, routing_seeds, suggest_policy,
                               suggest_routed_policy, uniform_params)
 from optimizers.study import completed, open_study, run_search_buffered
-from optimizers.summary import block, build_summary, gap_note, paired_gap, split_rows
+from optimizers.summary import block, build_summary, few_rows_note, gap_note, paired_gap, split_rows
 from pipelines import artifact, paths
 from pipelines.artifact import program_fingerprint
 from pipelines.cache import CallCache
@@ -373,7 +373,8 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
         d, h = session.split(results)
         baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
                            "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
-    notes = session.table.failure_notes(session.job.catalog.names) + list(chosen.info.get("semantic_notes", []))
+    notes = (session.table.failure_notes(session.job.catalog.names) + list(chosen.info.get("semantic_notes", []))
+             + few_rows_note(len(session.dev), len(session.hold)))
     for label, results in [*((f"{tier}-only", r) for tier, r in baseline_rows.items()),
                            ("the chosen policy", chosen_dev + chosen_hold)]:
         raised, first = row_errors(results)

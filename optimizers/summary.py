@@ -27,6 +27,18 @@ def split_rows(rows: list[dict], holdout: float, seed: int, key: str = "id") -> 
     return [r for r in rows if id(r) not in held], [r for r in rows if id(r) in held]
 
 
+# Under this many rows the choice's margin says little: the selection optimism is not even estimated below
+# 10 (optimizers.select), and a standard error of 0 on a handful of identical rows is no evidence.
+FEW_ROWS = 30
+
+
+def few_rows_note(n_chosen_on: int, n_holdout: int, rows: str = "dev rows") -> list[str]:
+    if n_chosen_on >= FEW_ROWS:
+        return []
+    return [f"only {n_chosen_on} {rows} chose this policy: too few for its margin to mean much; read the holdout "
+            f"check ({n_holdout} rows) and use more rows (or a smaller --holdout) before trusting it"]
+
+
 def block(scores, costs, with_ci: bool = False, seed: int = 0) -> dict:
     scores, costs = np.asarray(scores, float), np.asarray(costs, float)
     out = {"n": int(len(scores)),

@@ -158,7 +158,7 @@ class Tier:
             return False, f"{missing[0]} not set (header)"
         env = self.key_env or (None if self.api_base else _api_key_env(self.model))
         if env and not os.environ.get(env):
-            return False, f"{env} not set"
+            return False, f"{env} is set but empty" if env in os.environ else f"{env} not set"
         where = f" at {self.api_base}" if self.api_base else ""
         return True, ("key present" if env else "no key needed") + where
 

@@ -36,6 +36,8 @@ def test_endpoint_fields_are_read_and_kept_without_secrets(tmp_path, monkeypatch
     assert tier.availability() == (False, "MY_TOKEN not set (header)")
     monkeypatch.setenv("MY_TOKEN", "Bearer abc")
     assert tier.availability() == (False, "MY_KEY not set")
+    monkeypatch.setenv("MY_KEY", "")
+    assert tier.availability() == (False, "MY_KEY is set but empty")
     monkeypatch.setenv("MY_KEY", "sk-secret-value")
     assert tier.availability() == (True, "key present at http://127.0.0.1:8080/v1")
     assert tier.api_key() == "sk-secret-value"

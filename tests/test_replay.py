@@ -603,3 +603,12 @@ def test_cli_fit_with_score_max_plugins_and_feature_block(tmp_path):
     assert "any_arith_error" in body["replay"]["features"] and "predicted_score" in body["replay"]["features"]
     res = CliRunner().invoke(cli.app, [*args, "--score-max", "10", "--signals", "astrology"])
     assert res.exit_code == 2 and res.output.strip() == "error: unknown signal plug-in 'astrology'; one of ['arithmetic']"
+
+
+def test_a_pick_made_on_few_training_ids_says_so(fitted, tmp_path):
+    _, table, result = fitted
+    assert not any("chose this policy: too few" in n for n in result.summary["notes"])  # 168 training ids
+    few = fit(ReplayOptions(str(table), Objective(), holdout=0.95, trials=10, storage=f"sqlite:///{tmp_path / 's.db'}",
+                            out=str(tmp_path / "p.json"))).summary
+    assert (f"only 12 training ids chose this policy: too few for its margin to mean much; read the holdout check "
+            f"(228 rows) and use more rows (or a smaller --holdout) before trusting it") in few["notes"]
