@@ -391,8 +391,9 @@ def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decisi
     if unanswered:
         notes.append(f"{unanswered} of {len(decisions)} ids had no scored answer on any rung the policy called: "
                      "each scores 0")
-    escalates = len(pp.ladder) > 1 and pp.estimator in READS_ANSWER_TEXT
-    if escalates and not any(row[matrix.models.index(m)].strip() for row in matrix.outputs for m in pp.ladder[:-1]):
+    judged = [matrix.models.index(m) for m in pp.ladder[:-1]]  # the rungs whose answers a confidence reads
+    if pp.estimator in READS_ANSWER_TEXT and judged and not any(row[j].strip() for row in matrix.outputs
+                                                                  for j in judged):
         fitted_with = " (it was fitted on a table with answer text)" if replay.get("answer_text") else ""
         notes.append(f"the policy's '{pp.estimator}' confidence reads answer text, which this table lacks on "
                      f"{', '.join(pp.ladder[:-1])}: it judges the inputs alone{fitted_with}; add an output column")

@@ -201,13 +201,13 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     # Workers sharing a storage URL walk the rows in their own random order: each pays mostly for cells no
     # other worker has reached and reads the rest from the shared cache (the claim keeps any call single).
     order = random.Random().sample(rows, len(rows)) if is_sql_url(job.storage) else rows
+    probe = preflight.TierProbe(job.catalog)
     # A tier done recording lets its local model go: the three need not be resident at once (main job peak
     # RSS, benchmarks/README.md). The search reads the table; a call it still needs loads the model again.
-    probe = preflight.TierProbe(job.catalog)
     results = record_baselines(job.task, session.program, job.catalog, order, session.table,
                                session.predictors, job.concurrency, progress, probe,
                                done=lambda tier, remaining: session.runtime.release_local_models([tier], remaining))
-    probe.check_complete()
+    probe.check_complete()  # a tier that missed rows for a passing reason stops here, before the search
     session.matrix_calls = session.table.calls_recorded()
     top = job.catalog.names[-1]
     raised, first = row_errors(results[top])
