@@ -137,11 +137,15 @@ def optimize(
     limit: Optional[int] = typer.Option(None, help="optimize on a seeded sample of N rows"),
     concurrency: int = typer.Option(1, "--concurrency", min=1, max=64,
                                     help="calls at once while recording outcomes (API tiers; each within its "
-                                         "max_concurrency; local tiers stay one at a time)"),
+                                         "max_concurrency; a local tier one call at a time)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
     sign_key_env: Optional[str] = typer.Option(None, "--sign-key-env", metavar="VAR",
                                                help="sign the artifact (HMAC-SHA256) with the key in this "
                                                     "environment variable"),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                                          help="when a tier could not answer some rows (outage, timeouts after "
+                                               "retries), compile on the rows every tier answered instead of "
+                                               "stopping"),
     semantic_cache: bool = typer.Option(False, "--semantic-cache",
                                         help="also search a semantic cache (and its threshold) for the predictors the "
                                              "task declares; adds the task's paraphrase groups to its default dev set"),
@@ -157,7 +161,8 @@ def optimize(
                               tiers=str(tiers_file) if tiers_file else None, trials=trials, seed=seed,
                               budget_usd=budget_usd, objective=Objective(min_quality, match_tier, max_cost_per_1k),
                               holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit,
-                              concurrency=concurrency, sign_key_env=sign_key_env, semantic_cache=semantic_cache)
+                              concurrency=concurrency, sign_key_env=sign_key_env, semantic_cache=semantic_cache,
+                              allow_incomplete=allow_incomplete)
     with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
         summary = run_optimize(options, progress)
     typer.echo(_json(summary) if as_json else render_text(summary))

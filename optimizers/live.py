@@ -33,6 +33,7 @@ class OptimizeOptions:
     concurrency: int = 1  # calls at once while recording outcomes (each tier within its max_concurrency)
     sign_key_env: str | None = None  # sign the artifact with the key in this environment variable
     semantic_cache: bool = False  # search a semantic cache too (predictors the task declares; optimizers.semantic_search)
+    allow_incomplete: bool = False  # compile on the rows every tier answered when a tier had an outage
 
 
 def check_rows(rows: list[dict], task, where: str) -> list[dict]:
@@ -90,7 +91,8 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
               budget_usd=options.budget_usd, holdout=options.holdout, storage=options.storage,
               work_dir=options.work_dir, out=str(out_path),
               dataset=str(options.dataset or task.default_dataset() or task.source), scripts=options.scripts,
-              concurrency=options.concurrency, semantic_cache=options.semantic_cache)
+              concurrency=options.concurrency, semantic_cache=options.semantic_cache,
+              allow_incomplete=options.allow_incomplete)
     result = run(job, progress)
     artifact.save(result.body, out_path, options.sign_key_env)
     return result.summary

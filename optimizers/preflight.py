@@ -82,10 +82,12 @@ class TierProbe:
         self.first_error: dict[str, str] = {}  # the first failure that is not a cool-down (that says why)
         self.unavailable_rows: dict[str, int] = {}
         self.observed_rows: dict[str, int] = {}
+        self.gap_ids: set[str] = set()  # rows some tier could not answer for a passing reason
 
     def observe(self, tier: str, results) -> None:
         for result in results:
-            self._note_failures(tier, [s for s in result.steps if s.tier == tier])
+            if self._note_failures(tier, [s for s in result.steps if s.tier == tier]):
+                self.gap_ids.add(result.row_id)
         if tier in self.answered:
             return
         steps = [s for r in results for s in r.steps if s.tier == tier]
@@ -100,16 +102,19 @@ class TierProbe:
                               f"failed at the call ({self.first_error[tier][:200]}); check the model id, its key "
                               "and the network")
 
-    def _note_failures(self, tier: str, steps) -> None:
+    def _note_failures(self, tier: str, steps) -> bool:
+        """Count the row's failures on `tier`; True when one was a passing one (the row has a gap)."""
         self.observed_rows[tier] = self.observed_rows.get(tier, 0) + 1
         failed = [s.error for s in steps if s.decision == "failed"]
         if not failed:
-            return
+            return False
         telling = [e for e in failed if COOLING_DOWN not in e]
         if tier not in self.first_error or (telling and COOLING_DOWN in self.first_error[tier]):
             self.first_error[tier] = (telling or failed)[0]
         if any(UNAVAILABLE.search(e) for e in failed):
             self.unavailable_rows[tier] = self.unavailable_rows.get(tier, 0) + 1
+            return True
+        return False
 
     def _where(self, tier: str) -> str:
         spec = self.catalog[tier]
@@ -117,9 +122,12 @@ class TierProbe:
 
     def check_complete(self) -> None:
         """Raise when a tier could not answer some rows for a passing reason (see the class)."""
-        for tier, missing in self.unavailable_rows.items():
+        for tier in self.unavailable_rows:
             raise ConfigError(
-                f"tier {tier} ({self._where(tier)}) could not answer {missing} of {self.observed_rows[tier]} rows "
-                f"(first: {self.first_error[tier][:200]}): without them the outcome table, and the tier's baseline, "
-                "would be wrong. The answers recorded are kept: rerun when the tier answers again (no call is "
-                "paid twice)")
+                f"{self.gap_line(tier)}: without them the outcome table, and the tier's baseline, would be wrong. "
+                "The answers recorded are kept: rerun when the tier answers again (no call is paid twice), or "
+                "pass --allow-incomplete to compile on the rows every tier answered")
+
+    def gap_line(self, tier: str) -> str:
+        return (f"tier {tier} ({self._where(tier)}) could not answer {self.unavailable_rows[tier]} of "
+                f"{self.observed_rows[tier]} rows (first: {self.first_error[tier][:200]})")

@@ -68,6 +68,7 @@ class Job:
     semantic_settings: dict | None = None  # that declaration when it does not come from the task (TierOptimizer)
     refine: bool = True  # refine the chosen point one predictor at a time (optimizers.refine)
     rows_available: int | None = None  # the labeled rows there were before `--limit` sampled `rows`
+    allow_incomplete: bool = False  # compile on the rows every tier answered when some tier had an outage
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Session:
     # Distinct calls of every tier's uniform run on every row: rows x predictors x tiers when each predictor
     # is called once per row, more when a program calls one several times (once per item of a list).
     matrix_calls: int = 0
+    notes: list[str] = field(default_factory=list)  # what recording left out (--allow-incomplete)
 
     def evaluate(self, policy: Policy, rows: list[dict], scorers=None, routers=None) -> list[RowResult]:
         return evaluate(self.job.task, self.program, policy, rows, self.table, self.job.catalog.names, scorers,
@@ -207,7 +209,11 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     results = record_baselines(job.task, session.program, job.catalog, order, session.table,
                                session.predictors, job.concurrency, progress, probe,
                                done=lambda tier, remaining: session.runtime.release_local_models([tier], remaining))
-    probe.check_complete()  # a tier that missed rows for a passing reason stops here, before the search
+    if probe.gap_ids and job.allow_incomplete:
+        rows = leave_out_gaps(session, probe)
+        results = {tier: [r for r in found if r.row_id not in probe.gap_ids] for tier, found in results.items()}
+    else:
+        probe.check_complete()  # a tier that missed rows for a passing reason stops here, before the search
     session.matrix_calls = session.table.calls_recorded()
     top = job.catalog.names[-1]
     raised, first = row_errors(results[top])
@@ -217,6 +223,24 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
                           "Every paid call is cached: fix it and rerun")
     at = {str(r["id"]): i for i, r in enumerate(rows)}
     return {tier: sorted(found, key=lambda r: at[r.row_id]) for tier, found in results.items()}
+
+
+def leave_out_gaps(session: Session, probe) -> list[dict]:
+    """--allow-incomplete: the rows some tier could not answer (an outage, timeouts) leave the dev set and the
+    holdout, so no baseline or policy is scored on a fallback's answer. Fewer rows are another compile: its
+    own study (study_name reads the rows), so a later complete rerun does not mix trials scored on these."""
+    job, gaps = session.job, probe.gap_ids
+    dev = [r for r in session.dev if str(r["id"]) not in gaps]
+    hold = [r for r in session.hold if str(r["id"]) not in gaps]
+    if not dev or not hold:
+        raise ConfigError(f"--allow-incomplete: {len(gaps)} rows had gaps, which leaves "
+                          f"{len(dev)} dev and {len(hold)} holdout rows; rerun when the tiers answer again")
+    session.dev, session.hold = dev, hold
+    session.study_name = study_name(job.task, session.program, job.catalog, dev, hold, job.seed, job.holdout)
+    session.notes += [f"--allow-incomplete: {probe.gap_line(tier)}" for tier in probe.unavailable_rows] + [
+        f"--allow-incomplete: {len(gaps)} rows left out of {len(gaps) + len(dev) + len(hold)} (dev and holdout), "
+        "so every number here is on the rows every tier answered; a rerun without the flag fills them in"]
+    return dev + hold
 
 
 def search(session: Session, progress) -> Searched:
@@ -373,7 +397,8 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
         d, h = session.split(results)
         baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
                            "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
-    notes = (session.table.failure_notes(session.job.catalog.names) + list(chosen.info.get("semantic_notes", []))
+    notes = (session.notes + session.table.failure_notes(session.job.catalog.names)
+             + list(chosen.info.get("semantic_notes", []))
              + few_rows_note(len(session.dev), len(session.hold)))
     for label, results in [*((f"{tier}-only", r) for tier, r in baseline_rows.items()),
                            ("the chosen policy", chosen_dev + chosen_hold)]:

@@ -44,6 +44,8 @@ class TierOptimizer(Teleprompter):
     `semantic_cache`: {"predictors": [names], "entities": [regex, ...]} also searches a semantic cache (and its
     threshold) in front of those predictors, as a task file's SEMANTIC_CACHE does for `cli.py optimize
     --semantic-cache`; a request answers from it only when every entity the regexes find matches.
+    `allow_incomplete`: when a tier could not answer some rows (an outage, timeouts after retries), compile on
+    the rows every tier answered (the summary's notes say how many were left out) instead of raising.
 
     After `compile`: `summary_` (dict), `policy_` (pipelines.policy.Policy), `study_` (optuna.Study),
     `artifact_` (the artifact body that `compiled.save` writes)."""
@@ -52,7 +54,7 @@ class TierOptimizer(Teleprompter):
                  max_cost_per_1k: float | None = None, trials: int = defaults.TRIALS, budget_usd: float | None = None,
                  holdout: float = defaults.HOLDOUT, storage: str | None = None, seed: int = defaults.SEED,
                  predictor_correct=None, work_dir=None, progress: bool = False, scripts: dict | None = None,
-                 semantic_cache: dict | None = None):
+                 semantic_cache: dict | None = None, allow_incomplete: bool = False):
         if not callable(metric):
             raise ConfigError("metric must be a callable metric(example, prediction, trace=None)")
         self.metric = metric
@@ -65,6 +67,7 @@ class TierOptimizer(Teleprompter):
         self.progress = progress
         self.scripts = scripts  # fake/ tiers (tests)
         self.semantic_cache = semantic_settings(semantic_cache)
+        self.allow_incomplete = allow_incomplete
 
     def _catalog(self) -> Catalog:
         return self.tiers if isinstance(self.tiers, Catalog) else load_catalog(self.tiers)
@@ -90,7 +93,8 @@ class TierOptimizer(Teleprompter):
         job = Job(task=task, rows=task.rows, catalog=catalog, objective=self.objective, trials=self.trials,
                   seed=self.seed, budget_usd=self.budget_usd, holdout=self.holdout, holdout_rows=hold_rows,
                   storage=self.storage, work_dir=self.work_dir, dataset="trainset", scripts=self.scripts,
-                  semantic_cache=self.semantic_cache is not None, semantic_settings=self.semantic_cache)
+                  semantic_cache=self.semantic_cache is not None, semantic_settings=self.semantic_cache,
+                  allow_incomplete=self.allow_incomplete)
         if self.progress:
             from optimizers.progress import LiveProgress
 

@@ -699,36 +699,78 @@ def test_a_tier_that_cannot_be_reached_is_refused_before_the_search(shared, tmp_
     assert not (tmp_path / "support.tierwise.json").exists()
 
 
-def test_a_tier_that_goes_down_mid_recording_stops_the_compile_and_a_rerun_fills_the_gaps(tmp_path, monkeypatch):
-    """`big` answers its first 3 rows, then its endpoint is down (a transient error: retried, then a cool-down).
-    Its baseline would be `small`'s fallback answers: the compile stops (exit 2) naming the real error, not
-    the cool-down; the rerun, with `big` back, pays only for the cells it lacked."""
+def big_goes_down(tmp_path, monkeypatch, after: int, until: int | None, settings: str):
+    """Fake tiers whose `big` endpoint refuses connections from its call `after` + 1 to `until` (None: for
+    good) while `down[0]` holds, retried once. Returns the call log, the switch and the tiers file."""
     monkeypatch.chdir(tmp_path)
     base, calls, down = support_script(), [], [True]
 
     def script(tier, messages):
         calls.append(tier)
-        if tier == "big" and down[0] and calls.count("big") > 6:
+        if tier == "big" and down[0] and after < calls.count("big") <= (until or len(calls)):
             return ConnectionError("connection refused")
         return base(tier, messages)
 
     monkeypatch.setitem(backends.SCRIPTED, "*", script)
     tiers = tmp_path / "tiers.toml"
     tiers.write_text(FAKE_TIERS.replace('output_per_1m = 4.0\n', 'output_per_1m = 4.0\nsettings = {retries = 1, '
-                                        'backoff_s = 0.01, cooldown_after = 2, cooldown_s = 60}\n'))
+                                        f'backoff_s = 0.01, {settings}}}\n'))
+    return calls, down, tiers
+
+
+def test_a_tier_that_goes_down_mid_recording_stops_the_compile_and_a_rerun_fills_the_gaps(tmp_path, monkeypatch):
+    """`big` answers its first 3 rows, then its endpoint is down (a transient error: retried, then a cool-down).
+    Its baseline would be `small`'s fallback answers: the compile stops (exit 2) naming the real error, not
+    the cool-down; the rerun, with `big` back, pays only for the cells it lacked."""
+    calls, down, tiers = big_goes_down(tmp_path, monkeypatch, after=6, until=None,
+                                       settings="cooldown_after = 2, cooldown_s = 60")
     args = ["optimize", "support", "--tiers", str(tiers), "--limit", "8", "--trials", "3"]
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 2, (result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: tier big (fake/big) could not answer 5 of 8 rows (first: ")
     assert "connection refused" in lines[0] and "cooling down" not in lines[0]
-    assert lines[0].endswith("rerun when the tier answers again (no call is paid twice)")
+    assert lines[0].endswith("rerun when the tier answers again (no call is paid twice), or pass "
+                             "--allow-incomplete to compile on the rows every tier answered")
     assert not (tmp_path / "support.tierwise.json").exists()
     paid_before = len(calls)
     down[0] = False
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, (result.stderr, result.exception)
     assert calls[paid_before:] == ["big"] * 10  # the 5 rows x 2 predictors it lacked, nothing else
+
+
+def test_allow_incomplete_compiles_on_the_rows_every_tier_answered_and_a_later_rerun_fills_them(
+        tmp_path, monkeypatch):
+    """An outage of 2 rows with --allow-incomplete: the compile finishes on the 10 rows `big` answered, says how
+    many it left out and why, and no baseline or policy is scored on a fallback's answer. Its study is its
+    own: the rerun without the flag, `big` back, pays only the missing cells and compiles on all 12 rows."""
+    calls, down, tiers = big_goes_down(tmp_path, monkeypatch, after=6, until=14, settings="cooldown_after = 100")
+    args = ["optimize", "support", "--tiers", str(tiers), "--limit", "12", "--trials", "3", "--holdout", "0.4",
+            "--json"]
+    result = CliRunner().invoke(cli.app, [*args, "--allow-incomplete"])
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    summary = json.loads(result.stdout)
+    notes = [n for n in summary["notes"] if n.startswith("--allow-incomplete")]
+    assert notes[0].startswith("--allow-incomplete: tier big (fake/big) could not answer 2 of 12 rows (first: ")
+    assert "connection refused" in notes[0]
+    assert notes[1].startswith("--allow-incomplete: 2 rows left out of 12 (dev and holdout)")
+    body = json.loads((tmp_path / "support.tierwise.json").read_text())
+    evaluation = body["evaluation"]
+    scored = {r["row_id"] for r in evaluation["chosen"]}
+    assert len(scored) == 10
+    for rows in evaluation["baselines"].values():
+        assert {r["row_id"] for r in rows} == scored
+        assert all(s["decision"] != "failed" for r in rows for s in r["steps"])  # no fallback answer scored
+    paid_before = len(calls)
+    down[0] = False
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert calls[paid_before:] == ["big"] * 4  # the 2 rows x 2 predictors it lacked, nothing else
+    rerun = json.loads(result.stdout)
+    assert rerun["study"] != summary["study"]  # fewer rows were another compile
+    assert not any(n.startswith("--allow-incomplete") for n in rerun["notes"])
+    assert len(json.loads((tmp_path / "support.tierwise.json").read_text())["evaluation"]["chosen"]) == 12
 
 
 def test_a_ledger_that_fails_mid_run_stops_the_run_and_loses_no_paid_call(shared, tmp_path, monkeypatch):
