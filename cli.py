@@ -59,7 +59,9 @@ app.add_typer(replay_app, name="replay")
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from pipelines.stores import redact_text
+
+    typer.echo(f"error: {redact_text(message)}", err=True)  # a driver's error may quote a URL with its password
     raise typer.Exit(2)
 
 
@@ -213,8 +215,8 @@ def report(
 
     check_out_dir(out)
     result = load_report(source, storage=storage, split=split)
+    written = write_report(result, out)  # before printing: a folder it cannot write is one line, not a report then one
     typer.echo(render_text(result))
-    written = write_report(result, out)
     typer.echo(f"\nwrote {len(written)} files to {out}/: {', '.join(sorted(written))}")
 
 

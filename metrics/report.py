@@ -134,23 +134,26 @@ def report_from_study(storage: str, study_name: str) -> Report:
     import sqlalchemy
 
     from optimizers.study import check_storage
-    from pipelines.stores import optuna_url
+    from pipelines.stores import optuna_url, redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_storage(storage)
+    shown = redact(storage)
     storage = optuna_url(storage)  # postgresql:// through psycopg 3, as optimize wrote it
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except sqlalchemy.exc.DatabaseError as e:
-        raise ConfigError(f"report: cannot read the study database {storage!r} "
-                          f"({str(getattr(e, 'orig', None) or e).splitlines()[0]}); if it is corrupted, move it "
-                          "aside and rerun `optimize`: the study is rebuilt from the recorded outcomes") from None
+        why = str(getattr(e, "orig", None) or e).splitlines()[0]
+        if not storage.startswith("sqlite"):  # a server that refused or cannot be reached: nothing is corrupted
+            raise ConfigError(f"report: cannot open the study database {shown!r} ({why})") from None
+        raise ConfigError(f"report: cannot read the study database {shown!r} ({why}); if it is corrupted, move "
+                          "it aside and rerun `optimize`: the study is rebuilt from the recorded outcomes") from None
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ConfigError(f"report: no study {study_name!r} in {storage}; it holds: {', '.join(names) or 'none'}") \
+        raise ConfigError(f"report: no study {study_name!r} in {shown}; it holds: {', '.join(names) or 'none'}") \
             from None
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as e:
-        raise ConfigError(f"report: cannot open Optuna storage {storage!r} ({e})") from None
+        raise ConfigError(f"report: cannot open Optuna storage {shown!r} ({e})") from None
     frame = study.trials_dataframe(attrs=("number", "values", "user_attrs", "state"))
     if frame.empty or "user_attrs_policy" not in frame:
         raise ConfigError(f"report: study {study_name!r} has no completed tierwise trials")

@@ -138,7 +138,7 @@ class Budget:
     def _refusal(self, tier, bound: float, total_usd: float, reserved_usd: float, whose: str) -> BudgetExceeded:
         return BudgetExceeded(
             f"budget reached: this compile has spent ${total_usd:.6f} of --budget-usd "
-            f"{self.cap_usd:g} (${self.spent_usd:.6f} in {self.paid_calls} paid calls {whose}"
+            f"${self.cap_usd:.6f} (${self.spent_usd:.6f} in {self.paid_calls} paid calls {whose}"
             + (f", ${reserved_usd:.6f} reserved by calls in flight" if reserved_usd else "")
             + f"); the next call ({tier.name}, at most ${bound:.6f}) could pass it. Everything paid "
             "is cached: rerun with a larger budget to continue")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import copy
 
+from pipelines.errors import ConfigError
 from pipelines.policy import Policy
-from pipelines.semantic_cache import SEMANTIC_TIER
+from pipelines.semantic_cache import SEMANTIC_TIER, compile_patterns
 
 THRESHOLD_RANGE = (0.80, 1.0)
 SEED_THRESHOLDS = (0.85, 0.90, 0.95)
@@ -24,10 +25,26 @@ MAX_RAISES = 50
 
 
 def declared(task) -> dict:
-    """The task's SEMANTIC_CACHE declaration ({} when it has none)."""
+    """The task's SEMANTIC_CACHE declaration ({} when it has none), checked."""
     module = getattr(task, "module", None)
     value = getattr(module, "SEMANTIC_CACHE", None) if module is not None else None
-    return dict(value or {})
+    return check_declaration(value, f"task {task.name}: SEMANTIC_CACHE") if value is not None else {}
+
+
+def check_declaration(value, where: str) -> dict:
+    """{"predictors": [names], "entities": [regex, ...]}: a non-empty list of predictor names and optional
+    entity regexes (a string there would be read letter by letter), nothing else."""
+    names = value.get("predictors") if isinstance(value, dict) else None
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where} must be a dict with 'predictors': a non-empty list of predictor names "
+                          "(and optionally 'entities': a list of regexes)")
+    unknown = sorted(set(value) - {"predictors", "entities"})
+    entities = value.get("entities") or []
+    if unknown or not isinstance(entities, (list, tuple)) or not all(isinstance(p, str) for p in entities):
+        raise ConfigError(f"{where}: takes 'predictors' and 'entities' (a list of regexes); got "
+                          f"{unknown or repr(entities)}")
+    compile_patterns(entities, where)  # a bad regex fails here, before anything is paid
+    return {"predictors": list(names), "entities": list(entities)}
 
 
 def cache_param(name: str) -> str:

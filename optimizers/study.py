@@ -53,9 +53,13 @@ def check_storage(storage: str | None) -> None:
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
-    where = f"--storage {storage!r}"
+    where = f"--storage {_shown(storage)!r}"
     try:
-        make_url(optuna_url(storage)).get_dialect()
+        url = make_url(optuna_url(storage))
+        url.get_dialect().import_dbapi()  # the driver itself, not only its name
+        url.port  # noqa: B018 - parsed only when read: a port that is not a number raises here
+    except ValueError:
+        raise ConfigError(f"{where}: the port is not a number") from None
     except sqlalchemy.exc.NoSuchModuleError:  # a subclass of ArgumentError: first
         raise ConfigError(f"{where}: unknown database scheme {storage.split(':')[0]!r}; use sqlite:///FILE or a "
                           "SQLAlchemy URL whose driver is installed") from None

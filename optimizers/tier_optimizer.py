@@ -19,6 +19,7 @@ from dspy.teleprompt import Teleprompter
 
 from optimizers import defaults
 from optimizers.live import check_rows
+from optimizers.semantic_search import check_declaration
 from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import paths
@@ -26,6 +27,7 @@ from pipelines.artifact import load_state, program_from_body
 from pipelines.cache import CallCache
 from pipelines.errors import ConfigError
 from pipelines.programs import ExampleTask, example_row, factory_spec, input_keys_of
+from pipelines.tasks import check_row
 from pipelines.tiers import Catalog, load_catalog
 
 
@@ -85,6 +87,10 @@ class TierOptimizer(Teleprompter):
             offset = len(task.rows)
             hold_rows = check_rows([example_row(e, offset + i) for i, e in enumerate(valset)], task, "valset")
         check_rows(task.rows + (hold_rows or []), task, "trainset + valset")
+        program = task.build_program()  # labels checked before any call is paid for, as the command line does
+        for where, rows in (("trainset", task.rows), ("valset", hold_rows or [])):
+            for i, row in enumerate(rows):
+                check_row(task, program, row, f"{where}[{i}]")
         names = [name for name, _ in student.named_predictors()]
         unknown = [n for n in (self.semantic_cache or {}).get("predictors", ()) if n not in names]
         if unknown:
@@ -111,15 +117,5 @@ class TierOptimizer(Teleprompter):
 
 
 def semantic_settings(value) -> dict | None:
-    """`semantic_cache=` checked: a dict with a non-empty list of predictor names and optional entity regexes."""
-    if value is None:
-        return None
-    from pipelines.semantic_cache import compile_patterns
-
-    names = value.get("predictors") if isinstance(value, dict) else None
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError("semantic_cache must be a dict with 'predictors': a non-empty list of predictor names "
-                          "(and optionally 'entities': a list of regexes)")
-    entities = list(value.get("entities") or ())
-    compile_patterns(entities, "semantic_cache")  # a bad regex fails here, before anything is paid
-    return {"predictors": list(names), "entities": entities}
+    """`semantic_cache=` checked as a task file's SEMANTIC_CACHE is (optimizers.semantic_search.check_declaration)."""
+    return None if value is None else check_declaration(value, "semantic_cache")

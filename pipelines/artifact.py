@@ -193,13 +193,14 @@ def read(path: str | Path, *, require_signature: bool | None = None, key_env: st
 
 
 def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None, require_signature=None,
-                 key_env=None):
+                 key_env=None, semantic_dir=None):
     """Rebuild the program (or take `program`, an instance the caller built), check it is the one
     compiled, restore its state and policy: ready to call.
 
     `task` overrides the recorded task source (a name or a .py path); `cache`/`ledger` are a
     pipelines.cache.CallCache and pipelines.ledger.Ledger; `scripts` drives fake/ tiers in tests;
-    `require_signature`/`key_env`: see read()."""
+    `require_signature`/`key_env`: see read(); `semantic_dir` keeps a policy's semantic caches on disk
+    there (one folder per predictor), across restarts, instead of in the program's memory."""
     body = read(path, require_signature=require_signature, key_env=key_env)
     source = task or body["program"]["task"]
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
@@ -210,7 +211,8 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     if expected != actual:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
-    return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts)
+    return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
+                             semantic_dir=semantic_dir)
 
 
 def load_state(program, body: dict) -> None:
@@ -223,7 +225,8 @@ def load_state(program, body: dict) -> None:
         pass
 
 
-def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None):
+def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None,
+                      semantic_dir=None):
     """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
@@ -246,7 +249,7 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
     if unreachable:  # every call would fall back, silently paying another tier
         raise ArtifactError(f"{where}: tier {unreachable[0]}")
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
-    compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers)
+    compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers, semantic_dir=semantic_dir)
     compiled.artifact, compiled.write_artifact = body, save
     return compiled
 

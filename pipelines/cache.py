@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import fcntl
 import json
+import math
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from pathlib import Path
 import diskcache
 
 from pipelines import paths
-from pipelines.errors import StoreError
+from pipelines.errors import ConfigError, StoreError
 
 
 def default_cache_dir() -> Path:
@@ -77,6 +78,18 @@ def call_key(tier_identity: str, payload: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def check_ttl(ttl_s):
+    """None (answers kept until evicted) or a number of seconds of at least a millisecond: 0 meant "expire
+    at once" on disk and "never" in Redis and PostgreSQL, and under a millisecond Redis refuses the write
+    after the call was paid."""
+    if ttl_s is None:
+        return None
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s < 0.001:
+        raise ConfigError(f"cache_ttl_s must be a number of seconds >= 0.001 (or None: kept until evicted), "
+                          f"got {ttl_s!r}")
+    return float(ttl_s)
+
+
 class CallCache:
     """get/put of JSON-able responses by key. `enabled=False` turns caching off entirely."""
 
@@ -84,7 +97,11 @@ class CallCache:
                  url: str | None = None):
         self.directory = Path(directory) if directory else default_cache_dir()
         self.url = url if url is not None else (os.environ.get("TIERWISE_CACHE_URL") or None)
-        self.ttl_s = ttl_s
+        if self.url:  # a URL that cannot work fails here, not inside every tier's call
+            from pipelines.stores import check_url
+
+            check_url(self.url, "call cache", "cache_url" if url is not None else "TIERWISE_CACHE_URL")
+        self.ttl_s = check_ttl(ttl_s)
         self.enabled = enabled
         self._store = None
 

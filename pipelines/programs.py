@@ -18,6 +18,8 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
+import sys
 from pathlib import Path
 
 from pipelines.errors import ConfigError
@@ -42,14 +44,29 @@ def factory_spec(program) -> str | None:
 def resolve_factory(spec: str):
     module_name, _, attribute = spec.partition(":")
     try:
-        target = importlib.import_module(module_name)
+        target = _import_from_here(module_name)
     except ImportError as e:
-        raise ConfigError(f"program factory {spec!r}: cannot import {module_name} ({e})") from None
+        raise ConfigError(f"program factory {spec!r}: cannot import {module_name} ({e}); run from the folder "
+                          "that holds it or put that folder on PYTHONPATH") from None
     for part in attribute.split("."):
         target = getattr(target, part, None)
         if target is None:
             raise ConfigError(f"program factory {spec!r}: {module_name} has no {attribute}")
     return target
+
+
+def _import_from_here(module_name: str):
+    """import_module, and when the module is not found, again with the current folder on sys.path, as
+    `python -m` has it: the `tierwise` command does not put it there. An artifact alone never gets here
+    for a module not yet imported (pipelines.artifact._rebuild): the caller named this one."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module_name.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)  # appended: it must not shadow an installed package
+        return importlib.import_module(module_name)
 
 
 def is_factory(source: str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -37,8 +38,14 @@ DEFAULT_MAX_ENTRIES = 10_000
 EMBED_MEMO = 8192  # request texts whose vectors are kept in memory (embed() keeps all of them on disk)
 
 _WORD = re.compile(r"[\w'’]+")
-_NUMBER_WORDS = set("zero one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty "
-                    "hundred thousand million once twice thrice half double triple first second third last".split())
+_UNITS = "zero one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+             "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth thirtieth fortieth "
+             "fiftieth sixtieth seventieth eightieth ninetieth hundredth thousandth millionth").split()
+_NUMBER_WORDS = set(_UNITS + _TEENS + _TENS + _ORDINALS + "hundred thousand million billion dozen once twice "
+                    "thrice half quarter double triple last".split())
 _DATE_WORDS = {**{m: m[:3] for m in "january february march april may june july august september october "
                   "november december".split()},
                **{m: m for m in "jan feb mar apr jun jul aug sep sept oct nov dec".split()},
@@ -66,21 +73,33 @@ def compile_patterns(patterns, where: str) -> tuple:
         raise ConfigError(f"{where}: a declared entity pattern is not a regular expression ({e})") from None
 
 
+SETTINGS_KEYS = ("threshold", "ttl_s", "max_entries", "entities")
+
+
 def validate_settings(settings: dict, where: str) -> None:
-    """A policy's `semantic` entry: {"threshold": 0..1, "ttl_s": s|None, "max_entries": n, "entities": [regex]}."""
+    """A policy's `semantic` entry: {"threshold": 0..1, "ttl_s": s|None, "max_entries": n, "entities": [regex]}.
+    Strict: a misspelt key ("ttl") or a quoted number would otherwise be ignored or read another way."""
     if not isinstance(settings, dict):
         raise ConfigError(f"{where}: 'semantic' must be a table such as {{\"threshold\": 0.9}}")
-    try:
-        threshold = float(settings["threshold"])
-        ttl = settings.get("ttl_s")
-        ttl = None if ttl is None else float(ttl)
-        size = int(settings.get("max_entries", DEFAULT_MAX_ENTRIES))
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"{where}: 'semantic' needs a number 'threshold' (and numbers for ttl_s, max_entries)") \
-            from None
-    if not 0.0 <= threshold <= 1.0 or (ttl is not None and ttl <= 0) or size < 1:
-        raise ConfigError(f"{where}: semantic threshold must lie in [0, 1], ttl_s be > 0, max_entries >= 1")
-    compile_patterns(settings.get("entities", ()), where)
+    unknown = sorted(set(settings) - set(SETTINGS_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: 'semantic' has unknown key(s) {unknown}; it takes {list(SETTINGS_KEYS)}")
+    threshold, ttl = settings.get("threshold"), settings.get("ttl_s")
+    size = settings.get("max_entries", DEFAULT_MAX_ENTRIES)
+    if not (_number(threshold) and 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"{where}: semantic 'threshold' must be a number in [0, 1], got {threshold!r}")
+    if ttl is not None and not (_number(ttl) and ttl > 0):
+        raise ConfigError(f"{where}: semantic 'ttl_s' must be a number of seconds > 0 (or absent), got {ttl!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"{where}: semantic 'max_entries' must be a whole number >= 1, got {size!r}")
+    entities = settings.get("entities", ())
+    if not isinstance(entities, (list, tuple)) or not all(isinstance(p, str) for p in entities):
+        raise ConfigError(f"{where}: semantic 'entities' must be a list of regular expressions, got {entities!r}")
+    compile_patterns(entities, where)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def signature_key(predictor) -> str:

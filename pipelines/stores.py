@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from pipelines.errors import ConfigError, StoreError
 
@@ -51,18 +53,28 @@ def _lock_id(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
+def check_url(url: str, what: str, named: str = "") -> None:
+    """Refuse, before any connection or call, a store URL that cannot work: an unknown scheme, a port
+    that is not a number. `named`: where the URL came from (TIERWISE_CACHE_URL), for the message."""
+    where = f"{named} {redact(url)!r}" if named else repr(redact(url))
+    if not url.startswith(SQL_SCHEMES + REDIS_SCHEMES):
+        raise ConfigError(f"{where}: unknown store scheme for the {what}; use postgresql://... or redis://...")
+    try:
+        urlsplit(url).port  # noqa: B018 - parsed only when read
+    except ValueError:
+        raise ConfigError(f"{where}: the port is not a number") from None
+
+
 def open_shared(url: str, table: str, what: str):
     """The store at `url` for one kind of state (`table`: calls, outcomes)."""
+    check_url(url, what)
     try:
         if is_sql_url(url):
             return PostgresStore(url, table, what)
-        if url.startswith(REDIS_SCHEMES):
-            return RedisStore(url, table, what)
+        return RedisStore(url, table, what)
     except ImportError as e:
         raise ConfigError(f"{redact(url)}: the {what} needs the {e.name} package (pip install "
                           "'tierwise[shared]')") from None
-    raise ConfigError(f"{url.split('://')[0]!r}: unknown store scheme for the {what}; use postgresql://... or "
-                      "redis://...")
 
 
 PURGE_EVERY = 1000  # writes between two deletions of expired rows (PostgresStore)
@@ -215,18 +227,32 @@ class RedisStore:
         except redis.RedisError as e:
             raise StoreError(f"{redact(url)}: cannot open the {what} ({e})") from None
 
+    @contextmanager
+    def _reached(self):
+        """Redis lost mid-run is the store's failure, not the tier's: the run stops (a StoreError), where
+        a cascade would have read it as every tier failing (and paid each one)."""
+        try:
+            yield
+        except self._redis.RedisError as e:
+            raise StoreError(f"{redact(self.url)}: lost the {self.what} ({_first_line(e)})") from None
+
     def get(self, key: str, default=None):
-        raw = self.db.get(self.prefix + key)
+        with self._reached():
+            raw = self.db.get(self.prefix + key)
         return default if raw is None else json.loads(raw)
 
     def set(self, key: str, value, expire: float | None = None) -> None:
-        self.db.set(self.prefix + key, json.dumps(value), px=int(expire * 1000) if expire else None)
+        with self._reached():
+            self.db.set(self.prefix + key, json.dumps(value), px=int(expire * 1000) if expire else None)
 
     @contextmanager
     def claim(self, key: str):
         name, token = f"{self.prefix}claim:{key}", uuid.uuid4().hex
         lease_ms = max(int(self.lease_s * 1000), 1)
-        while not self.db.set(name, token, nx=True, px=lease_ms):
+        while True:
+            with self._reached():
+                if self.db.set(name, token, nx=True, px=lease_ms):
+                    break
             time.sleep(0.02)
         done = threading.Event()
 
@@ -246,8 +272,9 @@ class RedisStore:
             done.set()
             renewer.join()
             # Release only our own claim (one that expired and was taken over is the new holder's).
-            self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
-                         "return 0", 1, name, token)
+            with self._reached():
+                self.db.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+                             "end return 0", 1, name, token)
 
     def close(self) -> None:
         self.db.close()
@@ -258,10 +285,21 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|pass|secret|token|api_?key)=)[^&\s'\"]+", re.I)
+_USERINFO_PASSWORD = re.compile(r"(://[^\s:/@'\"]*):[^\s@'\"]+@")
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, sep, rest = url.partition("://")
-    if "@" not in rest:
+    """The URL without its password, for messages: the user-info's (`user:pw@`, also with no scheme or
+    a mistyped one) and a query's (`?password=...`)."""
+    url = _QUERY_SECRET.sub(r"\1***", url)
+    head, at, host = url.rpartition("@")
+    if not at:
         return url
-    user, _, host = rest.rpartition("@")
-    return f"{head}{sep}{user.split(':')[0]}@{host}"
+    scheme, sep, userinfo = head.rpartition("//")
+    return f"{scheme}{sep}{userinfo.split(':')[0]}{at}{host}"
+
+
+def redact_text(text: str) -> str:
+    """Any URL's password in a message (a driver's error may quote its URL whole)."""
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1@", text))

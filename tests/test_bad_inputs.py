@@ -283,6 +283,20 @@ CASES: dict[str, Case] = {
     # --- storage ----------------------------------------------------------------------------
     "storage bad scheme": Case([*OPT, "--storage", "foo://x"], r"--storage 'foo://x': unknown database scheme 'foo'"),
     "storage not a URL": Case([*OPT, "--storage", "studies"], r"--storage 'studies': not a database URL"),
+    # A password never reaches a message (test_bad_input checks every case for "secretpw").
+    "storage driver missing": Case([*OPT, "--storage", "mysql://u:secretpw@127.0.0.1/x"],
+                                   r"--storage 'mysql://u@127\.0\.0\.1/x': the database driver is not installed "
+                                   r"\(MySQLdb\)"),
+    "storage port not a number": Case([*OPT, "--storage", "postgresql://u:secretpw@127.0.0.1:notaport/x"],
+                                      r"--storage 'postgresql://u@127\.0\.0\.1:notaport/x': the port is not a number"),
+    "storage bad scheme, password": Case([*OPT, "--storage", "foo://u:secretpw@h/db"],
+                                         r"--storage 'foo://u@h/db': unknown database scheme 'foo'"),
+    "storage password in the query": Case([*OPT, "--storage", "foo://h/db?user=u&password=secretpw"],
+                                          r"--storage 'foo://h/db\?user=u&password=\*\*\*': unknown database scheme"),
+    "cache URL unknown scheme": Case(RUN, r"TIERWISE_CACHE_URL 'memcached://u@127\.0\.0\.1:1/0': unknown store scheme "
+                                     r"for the call cache", env={"TIERWISE_CACHE_URL": "memcached://u:secretpw@127.0.0.1:1/0"}),
+    "cache URL port not a number": Case(OPT, r"TIERWISE_CACHE_URL 'redis://@127\.0\.0\.1:notaport/0': the port is not a "
+                                        r"number", env={"TIERWISE_CACHE_URL": "redis://:secretpw@127.0.0.1:notaport/0"}),
     "storage under a file": Case([*OPT, "--storage", "sqlite:///{T}/afile/s.db"], r"cannot create .*s\.db \(.*afile is not a "
                                  r"writable folder\)", files={"afile": "x"}),
     "storage a directory": Case([*OPT, "--storage", "sqlite:///{T}/sdir"], r"sdir is a directory; name the database file",
@@ -370,6 +384,9 @@ CASES: dict[str, Case] = {
                                  r"--split must be one of all, dev, holdout"),
     "report study, no storage": Case(["report", "somestudy"], r"no --storage was given for a study"),
     "report study, bad storage": Case(["report", "somestudy", "--storage", "foo://x"], r"unknown database scheme 'foo'"),
+    "report study, server refuses": Case(["report", "somestudy", "--storage", "postgresql://u:secretpw@127.0.0.1:1/x"],
+                                         r"report: cannot open the study database 'postgresql://u@127\.0\.0\.1:1/x' "
+                                         r"\([^;]*\)$"),  # a server that refused is not a corrupted file
     "report study, corrupted db": Case(["report", "somestudy", "--storage", "sqlite:///{T}/s.db"],
                                        r"s\.db: the Optuna study database is corrupted", files={"s.db": GARBAGE}),
     # --- outcome tables (generic: the table's contents are checked in test_replay) ---------
@@ -381,7 +398,7 @@ CASES: dict[str, Case] = {
     "replay missing argument": Case(["replay", "fit"], r"Missing argument 'OUTCOMES'|Missing argument 'outcomes'"),
     # --- money ------------------------------------------------------------------------------
     "budget zero stops": Case([*OPT, "--budget-usd", "0"], r"^stopped: budget reached: this compile has spent \$0\.000000 "
-                              r"of --budget-usd 0", code=3, opens_stores=True),
+                              r"of --budget-usd \$0\.000000 \(", code=3, opens_stores=True),
 }
 
 
@@ -443,6 +460,7 @@ def test_bad_input(name, shared, tmp_path, monkeypatch):
     before = snapshot(tmp_path, shared)
     result = CliRunner().invoke(cli.app, args, env={k: v or None for k, v in case.env.items()})
     check_one_line(result.exit_code, result.stdout, result.stderr, case)
+    assert "secretpw" not in result.stderr + result.stdout
     assert calls == [], "a call was paid for before the input was refused"
     after = snapshot(tmp_path, shared)
     assert {p: after.get(p) for p in before} == before, "a file that was there before changed or vanished"

@@ -154,7 +154,7 @@ def test_budget_cap_stops_cleanly_and_a_larger_budget_continues(tmp_path):
     with pytest.raises(BudgetExceeded) as err:
         optimize(options(tmp_path, log, budget_usd=cap))
     message = str(err.value)
-    assert f"of --budget-usd {cap:g}" in message and "rerun with a larger budget to continue" in message
+    assert f"of --budget-usd ${cap:.6f}" in message and "rerun with a larger budget to continue" in message
     first = Ledger.read_frame(tmp_path / "ledger.jsonl")
     spent = first.loc[~first["cache_hit"], "cost_usd"].sum()
     assert 0 < spent <= cap

@@ -239,6 +239,11 @@ def test_cli_writes_csvs_png_and_html(compiled, tmp_path):
     assert missing.exit_code == 2
     assert "no study 'no-such-study'" in missing.output
 
+    # A folder it cannot create: one line, not the whole report printed and then the error.
+    unwritable = CliRunner().invoke(app, ["report", str(compiled["artifact"]), "--out", "/proc/tierwise-report"])
+    assert unwritable.exit_code == 2 and unwritable.stdout == ""
+    assert unwritable.stderr.startswith("error: report --out /proc/tierwise-report: cannot create the folder")
+
 
 def test_report_from_a_production_ledger(compiled, tmp_path):
     from pipelines.artifact import load_program

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,7 +79,9 @@ def test_guard_keys_differ_on_ids_numbers_dates_negation_and_declared_entities()
         assert guard_key(a) == guard_key(b), (a, b)
     differ = [(FIRST, SECOND), ("charged $49.99", "charged $59.99"), ("arrived on Monday", "arrived on Friday"),
               ("Please delete my account", "Please do not delete my account"), ("billed twice", "billed three times"),
-              ("it arrived yesterday", "it arrived today"), ("I can log in", "I can't log in")]
+              ("it arrived yesterday", "it arrived today"), ("I can log in", "I can't log in"),
+              ("overcharged by sixty dollars", "overcharged by ninety dollars"),  # missed before: no sixty-ninety
+              ("refund fifteen euros", "refund thirteen euros"), ("my fourth order", "my fifth order")]
     for a, b in differ:
         assert guard_key(a) != guard_key(b), (a, b)
     carriers = (re.compile(r"\b(?:ups|dhl)\b", re.I),)
@@ -133,9 +136,30 @@ def test_policy_round_trip_and_bad_settings():
     assert "semantic" not in Policy.uniform(["a"], "t").to_dict()["predictors"]["a"]  # off: written as before
     assert again.describe()["extract"]["semantic_threshold"] == 0.91
     for bad in ({"threshold": 1.5}, {"threshold": "x"}, {}, {"threshold": 0.9, "entities": ["("]},
-                {"threshold": 0.9, "ttl_s": -1}):
+                {"threshold": 0.9, "ttl_s": -1},
+                # accepted before, each read another way: a key ignored, a string iterated letter by letter,
+                # a fraction truncated, a bool or a quoted number taken as a number
+                {"threshold": 0.9, "ttl": 60}, {"threshold": 0.9, "entities": "ups"}, {"threshold": 0.9, "max_entries": 2.7},
+                {"threshold": True}, {"threshold": "0.9"}, {"threshold": 0.9, "ttl_s": "3600"},
+                {"threshold": 0.9, "ttl_s": float("inf")}):
         with pytest.raises(ConfigError, match="semantic|entity"):
             PredictorPolicy(["small"], semantic=bad).validate("classify")
+
+
+@pytest.mark.parametrize("declaration, match", [
+    ({"predictors": ["classify"], "entities": "ups"}, r"a list of regexes\); got 'ups'"),
+    ({"predictors": ["classify"], "entity": [r"\bups\b"]}, r"got \['entity'\]"),
+    ({"predictors": "classify"}, "non-empty list of predictor names"),
+])
+def test_a_semantic_cache_declaration_is_checked_where_it_is_written(tmp_path, declaration, match):
+    """A task file's SEMANTIC_CACHE, as TierOptimizer(semantic_cache=...): refused before anything is paid."""
+    from optimizers.semantic_search import declared
+    from pipelines.tasks import load_task
+
+    source = (Path(__file__).parent.parent / "pipelines" / "tasks" / "support.py").read_text()
+    (tmp_path / "task.py").write_text(source + f"\nSEMANTIC_CACHE = {declaration!r}\n")
+    with pytest.raises(ConfigError, match=match):
+        declared(load_task(str(tmp_path / "task.py")))
 
 
 # --- the lookup in the cascade --------------------------------------------------------------------
@@ -274,6 +298,26 @@ def test_compiled_artifact_answers_the_second_order_number(compiled):
     assert [s.decision for s in extract_steps] == ["semantic_miss"]
     assert program(message=PARAPHRASE).order_id == "A12345"  # a true paraphrase does hit
     assert all(s.decision == "semantic_hit" for s in program.last_trail)
+
+
+def test_load_keeps_the_semantic_cache_on_disk_across_restarts(compiled):
+    """`load(path, semantic_dir=...)`, as README says; it raised TypeError (only CompiledProgram took it)."""
+    from pipelines import load
+
+    _, path, tmp, _ = compiled
+    body = json.loads(path.read_text())
+    for entry in body["policy"]["predictors"].values():
+        entry["semantic"] = {"threshold": 0.8}
+    forced = save({k: v for k, v in body.items() if k != "checksum"}, tmp / "kept.tierwise.json")
+    scripts = {"*": script_for({**all_rows(), **EXTRA_ROWS})}
+    first = load(forced, cache=CallCache(tmp / "kept-cache"), ledger=Ledger(), scripts=scripts,
+                 semantic_dir=tmp / "semantic")
+    first(message=FIRST)
+    restarted = load(forced, cache=CallCache(tmp / "kept-cache-2"), ledger=Ledger(), scripts=scripts,
+                     semantic_dir=tmp / "semantic")
+    assert restarted(message=PARAPHRASE).order_id == "A12345"
+    assert [s.decision for s in restarted.last_trail] == ["semantic_hit", "semantic_hit"]
+    assert sorted(p.name for p in (tmp / "semantic").iterdir()) == ["classify", "extract"]
 
 
 @pytest.mark.integration

@@ -233,6 +233,40 @@ def test_replicas_share_cached_answers_with_the_disk_cache_keys_and_a_ttl(server
         runtime.close()
 
 
+def test_redis_lost_mid_run_stops_the_run_instead_of_failing_every_tier():
+    """Redis stops between two requests: the next call's cache read is the store's error (StoreError, one
+    line), not a tier failure. It was AllRungsFailed naming every tier, after each tier had been asked."""
+    from pipelines.cache import CallCache
+    from pipelines.errors import StoreError
+    from pipelines.runtime import Runtime
+
+    if redis_missing():
+        pytest.skip(redis_missing())
+    calls = []
+    server = Redis().start()
+    try:
+        runtime = Runtime(fake_catalog("small"), cache=CallCache(url=server.url),
+                          scripts={"*": lambda tier, messages: calls.append(tier) or answer(intent="billing")})
+        runtime.engine("small").call({"messages": [{"role": "user", "content": "one"}], "config": {}})
+    finally:
+        server.stop()
+    with pytest.raises(StoreError, match=r"redis://127\.0\.0\.1:\d+/0: lost the call cache \("):
+        runtime.engine("small").call({"messages": [{"role": "user", "content": "two"}], "config": {}})
+    assert calls == ["small"]  # the second request paid nothing
+
+
+@pytest.mark.parametrize("ttl", [-5, 0, 0.0004, float("nan"), "3600", True])
+def test_a_cache_ttl_that_cannot_work_is_refused_when_the_cache_is_made(ttl, tmp_path):
+    """0 meant "expire at once" on disk and "never" in Redis; under a millisecond Redis refused the write after
+    the call was paid (every tier paid, nothing kept, nothing in the ledger)."""
+    from pipelines.cache import CallCache
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cache_ttl_s must be a number of seconds >= 0\.001"):
+        CallCache(tmp_path, ttl_s=ttl)
+    assert CallCache(tmp_path, ttl_s=0.001).ttl_s == 0.001
+
+
 def test_postgres_deletes_expired_rows_when_a_store_opens_and_every_so_many_writes(postgres, monkeypatch):
     from pipelines import stores
 

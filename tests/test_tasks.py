@@ -143,3 +143,70 @@ def test_an_enum_label_is_a_members_value_or_name(tmp_path, label, accepted):
         with pytest.raises(DatasetError, match=r"rows\.jsonl:1: row a: label 'mood' is 'hapy', not one of the "
                                                r"output field's choices \['happy', 'sad', 'HAPPY', 'SAD'\]"):
             read_task_rows(task, tmp_path / "rows.jsonl")
+
+
+SPLIT_PROGRAM = """import dspy
+
+class Triage(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.classify = dspy.Predict("message -> problem")
+
+    def forward(self, message):
+        return self.classify(message=message)
+"""
+
+SPLIT_TASK = """from food_program import Triage  # a module beside the task file
+
+program = Triage
+trainset = "rows.jsonl"
+
+def metric(example, prediction, trace=None):
+    {body}
+"""
+
+
+@pytest.mark.parametrize("body, missing", [
+    ("return example.problem == prediction.problem", None),
+    ("return example.severity and example.problem == prediction.problem", "severity"),  # a label the rows lack
+    ('if "pizza" in example.message:\n        raise KeyError("pizza not allowed")\n    return 1.0', None),
+    ('return float(example["problem"] == prediction["problem"])', None),
+    ("return example.problem == prediction.problm", None),  # a typo in the metric's read of the prediction
+])
+def test_a_task_file_imports_its_neighbours_and_only_missing_labels_are_blamed_on_the_rows(
+        tmp_path, monkeypatch, body, missing):
+    """A task file imports a module beside it, as `python task.py` would. A KeyError the metric raises
+    itself, or a prediction field it misspells, is the metric's: it used to be reported as a label the
+    dataset lacks ("row a lacks the label 'pizza not allowed'"), sending the user to fix the wrong file."""
+    import sys
+
+    from pipelines.errors import DatasetError
+    from pipelines.tasks import read_task_rows
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path.parent)
+    (tmp_path / "food_program.py").write_text(SPLIT_PROGRAM)
+    (tmp_path / "task.py").write_text(SPLIT_TASK.format(body=body))
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": "a", "message": "cold pizza", "problem": "cold"}) + "\n")
+    task = load_task(str(tmp_path / "task.py"))
+    if missing is None:
+        assert len(read_task_rows(task, tmp_path / "rows.jsonl")) == 1
+    else:
+        with pytest.raises(DatasetError, match=rf"row a lacks the label '{missing}' that task task's metric reads"):
+            read_task_rows(task, tmp_path / "rows.jsonl")
+
+
+def test_a_factory_the_caller_names_imports_from_the_current_folder(tmp_path, monkeypatch):
+    """`tierwise run --task food_program:Triage` from the folder holding food_program.py: the console script
+    does not put the current folder on sys.path, so the import failed with the very command tierwise
+    suggested. Appended, not prepended: a file there must not shadow an installed package."""
+    import sys
+
+    from pipelines.programs import build_from_factory
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "food_program2.py").write_text(SPLIT_PROGRAM)
+    program = build_from_factory("food_program2:Triage")
+    assert [name for name, _ in program.named_predictors()] == ["classify"]
+    assert sys.path[-1] == str(tmp_path)

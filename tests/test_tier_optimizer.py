@@ -15,7 +15,7 @@ from conftest import answer as chat_answer
 from conftest import fake_catalog
 from optimizers import TierOptimizer
 from pipelines import load
-from pipelines.errors import ArtifactError, ConfigError
+from pipelines.errors import ArtifactError, ConfigError, DatasetError
 
 LABELS = ("card_lost", "balance", "fraud_report")
 MESSAGES = {
@@ -498,15 +498,15 @@ def count_optimizer(tmp_path, paid):
 
 
 def test_a_metric_that_raises_on_every_row_is_one_line_and_loses_no_call(tmp_path):
-    """A bug in the task's own code (here the metric reads a label the examples lack) used to end the compile
-    with a traceback; it is a ConfigError naming the row and the error, and the rerun after the fix pays nothing."""
+    """A bug in the task's own code (here the metric divides by zero) used to end the compile with a
+    traceback; it is a ConfigError naming the row and the error, and the rerun after the fix pays nothing."""
     paid: list = []
 
     def broken(example, prediction, trace=None):
-        return example.count == prediction.words
+        return (example.words == prediction.words) / 0
 
     with pytest.raises(ConfigError, match=r"the program or its metric raised on 8 of 8 rows even with every predictor "
-                                          r"on big; first, row \S+: metric: AttributeError: .*'count'"):
+                                          r"on big; first, row \S+: metric: ZeroDivisionError"):
         TierOptimizer(metric=broken, tiers=fake_catalog("small", "big"), trials=5, holdout=0.25,
                       storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
                       scripts={"*": count_script(paid)}).compile(Count(), trainset=count_trainset())
@@ -514,6 +514,23 @@ def test_a_metric_that_raises_on_every_row_is_one_line_and_loses_no_call(tmp_pat
     fixed = count_optimizer(tmp_path, paid)
     fixed.compile(Count(), trainset=count_trainset())
     assert len(paid) == 16  # every call came from the cache
+
+
+@pytest.mark.parametrize("examples, match", [
+    (lambda: [dspy.Example(message=m, intent="card_stolen").with_inputs("message") for m in GOLD],
+     r"trainset\[0\]: row \S+: label 'intent' is 'card_stolen', not one of the output field's choices"),
+    (lambda: [dspy.Example(message=m, note="").with_inputs("message") for m in GOLD],
+     r"trainset\[0\]: row \S+ lacks the label 'intent' that task \w+'s metric reads"),
+])
+def test_bad_labels_are_refused_before_any_call_as_the_command_line_does(tmp_path, examples, match):
+    """A label outside the Literal compiled silently (every answer scored wrong); a missing one was found only
+    after the top tier had answered every row. Both are the dataset checks `cli.py optimize` runs."""
+    seen: list = []
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=3,
+                              work_dir=tmp_path / ".tierwise", scripts={"*": script(seen)})
+    with pytest.raises(DatasetError, match=match):
+        optimizer.compile(make_program(), trainset=examples())
+    assert seen == []
 
 
 def test_a_program_that_cannot_read_a_tiers_answer_scores_that_row_zero(tmp_path):

@@ -81,6 +81,8 @@ def _import_file(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, resolved)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    if str(resolved.parent) not in sys.path:  # its neighbours import, as `python task.py` would have them
+        sys.path.append(str(resolved.parent))  # appended: it must not shadow an installed package
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - the user's file failed to import: say where, not a traceback
@@ -268,24 +270,31 @@ def input_converter(program):
 
 
 def _missing_label(task: Task, program, row: dict) -> str | None:
-    """The row key the task's metric reads and the row lacks, found by scoring an empty prediction."""
+    """The row key the task's metric reads and the row lacks, found by scoring an empty prediction. A key
+    counts only when giving the row that key ends the error: a KeyError the metric raises itself, or a
+    typo in a prediction field it reads, is the metric's, not the dataset's."""
     import dspy
 
     outputs = {f: None for _, p in program.named_predictors() for f in p.signature.output_fields}
-    probes = [lambda: task.metric(row, dspy.Prediction(**outputs))]
-    probes += [lambda n=n: task.predictor_correct(n, row, dict(outputs)) for n, _ in program.named_predictors()]
+    probes = [lambda r: task.metric(r, dspy.Prediction(**outputs))]
+    probes += [lambda r, n=n: task.predictor_correct(n, r, dict(outputs)) for n, _ in program.named_predictors()]
     for probe in probes:
-        try:
-            probe()
-        except KeyError as e:
-            if e.args and isinstance(e.args[0], str) and e.args[0] not in row:
-                return e.args[0]
-        except AttributeError as e:  # a DSPy-style metric reads `example.label`
-            label = _example_attribute(e)
-            if label and label not in row:
-                return label
-        except Exception:  # noqa: BLE001 - an empty prediction may upset a metric; only labels are checked here
-            pass
+        label = _key_stopped_on(probe, row)
+        if label and label not in row and _key_stopped_on(probe, {**row, label: None}) != label:
+            return label
+    return None
+
+
+def _key_stopped_on(probe, row: dict) -> str | None:
+    """The key (or `example.label` attribute) whose lookup `probe(row)` failed on, if it failed so."""
+    try:
+        probe(row)
+    except KeyError as e:
+        return e.args[0] if e.args and isinstance(e.args[0], str) else None
+    except AttributeError as e:  # a DSPy-style metric reads `example.label`
+        return _example_attribute(e)
+    except Exception:  # noqa: BLE001 - an empty prediction may upset a metric; only labels are checked here
+        pass
     return None
 
 
@@ -293,7 +302,10 @@ def _example_attribute(error: AttributeError) -> str | None:
     """The field a dspy.Example was asked for and lacks, or None for any other missing attribute."""
     import dspy
 
-    if isinstance(getattr(error, "obj", None), dspy.Example) and isinstance(getattr(error, "name", None), str):
+    obj = getattr(error, "obj", None)
+    if isinstance(obj, dspy.Prediction):  # a prediction's field: the metric's own read, not a label
+        return None
+    if isinstance(obj, dspy.Example) and isinstance(getattr(error, "name", None), str):
         return error.name
     found = re.fullmatch(r"'Example' object has no attribute '(\w+)'", str(error))
     return found.group(1) if found else None
@@ -333,17 +345,21 @@ def read_task_rows(task: Task, path: str | Path, program=None) -> list[dict]:
         if row_id in seen:
             raise DatasetError(f"{where}: row id {row_id!r} repeats line {seen[row_id]}; ids must be unique")
         seen[row_id] = line
-        try:
-            values = task.inputs(row)
-        except KeyError as e:
-            raise DatasetError(f"{where}: row {row_id} lacks the input field {e}") from None
-        problem = input_type_problem(program, values)
-        if problem:
-            raise DatasetError(f"{where}: row {row_id}: {problem}")
-        problem = _label_outside_choices(program, row)
-        if problem:
-            raise DatasetError(f"{where}: row {row_id}: {problem}")
-        label = _missing_label(task, program, row)
-        if label:
-            raise DatasetError(f"{where}: row {row_id} lacks the label {label!r} that task {task.name}'s metric reads")
+        check_row(task, program, row, where)
     return rows
+
+
+def check_row(task: Task, program, row: dict, where: str) -> None:
+    """One labeled row as the task reads it: every input field present and of its declared type, each
+    `Literal`/`Enum` label one of its choices, every label the metric reads present."""
+    row_id = str(row["id"])
+    try:
+        values = task.inputs(row)
+    except KeyError as e:
+        raise DatasetError(f"{where}: row {row_id} lacks the input field {e}") from None
+    problem = input_type_problem(program, values) or _label_outside_choices(program, row)
+    if problem:
+        raise DatasetError(f"{where}: row {row_id}: {problem}")
+    label = _missing_label(task, program, row)
+    if label:
+        raise DatasetError(f"{where}: row {row_id} lacks the label {label!r} that task {task.name}'s metric reads")
