@@ -75,8 +75,9 @@ class TierProbe:
 
     PARSE_FAILURES = ("AdapterParseError", "missing output fields")
 
-    def __init__(self, catalog, rows: int = 3):
-        self.catalog, self.rows = catalog, rows
+    def __init__(self, catalog, rows: int = 3, task_source: str = "the task"):
+        self.catalog, self.rows, self.task_source = catalog, rows, task_source
+        self.top_errors: list | None = []  # the top tier's first rows while each raised the same task error
         self.failed_rows: dict[str, int] = {}
         self.answered: set[str] = set()
         self.first_error: dict[str, str] = {}  # the first failure that is not a cool-down (that says why)
@@ -85,6 +86,8 @@ class TierProbe:
         self.gap_ids: set[str] = set()  # rows some tier could not answer for a passing reason
 
     def observe(self, tier: str, results) -> None:
+        if tier == self.catalog.names[-1]:
+            self._watch_task_errors(tier, results)
         for result in results:
             if self._note_failures(tier, [s for s in result.steps if s.tier == tier]):
                 self.gap_ids.add(result.row_id)
@@ -101,6 +104,21 @@ class TierProbe:
             raise ConfigError(f"tier {tier} ({self._where(tier)}) cannot be reached: its first {self.rows} rows all "
                               f"failed at the call ({self.first_error[tier][:200]}); check the model id, its key "
                               "and the network")
+
+    def _watch_task_errors(self, tier: str, results) -> None:
+        """The program or its metric raising the very same error on the top tier's first rows (a typo such as
+        `prediction.anwser`) is a bug: stop before every other row and tier is paid for. Errors that differ
+        from row to row (int() of each answer's words) are left to the majority rule after recording."""
+        for result in results if self.top_errors is not None else ():
+            if not result.error or (self.top_errors and result.error != self.top_errors[0].error):
+                self.top_errors = None
+                return
+            self.top_errors.append(result)
+        if self.top_errors and len(self.top_errors) >= self.rows:
+            first = self.top_errors[0]
+            raise ConfigError(f"task {self.task_source}: the program or its metric raised the same error on the "
+                              f"first {len(self.top_errors)} rows with every predictor on {tier}; row "
+                              f"{first.row_id}: {first.error}. Every paid call is cached: fix it and rerun")
 
     def _note_failures(self, tier: str, steps) -> bool:
         """Count the row's failures on `tier`; True when one was a passing one (the row has a gap)."""

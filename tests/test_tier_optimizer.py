@@ -497,23 +497,29 @@ def count_optimizer(tmp_path, paid):
                          scripts={"*": count_script(paid)})
 
 
-def test_a_metric_that_raises_on_every_row_is_one_line_and_loses_no_call(tmp_path):
-    """A bug in the task's own code (here the metric divides by zero) used to end the compile with a
-    traceback; it is a ConfigError naming the row and the error, and the rerun after the fix pays nothing."""
+@pytest.mark.parametrize("broken, match, paid_before_the_stop", [
+    # the same error on every row (a typo-like bug): stopped after the top tier's first 3 rows
+    (lambda example, prediction, trace=None: (example.words == prediction.words) / 0,
+     r"the program or its metric raised the same error on the first 3 rows with every predictor on big; row \S+: "
+     r"metric: ZeroDivisionError", 3),
+    # an error that differs per row: the majority rule after recording
+    (lambda example, prediction, trace=None: {}[f"{example.message}"],
+     r"the program or its metric raised on 8 of 8 rows even with every predictor on big; first, row \S+: "
+     r"metric: KeyError", 16),
+])
+def test_a_metric_that_raises_on_every_row_is_one_line_and_loses_no_call(tmp_path, broken, match,
+                                                                         paid_before_the_stop):
+    """A bug in the task's own code used to end the compile with a traceback; it is a ConfigError naming
+    the row and the error, and the rerun after the fix pays only what it had not."""
     paid: list = []
-
-    def broken(example, prediction, trace=None):
-        return (example.words == prediction.words) / 0
-
-    with pytest.raises(ConfigError, match=r"the program or its metric raised on 8 of 8 rows even with every predictor "
-                                          r"on big; first, row \S+: metric: ZeroDivisionError"):
+    with pytest.raises(ConfigError, match=match):
         TierOptimizer(metric=broken, tiers=fake_catalog("small", "big"), trials=5, holdout=0.25,
                       storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
                       scripts={"*": count_script(paid)}).compile(Count(), trainset=count_trainset())
-    assert len(paid) == 16
+    assert len(paid) == paid_before_the_stop
     fixed = count_optimizer(tmp_path, paid)
     fixed.compile(Count(), trainset=count_trainset())
-    assert len(paid) == 16  # every call came from the cache
+    assert len(paid) == 16  # the rest of the matrix; nothing paid twice
 
 
 @pytest.mark.parametrize("examples, match", [
