@@ -95,4 +95,7 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
               allow_incomplete=options.allow_incomplete)
     result = run(job, progress)
     artifact.save(result.body, out_path, options.sign_key_env)
+    if options.limit is not None and options.limit > len(all_rows):
+        result.summary.setdefault("notes", []).append(
+            f"--limit {options.limit}: the dataset has {len(all_rows)} rows; all of them were used")
     return result.summary

@@ -293,3 +293,12 @@ def test_where_the_flagship_stands_on_a_sample_the_note_names_the_rows_left_out(
     everything = optimize(options(tmp_path, [], scripts={"*": support_script(small_right=lambda row: False)},
                                   limit=None, trials=3))
     assert not any("without --limit" in n for n in everything["notes"])
+
+
+def test_a_limit_above_the_dataset_says_every_row_was_used(tmp_path):
+    """--limit 50 on 10 rows used the 10 without a word; the summary now says so."""
+    path = tmp_path / "ten.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in list(support_rows().values())[:10]))
+    summary = optimize(options(tmp_path, [], dataset=str(path), limit=50, trials=3))
+    assert "--limit 50: the dataset has 10 rows; all of them were used" in summary["notes"]
+    assert summary["dev"]["n"] + summary["holdout"]["n"] == 10
