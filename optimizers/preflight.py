@@ -86,11 +86,11 @@ class TierProbe:
         self.gap_ids: set[str] = set()  # rows some tier could not answer for a passing reason
 
     def observe(self, tier: str, results) -> None:
-        if tier == self.catalog.names[-1]:
-            self._watch_task_errors(tier, results)
         for result in results:
             if self._note_failures(tier, [s for s in result.steps if s.tier == tier]):
                 self.gap_ids.add(result.row_id)
+        if tier == self.catalog.names[-1]:
+            self._watch_task_errors(tier, results)
         if tier in self.answered:
             return
         steps = [s for r in results for s in r.steps if s.tier == tier]
@@ -110,7 +110,8 @@ class TierProbe:
         `prediction.anwser`) is a bug: stop before every other row and tier is paid for. Errors that differ
         from row to row (int() of each answer's words) are left to the majority rule after recording."""
         for result in results if self.top_errors is not None else ():
-            if not result.error or (self.top_errors and result.error != self.top_errors[0].error):
+            answered = all(s.decision != "failed" for s in result.steps)  # else the tier's failure, not the task's
+            if not result.error or not answered or (self.top_errors and result.error != self.top_errors[0].error):
                 self.top_errors = None
                 return
             self.top_errors.append(result)
