@@ -193,14 +193,16 @@ def read(path: str | Path, *, require_signature: bool | None = None, key_env: st
 
 
 def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None, require_signature=None,
-                 key_env=None, semantic_dir=None):
+                 key_env=None, semantic_dir=None, semantic=None):
     """Rebuild the program (or take `program`, an instance the caller built), check it is the one
     compiled, restore its state and policy: ready to call.
 
     `task` overrides the recorded task source (a name or a .py path); `cache`/`ledger` are a
     pipelines.cache.CallCache and pipelines.ledger.Ledger; `scripts` drives fake/ tiers in tests;
     `require_signature`/`key_env`: see read(); `semantic_dir` keeps a policy's semantic caches on disk
-    there (one folder per predictor), across restarts, instead of in the program's memory."""
+    there (one folder per predictor), across restarts, instead of in the program's memory; `semantic`
+    ({"ttl_s": s, "max_entries": n, "threshold": t}) overrides those settings of every semantic cache the
+    policy has (the search chose the threshold; freshness and size are production's choice)."""
     body = read(path, require_signature=require_signature, key_env=key_env)
     source = task or body["program"]["task"]
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
@@ -212,7 +214,27 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
-                             semantic_dir=semantic_dir)
+                             semantic_dir=semantic_dir, semantic=semantic)
+
+
+SEMANTIC_OVERRIDES = ("ttl_s", "max_entries", "threshold")
+
+
+def override_semantic(policy, semantic: dict) -> None:
+    """`load(..., semantic={...})`: those settings on every semantic cache of the policy, checked as the
+    artifact's own entries are."""
+    from pipelines.semantic_cache import validate_settings
+
+    if not isinstance(semantic, dict) or set(semantic) - set(SEMANTIC_OVERRIDES):
+        raise ConfigError(f"semantic= takes a dict of {list(SEMANTIC_OVERRIDES)}, got {semantic!r}")
+    cached = [name for name, pp in policy.predictors.items() if pp.semantic is not None]
+    if not cached:
+        raise ConfigError("semantic= was given, but the policy has no semantic cache (compile with "
+                          "--semantic-cache, or TierOptimizer(semantic_cache=...))")
+    for name in cached:
+        merged = {**policy.predictors[name].semantic, **semantic}
+        validate_settings(merged, f"semantic= for predictor {name!r}")
+        policy.predictors[name].semantic = merged
 
 
 def load_state(program, body: dict) -> None:
@@ -226,7 +248,7 @@ def load_state(program, body: dict) -> None:
 
 
 def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None,
-                      semantic_dir=None):
+                      semantic_dir=None, semantic=None):
     """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
@@ -248,6 +270,8 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
         raise ArtifactError(f"{where}: malformed artifact ({type(e).__name__}: {e})") from None
     if unreachable:  # every call would fall back, silently paying another tier
         raise ArtifactError(f"{where}: tier {unreachable[0]}")
+    if semantic:
+        override_semantic(policy, semantic)
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
     compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers, semantic_dir=semantic_dir)
     compiled.artifact, compiled.write_artifact = body, save

@@ -300,15 +300,20 @@ def test_compiled_artifact_answers_the_second_order_number(compiled):
     assert all(s.decision == "semantic_hit" for s in program.last_trail)
 
 
+def cached_everywhere(path, out):
+    """The compiled artifact with a semantic cache (threshold 0.8) on every predictor, resealed at `out`."""
+    body = json.loads(path.read_text())
+    for entry in body["policy"]["predictors"].values():
+        entry["semantic"] = {"threshold": 0.8}
+    return save({k: v for k, v in body.items() if k != "checksum"}, out), body
+
+
 def test_load_keeps_the_semantic_cache_on_disk_across_restarts(compiled):
     """`load(path, semantic_dir=...)`, as README says; it raised TypeError (only CompiledProgram took it)."""
     from pipelines import load
 
     _, path, tmp, _ = compiled
-    body = json.loads(path.read_text())
-    for entry in body["policy"]["predictors"].values():
-        entry["semantic"] = {"threshold": 0.8}
-    forced = save({k: v for k, v in body.items() if k != "checksum"}, tmp / "kept.tierwise.json")
+    forced, _ = cached_everywhere(path, tmp / "kept.tierwise.json")
     scripts = {"*": script_for({**all_rows(), **EXTRA_ROWS})}
     first = load(forced, cache=CallCache(tmp / "kept-cache"), ledger=Ledger(), scripts=scripts,
                  semantic_dir=tmp / "semantic")
@@ -318,6 +323,35 @@ def test_load_keeps_the_semantic_cache_on_disk_across_restarts(compiled):
     assert restarted(message=PARAPHRASE).order_id == "A12345"
     assert [s.decision for s in restarted.last_trail] == ["semantic_hit", "semantic_hit"]
     assert sorted(p.name for p in (tmp / "semantic").iterdir()) == ["classify", "extract"]
+
+
+def test_load_sets_the_semantic_caches_ttl_for_production(compiled):
+    """The search picks the threshold; how long an answer stays fresh is production's call:
+    `load(path, semantic={"ttl_s": ...})` without editing the artifact. Bad values: one line, at load."""
+    import time
+
+    from pipelines import load
+
+    _, path, tmp, _ = compiled
+    forced, body = cached_everywhere(path, tmp / "ttl.tierwise.json")
+    scripts = {"*": script_for({**all_rows(), **EXTRA_ROWS})}
+    program = load(forced, cache=CallCache(tmp / "ttl-cache"), ledger=Ledger(), scripts=scripts,
+                   semantic={"ttl_s": 0.5})
+    program(message=FIRST)
+    program(message=PARAPHRASE)
+    assert {s.decision for s in program.last_trail if s.tier == SEMANTIC_TIER} == {"semantic_hit"}
+    time.sleep(0.6)
+    program(message=PARAPHRASE)  # expired: asked again
+    assert {s.decision for s in program.last_trail if s.tier == SEMANTIC_TIER} == {"semantic_miss"}
+    for bad, match in (({"ttl": 60}, r"semantic= takes a dict of \['ttl_s', 'max_entries', 'threshold'\]"),
+                       ({"ttl_s": -1}, r"semantic= for predictor '\w+': semantic 'ttl_s' must be a number")):
+        with pytest.raises(ConfigError, match=match):
+            load(forced, cache=CallCache(tmp / "ttl-cache"), ledger=Ledger(), scripts=scripts, semantic=bad)
+    for entry in body["policy"]["predictors"].values():
+        del entry["semantic"]
+    plain = save({k: v for k, v in body.items() if k != "checksum"}, tmp / "plain.tierwise.json")
+    with pytest.raises(ConfigError, match="the policy has no semantic cache"):
+        load(plain, cache=CallCache(tmp / "ttl-cache"), ledger=Ledger(), scripts=scripts, semantic={"ttl_s": 60})
 
 
 @pytest.mark.integration
