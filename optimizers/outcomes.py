@@ -9,6 +9,7 @@ program whose later predictors read earlier outputs) is made on demand, under th
 from __future__ import annotations
 
 import contextvars
+import math
 import re
 import threading
 from collections import Counter
@@ -321,6 +322,8 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
             prediction = program(**typed_inputs(task.inputs(row)))
             try:
                 score = task.metric(row, prediction)
+                if not math.isfinite(score):  # a NaN would make every trial's quality NaN, which Optuna refuses
+                    error, score = f"metric: returned {score!r}, not a finite number", 0.0
             except Exception as e:  # noqa: BLE001 - a metric that cannot read this prediction scores it 0
                 reraise_ours(e)
                 error = f"metric: {one_line(e)}"

@@ -69,6 +69,7 @@ class Job:
     refine: bool = True  # refine the chosen point one predictor at a time (optimizers.refine)
     rows_available: int | None = None  # the labeled rows there were before `--limit` sampled `rows`
     allow_incomplete: bool = False  # compile on the rows every tier answered when some tier had an outage
+    notes: list[str] = field(default_factory=list)  # said by whoever asked for the compile (TierOptimizer)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Session:
     # Distinct calls of every tier's uniform run on every row: rows x predictors x tiers when each predictor
     # is called once per row, more when a program calls one several times (once per item of a list).
     matrix_calls: int = 0
-    notes: list[str] = field(default_factory=list)  # what recording left out (--allow-incomplete)
+    notes: list[str] = field(default_factory=list)  # the job's, and what recording left out (--allow-incomplete)
 
     def evaluate(self, policy: Policy, rows: list[dict], scorers=None, routers=None) -> list[RowResult]:
         return evaluate(self.job.task, self.program, policy, rows, self.table, self.job.catalog.names, scorers,
@@ -191,7 +192,7 @@ def prepare(job: Job) -> Session:
                          shared or paths.outcomes_dir(work),
                          job.budget_usd, budget_key=f"spent|{name}")
     return Session(job, dev, hold, runtime, program, [n for n, _ in program.named_predictors()], name,
-                   job.storage or paths.study_storage(work), table)
+                   job.storage or paths.study_storage(work), table, notes=list(job.notes))
 
 
 def record(session: Session, progress) -> dict[str, list[RowResult]]:

@@ -218,6 +218,9 @@ def run_search_buffered(study: optuna.Study, evaluate: Callable[[Policy], tuple[
         run_search(scratch, evaluate, predictors, tier_names, estimators, min(before + batch, n_trials), on_trial,
                    max_rungs, seeds, suggest)
         fresh = completed(scratch)[before:]
+        if not fresh:  # Optuna refused every value of the batch (NaN): more batches would spin for ever
+            raise ConfigError(f"study {study.study_name}: every trial of a batch failed (a quality or cost that "
+                              "is not a finite number); check the task's metric")
         with _storage_lock(url):  # another process may be resuming the same study: never pass n_trials
             now = completed(study)
             room = max(n_trials - len(now), 0)

@@ -14,6 +14,7 @@ The trainset is a list of `dspy.Example` with `.with_inputs(...)`, the metric DS
 from __future__ import annotations
 
 import copy
+import json
 
 from dspy.teleprompt import Teleprompter
 
@@ -82,11 +83,14 @@ class TierOptimizer(Teleprompter):
                                          predictor_correct=self.predictor_correct)
         hold_rows = None
         if valset is not None:
-            if set(input_keys_of(valset, "valset")) != set(task.input_keys):
-                raise ConfigError(f"valset inputs differ from the trainset's {sorted(task.input_keys)}")
+            valset_keys = input_keys_of(valset, "valset")
+            if set(valset_keys) != set(task.input_keys):
+                raise ConfigError(f"valset inputs {sorted(valset_keys)} differ from the trainset's "
+                                  f"{sorted(task.input_keys)}")
             offset = len(task.rows)
             hold_rows = check_rows([example_row(e, offset + i) for i, e in enumerate(valset)], task, "valset")
         check_rows(task.rows + (hold_rows or []), task, "trainset + valset")
+        notes = overlap_note(task.rows, hold_rows or [])
         program = task.build_program()  # labels checked before any call is paid for, as the command line does
         for where, rows in (("trainset", task.rows), ("valset", hold_rows or [])):
             for i, row in enumerate(rows):
@@ -100,7 +104,7 @@ class TierOptimizer(Teleprompter):
                   seed=self.seed, budget_usd=self.budget_usd, holdout=self.holdout, holdout_rows=hold_rows,
                   storage=self.storage, work_dir=self.work_dir, dataset="trainset", scripts=self.scripts,
                   semantic_cache=self.semantic_cache is not None, semantic_settings=self.semantic_cache,
-                  allow_incomplete=self.allow_incomplete)
+                  allow_incomplete=self.allow_incomplete, notes=notes)
         if self.progress:
             from optimizers.progress import LiveProgress
 
@@ -114,6 +118,19 @@ class TierOptimizer(Teleprompter):
         load_state(program, result.body)
         return program_from_body(result.body, program, "compiled program",
                                  cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts)
+
+
+def overlap_note(train_rows: list[dict], hold_rows: list[dict]) -> list[str]:
+    """A valset that repeats trainset examples is not an independent check: say how many."""
+    def content(row):
+        return json.dumps({k: v for k, v in row.items() if k not in ("id", "segment")}, sort_keys=True, default=str)
+
+    seen = {content(r) for r in train_rows}
+    repeated = sum(content(r) in seen for r in hold_rows)
+    if not repeated:
+        return []
+    return [f"{repeated} of {len(hold_rows)} valset examples are also in the trainset: the holdout check on them "
+            "is not independent of the search"]
 
 
 def semantic_settings(value) -> dict | None:

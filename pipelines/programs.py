@@ -115,19 +115,21 @@ class ExampleTask:
     """A program, its metric and examples, in the shape the compiler reads (see pipelines.tasks.Task)."""
 
     def __init__(self, *, name: str, source: str | None, build, metric, input_keys, rows=None, dataset=None,
-                 predictor_correct=None):
+                 predictor_correct=None, added_keys=()):
         self.name, self.source = name, source
         self._build, self._metric, self._correct = build, metric, predictor_correct
         self.input_keys = tuple(input_keys)
         self.rows, self.dataset = rows, dataset
+        self.added_keys = frozenset(added_keys)  # row keys tierwise added (id, segment): not the user's labels
 
     @classmethod
     def from_examples(cls, program, metric, trainset, *, name=None, source=None, predictor_correct=None):
         keys = input_keys_of(trainset)
         pristine = copy.deepcopy(program)
+        own = {k for e in trainset for k in e.keys()}
         return cls(name=name or type(program).__name__, source=source, build=lambda: copy.deepcopy(pristine),
                    metric=metric, input_keys=keys, rows=[example_row(e, i) for i, e in enumerate(trainset)],
-                   predictor_correct=predictor_correct)
+                   predictor_correct=predictor_correct, added_keys={"id", "segment"} - own)
 
     def build_program(self):
         return self._build()
@@ -136,9 +138,10 @@ class ExampleTask:
         return {k: row[k] for k in self.input_keys}
 
     def example(self, row: dict):
+        """The user's example again: a metric reading `example.labels()` must not see tierwise's row keys."""
         import dspy
 
-        return dspy.Example(row).with_inputs(*self.input_keys)
+        return dspy.Example({k: v for k, v in row.items() if k not in self.added_keys}).with_inputs(*self.input_keys)
 
     def metric(self, row: dict, prediction) -> float:
         value = self._metric(self.example(row), prediction, None)
@@ -198,5 +201,6 @@ def task_from_module(module, source: str, path: Path) -> ExampleTask:
     return ExampleTask(name=name, source=source, build=build, metric=module.metric,
                        input_keys=input_keys_of(trainset, f"{path}: trainset"),
                        rows=[example_row(e, i) for i, e in enumerate(trainset)],
-                       predictor_correct=getattr(module, "predictor_correct", None))
+                       predictor_correct=getattr(module, "predictor_correct", None),
+                       added_keys={"id", "segment"} - {k for e in trainset for k in e.keys()})
 

@@ -4,6 +4,7 @@ dspy.Example trainsets and a DSPy metric, compiled on scripted tiers; the artifa
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Literal
 
@@ -520,6 +521,57 @@ def test_a_metric_that_raises_on_every_row_is_one_line_and_loses_no_call(tmp_pat
     fixed = count_optimizer(tmp_path, paid)
     fixed.compile(Count(), trainset=count_trainset())
     assert len(paid) == 16  # the rest of the matrix; nothing paid twice
+
+
+def test_the_metric_sees_the_users_example_without_tierwises_row_keys(tmp_path):
+    """A metric comparing every label (`example.labels()`) saw tierwise's `id` and `segment` too: every tier
+    scored 0 and the compile picked the cheapest, silently."""
+    seen: list = []
+
+    def every_label(example, prediction, trace=None):
+        return all(prediction.get(key) == value for key, value in example.labels().items())
+
+    optimizer = TierOptimizer(metric=every_label, tiers=fake_catalog("small", "big"), trials=10, holdout=0.3,
+                              storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script(seen)})
+    optimizer.compile(make_program(), trainset=trainset())
+    assert optimizer.summary_["baselines"]["big"]["holdout"]["quality"] == 1.0
+
+
+def test_a_valset_that_repeats_the_trainset_is_named_in_the_notes(tmp_path):
+    """valset=trainset gave a "holdout" check on the very rows the search chose on, presented as independent."""
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=5,
+                              storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script([])})
+    examples = trainset()
+    optimizer.compile(make_program(), trainset=examples[:15], valset=examples[10:])
+    assert "5 of 11 valset examples are also in the trainset: the holdout check on them is not independent of " \
+           "the search" in optimizer.summary_["notes"]
+
+
+def test_a_valset_with_other_inputs_names_both(tmp_path):
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script([])})
+    other = [dspy.Example(text=m, intent=label).with_inputs("text") for m, label in list(GOLD.items())[:3]]
+    with pytest.raises(ConfigError, match=r"valset inputs \['text'\] differ from the trainset's \['message'\]"):
+        optimizer.compile(make_program(), trainset=trainset(), valset=other)
+
+
+def test_a_metric_returning_nan_on_some_rows_scores_them_zero_and_says_so(tmp_path):
+    """NaN on some rows made every trial's quality NaN, which Optuna refuses: compile looped for ever on
+    failed trials. Such a row now scores 0 with a note, as a metric that raises does."""
+    seen: list = []
+
+    def nan_on_fraud(example, prediction, trace=None):
+        return float("nan") if example.intent == "fraud_report" else float(example.intent == prediction.intent)
+
+    optimizer = TierOptimizer(metric=nan_on_fraud, tiers=fake_catalog("small", "big"), trials=10, holdout=0.3,
+                              storage=f"sqlite:///{tmp_path}/studies.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script(seen)})
+    optimizer.compile(make_program(), trainset=trainset())
+    summary = optimizer.summary_
+    assert math.isfinite(summary["holdout"]["quality"]) and summary["trials"] >= 10
+    assert any("metric: returned nan, not a finite number" in note for note in summary["notes"])
 
 
 @pytest.mark.parametrize("examples, match", [
