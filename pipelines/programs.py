@@ -95,6 +95,11 @@ def example_row(example, index: int) -> dict:
     return fields
 
 
+def added_row_keys(examples) -> set[str]:
+    """The keys example_row adds that no example has itself."""
+    return {"id", "segment"} - {k for e in examples for k in e.keys()}
+
+
 def input_keys_of(examples, where: str = "trainset") -> tuple[str, ...]:
     keys = None
     for i, example in enumerate(examples):
@@ -126,10 +131,9 @@ class ExampleTask:
     def from_examples(cls, program, metric, trainset, *, name=None, source=None, predictor_correct=None):
         keys = input_keys_of(trainset)
         pristine = copy.deepcopy(program)
-        own = {k for e in trainset for k in e.keys()}
         return cls(name=name or type(program).__name__, source=source, build=lambda: copy.deepcopy(pristine),
                    metric=metric, input_keys=keys, rows=[example_row(e, i) for i, e in enumerate(trainset)],
-                   predictor_correct=predictor_correct, added_keys={"id", "segment"} - own)
+                   predictor_correct=predictor_correct, added_keys=added_row_keys(trainset))
 
     def build_program(self):
         return self._build()
@@ -202,5 +206,5 @@ def task_from_module(module, source: str, path: Path) -> ExampleTask:
                        input_keys=input_keys_of(trainset, f"{path}: trainset"),
                        rows=[example_row(e, i) for i, e in enumerate(trainset)],
                        predictor_correct=getattr(module, "predictor_correct", None),
-                       added_keys={"id", "segment"} - {k for e in trainset for k in e.keys()})
+                       added_keys=added_row_keys(trainset))
 
