@@ -85,6 +85,19 @@ class RungOutcome:
 RungSource = Callable[[str, dspy.Predict, str, dict, str], RungOutcome]
 
 
+def without_logprobs(prediction, signature) -> None:
+    """tierwise asks local tiers for token log-probabilities (its confidence reads them from the call, not
+    the prediction); dspy also puts them on the prediction as a `logprobs` field, which the user's
+    prediction, and a demo bootstrapped from it, must not carry. A signature's own `logprobs` field stays."""
+    if "logprobs" in signature.output_fields:
+        return
+    if "logprobs" in prediction:
+        del prediction["logprobs"]
+    completions = getattr(prediction, "_completions", None)
+    if completions is not None:
+        completions._completions.pop("logprobs", None)
+
+
 def inputs_key(kwargs: dict) -> str:
     return hashlib.sha256(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -206,6 +219,7 @@ class LiveRungs:
             # confidence is known (an escalated answer would be shown, then replaced); the prediction is.
             with dspy.context(adapter=rung_adapter(ADAPTER), trace=None, send_stream=None):
                 prediction = _original_forward(predictor)(lm=lm, **config, **kwargs)
+                without_logprobs(prediction, predictor.signature)
                 outputs = {k: prediction.get(k) for k in predictor.signature.output_fields}
                 candidates = [{k: prediction.completions[k][i] for k in outputs}
                               for i in range(1, len(prediction.completions))]

@@ -93,4 +93,6 @@ def standalone_lm(tier: str = "flagship", tiers=None, cache_dir=None, ledger_pat
     engine = runtime.engine(tier)
     own = lm_settings(engine.tier)
     own["max_tokens"] = max(own["max_tokens"] or 0, DEFAULT_SETTINGS["max_tokens"])
+    for key in ("logprobs", "top_logprobs"):  # no confidence is read here; dspy would put them on every prediction
+        own.pop(key, None)
     return dspy.LM(engine.tier.model, engine=engine, cache=False, num_retries=0, **{**own, **settings})

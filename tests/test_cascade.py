@@ -214,6 +214,7 @@ def test_live_escalation_uses_the_answer_token_confidence(tmp_path, threshold, f
                                 script)
     prediction = program(question="q1")
     assert prediction.answer == f"from {final}" and seen == calls
+    assert list(prediction.keys()) == ["answer"]  # the log-probabilities tierwise read stay off the prediction
     trail = program.last_trail
     assert [s.tier for s in trail] == calls
     assert trail[0].confidence == pytest.approx(0.5)

@@ -190,12 +190,14 @@ from pipelines import lm
 from pipelines.adapter import TierwiseAdapter
 flagship = lm("flagship", cache_dir={str(tmp_path / "cache")!r}, ledger_path={str(tmp_path / "ledger.jsonl")!r})
 dspy.configure(lm=flagship, adapter=TierwiseAdapter())
-print(json.dumps({{"answer": dspy.Predict("question -> answer")(question={QUESTION!r}).answer,
+prediction = dspy.Predict("question -> answer")(question={QUESTION!r})
+print(json.dumps({{"answer": prediction.answer, "keys": list(prediction.keys()),
                   "max_tokens": flagship.kwargs["max_tokens"]}}))
 """
     first = last_json_line(run_python(code).stdout)
     again = last_json_line(run_python(code).stdout)
     assert "42" in first["answer"] and again == first and first["max_tokens"] == 256
+    assert first["keys"] == ["answer"]  # a plain LM: no token log-probabilities on the user's prediction
     records = [json.loads(line) for line in open(tmp_path / "ledger.jsonl")]
     assert [(r["tier"], r["cache_hit"]) for r in records] == [("flagship", False), ("flagship", True)]
     assert records[0]["cost_usd"] > 0 and records[1]["cost_usd"] == 0
