@@ -40,7 +40,9 @@ def check_rows(rows: list[dict], task, where: str) -> list[dict]:
     """Unique ids, and every input field the task reads present in every row."""
     ids = [str(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
-        raise ConfigError(f"{where}: row ids are not unique")
+        repeated = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(f"{where}: row ids are not unique ({repeated!r} repeats; an example's own `id` field is "
+                          "its row id: make it unique, or rename the field)")
     for row in rows:
         try:
             task.inputs(row)

@@ -549,6 +549,15 @@ def test_a_valset_that_repeats_the_trainset_is_named_in_the_notes(tmp_path):
            "the search" in optimizer.summary_["notes"]
 
 
+def test_an_id_field_that_repeats_says_it_is_the_row_id(tmp_path):
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), work_dir=tmp_path / ".tierwise",
+                              scripts={"*": script([])})
+    examples = [dspy.Example(message=m, intent=label, id="same").with_inputs("message") for m, label in GOLD.items()]
+    with pytest.raises(ConfigError, match=r"row ids are not unique \('same' repeats; an example's own `id` field is "
+                                          r"its row id"):
+        optimizer.compile(make_program(), trainset=examples)
+
+
 def test_a_valset_with_other_inputs_names_both(tmp_path):
     optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), work_dir=tmp_path / ".tierwise",
                               scripts={"*": script([])})
