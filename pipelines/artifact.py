@@ -30,15 +30,16 @@ KIND = "tierwise-artifact"
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
 
 
-def program_fingerprint(program) -> str:
+def program_fingerprint(program, legacy: bool = False) -> str:
     """Predictor names, signatures (fields, output types, instructions), demos and generation settings:
     what a policy and state are bound to, and what decides a recorded answer (a type's validator can
-    reject one)."""
+    reject one). `legacy`: as before 2026-12-01, when a class of the user's own was named with its module
+    (`__main__.Person` when compiled from a script, `people.Person` when imported): accepted at load."""
     parts = []
     for name, predictor in program.named_predictors():
         sig = predictor.signature
         parts.append({"name": name, "inputs": list(sig.input_fields), "outputs": list(sig.output_fields),
-                      "types": [_type_name(field_type(f)) for f in sig.output_fields.values()],
+                      "types": [_type_name(field_type(f), legacy) for f in sig.output_fields.values()],
                       "instructions": sig.instructions,
                       "demos": [dict(d.items()) for d in getattr(predictor, "demos", [])],
                       # its own generation settings (max_tokens=...) decide its answers too; only when set,
@@ -47,14 +48,19 @@ def program_fingerprint(program) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _type_name(annotation) -> str:
-    """Stable across processes: a validator by its qualified name, not its repr (which holds an address)."""
+def _type_name(annotation, legacy: bool = False) -> str:
+    """Stable across processes: a validator by its qualified name, not its repr (which holds an address);
+    a class of the user's own by its qualified name, not its module (a script's is `__main__`)."""
     def name(arg):
         func = getattr(arg, "func", None)
-        return f"{type(arg).__name__}({func.__module__}.{func.__qualname__})" if func else repr(arg)
+        if func:
+            return f"{type(arg).__name__}({func.__module__}.{func.__qualname__})"
+        if not legacy and isinstance(arg, type) and arg.__module__ not in ("builtins", "typing"):
+            return f"<class {arg.__qualname__}>"
+        return repr(arg)
 
     args = get_args(annotation)
-    return f"{get_origin(annotation)}[{', '.join(map(name, args))}]" if args else repr(annotation)
+    return f"{get_origin(annotation)}[{', '.join(map(name, args))}]" if args else name(annotation)
 
 
 def _checksum(body: dict) -> str:
@@ -210,7 +216,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
         program = _rebuild(path, body, source, explicit=task is not None)
     load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
     expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
-    if expected != actual:
+    if expected not in (actual, program_fingerprint(program, legacy=True)):
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,

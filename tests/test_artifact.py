@@ -218,3 +218,49 @@ def test_an_artifact_cannot_choose_a_task_file_to_execute(tmp_path):
     with pytest.raises(ArtifactError, match="pass it explicitly"):
         load_program(path)
     assert not marker.exists()
+
+
+PEOPLE = """
+import dspy
+from pydantic import BaseModel
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+class One(dspy.Signature):
+    text: str = dspy.InputField()
+    person: Person = dspy.OutputField()
+
+
+class Many(dspy.Signature):
+    text: str = dspy.InputField()
+    people: list[Person] = dspy.OutputField()
+
+
+class Extract(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.person = dspy.Predict(One)
+        self.people = dspy.Predict(Many)
+"""
+
+
+def test_a_users_class_fingerprints_the_same_compiled_from_a_script_or_imported(tmp_path, monkeypatch):
+    """A program compiled by `python people.py` names its output type `__main__.Person`; loaded later with
+    `load(path, program=people.Extract())` it is `people.Person`: the fingerprints differed, and the
+    artifact was refused as "compiled for a different program"."""
+    import runpy
+    import sys
+
+    from pipelines.artifact import program_fingerprint
+
+    (tmp_path / "people.py").write_text(PEOPLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    as_script = runpy.run_path(str(tmp_path / "people.py"), run_name="__main__")["Extract"]()
+    imported = __import__("people").Extract()
+    assert program_fingerprint(as_script) == program_fingerprint(imported)
+    assert program_fingerprint(as_script, legacy=True) != program_fingerprint(imported, legacy=True)  # before
+    sys.modules.pop("people", None)
