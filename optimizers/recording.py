@@ -33,9 +33,10 @@ def record_baselines(task, program, catalog, rows: list[dict], table, predictors
     cells already recorded (cache hits that load no model), and a tier done lets its local model go (`done`),
     so one local model at a time is resident (peak memory: the largest model, not the sum). At once
     (`concurrency` > 1), cheaper tiers are started first. A budget stop (or any error) stops new calls,
-    lets the ones in flight finish (they are paid: their cells are kept) and is raised after. `probe.observe(tier, [result])` sees each result
-    as it comes (optimizers.preflight.TierProbe refuses a tier that cannot be reached). `done(tier,
-    remaining)` is told when a tier has answered every row, with the tiers still recording."""
+    lets the ones in flight finish (they are paid: their cells are kept) and is raised after.
+    `probe.observe(tier, [result])` sees each result as it comes (optimizers.preflight.TierProbe refuses a
+    tier that cannot be reached). `done(tier, remaining)` is told when a tier has answered every row, with
+    the tiers still recording."""
     names = catalog.names
     done = done or (lambda tier, remaining: None)
     if progress is not None:

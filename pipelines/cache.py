@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import fcntl
 import json
-import math
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import diskcache
 
 from pipelines import paths
 from pipelines.errors import ConfigError, StoreError
+from pipelines.tiers import is_number
 
 
 def default_cache_dir() -> Path:
@@ -84,7 +84,7 @@ def check_ttl(ttl_s):
     after the call was paid."""
     if ttl_s is None:
         return None
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s < 0.001:
+    if not is_number(ttl_s) or ttl_s < 0.001:
         raise ConfigError(f"cache_ttl_s must be a number of seconds >= 0.001 (or None: kept until evicted), "
                           f"got {ttl_s!r}")
     return float(ttl_s)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import threading
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.errors import ConfigError
+from pipelines.tiers import is_number
 
 SEMANTIC_TIER = "semantic-cache"  # the trail's and the ledger's name for a lookup
 DEFAULT_MAX_ENTRIES = 10_000
@@ -86,20 +86,16 @@ def validate_settings(settings: dict, where: str) -> None:
         raise ConfigError(f"{where}: 'semantic' has unknown key(s) {unknown}; it takes {list(SETTINGS_KEYS)}")
     threshold, ttl = settings.get("threshold"), settings.get("ttl_s")
     size = settings.get("max_entries", DEFAULT_MAX_ENTRIES)
-    if not (_number(threshold) and 0.0 <= threshold <= 1.0):
+    if not (is_number(threshold) and 0.0 <= threshold <= 1.0):
         raise ConfigError(f"{where}: semantic 'threshold' must be a number in [0, 1], got {threshold!r}")
-    if ttl is not None and not (_number(ttl) and ttl > 0):
+    if ttl is not None and not (is_number(ttl) and ttl > 0):
         raise ConfigError(f"{where}: semantic 'ttl_s' must be a number of seconds > 0 (or absent), got {ttl!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not is_number(size, whole=True) or size < 1:
         raise ConfigError(f"{where}: semantic 'max_entries' must be a whole number >= 1, got {size!r}")
     entities = settings.get("entities", ())
     if not isinstance(entities, (list, tuple)) or not all(isinstance(p, str) for p in entities):
         raise ConfigError(f"{where}: semantic 'entities' must be a list of regular expressions, got {entities!r}")
     compile_patterns(entities, where)
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def signature_key(predictor) -> str:

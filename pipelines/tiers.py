@@ -411,6 +411,13 @@ _NUMBER_SETTINGS = {"temperature": 0, "top_p": 0, "timeout_s": 1e-9, "backoff_s"
 _WHOLE_SETTINGS = ("max_tokens", "retries", "max_concurrency", "cooldown_after")
 
 
+def is_number(value, whole: bool = False) -> bool:
+    """A finite int or float (an int when `whole`), never a bool or a quoted number: what every numeric
+    setting a user writes must be (tier settings, cache TTLs, semantic-cache settings)."""
+    return (not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+            and math.isfinite(value))
+
+
 def check_settings(settings: dict, where: str, prefix: str = "settings.") -> None:
     """Each setting a finite number at or above its floor (whole for counts), `stop` a string or list of
     them: a tier's settings, or a predictor's own (dspy.Predict(..., max_tokens=N))."""
@@ -419,8 +426,7 @@ def check_settings(settings: dict, where: str, prefix: str = "settings.") -> Non
         if value is None:
             continue
         whole = key in _WHOLE_SETTINGS
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) \
-                or not math.isfinite(value) or value < floor:
+        if not is_number(value, whole) or value < floor:
             kind = "a whole number" if whole else "a finite number"
             raise ConfigError(f"{where}: {prefix}{key} must be {kind} >= {floor:g}, got {value!r}")
     stop = settings.get("stop")

@@ -123,6 +123,12 @@ program = Inline"""
 
 SETTINGS_TOML = '[[tier]]\nname = "a"\nmodel = "fake/a"\n[tier.settings]\n'  # a tier, then its settings
 
+
+def settings_case(line: str, pattern: str) -> Case:
+    """`tiers` on a one-tier file whose settings hold `line`."""
+    return Case(["tiers", "--tiers", "{T}/t.toml"], pattern, files={"t.toml": SETTINGS_TOML + line + "\n"})
+
+
 CASES: dict[str, Case] = {
     # --- datasets ---------------------------------------------------------------------------
     "dataset missing": Case([*OPT, "--dataset", "{T}/nope.jsonl"], r"dataset not found: .*nope\.jsonl"),
@@ -220,29 +226,21 @@ CASES: dict[str, Case] = {
                                 files={"t.toml": '[[tier]]\nname = "a"\nmodel = "local/huge"\n'}),
     "duplicate tier names": Case(["tiers", "--tiers", "{T}/t.toml"], r"duplicate names",
                                  files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[[tier]]\nname = "a"\nmodel = "fake/b"\n'}),
-    "max_concurrency a string": Case(["tiers", "--tiers", "{T}/t.toml"],
-                                     r"settings\.max_concurrency must be a whole number >= 1, got 'abc'",
-                                     files={"t.toml": SETTINGS_TOML + 'max_concurrency = "abc"\n'}),
-    "max_concurrency zero": Case(["tiers", "--tiers", "{T}/t.toml"],
-                                 r"settings\.max_concurrency must be a whole number >= 1, got 0",
-                                 files={"t.toml": SETTINGS_TOML + 'max_concurrency = 0\n'}),
-    "cooldown_s negative": Case(["tiers", "--tiers", "{T}/t.toml"],
-                                r"settings\.cooldown_s must be a finite number >= 0, got -30",
-                                files={"t.toml": SETTINGS_TOML + 'cooldown_s = -30\n'}),
-    "cooldown_after a word": Case(["tiers", "--tiers", "{T}/t.toml"],
-                                  r"settings\.cooldown_after must be a whole number >= 0, got 'x'",
-                                  files={"t.toml": SETTINGS_TOML + 'cooldown_after = "x"\n'}),
+    "max_concurrency a string": settings_case('max_concurrency = "abc"',
+                                              r"settings\.max_concurrency must be a whole number >= 1, got 'abc'"),
+    "max_concurrency zero": settings_case("max_concurrency = 0",
+                                          r"settings\.max_concurrency must be a whole number >= 1, got 0"),
+    "cooldown_s negative": settings_case("cooldown_s = -30", r"settings\.cooldown_s must be a finite number >= 0, got -30"),
+    "cooldown_after a word": settings_case('cooldown_after = "x"',
+                                           r"settings\.cooldown_after must be a whole number >= 0, got 'x'"),
     "API tier with one price": Case(["tiers", "--tiers", "{T}/t.toml"],
                                     r"#1: set both input_per_1m and output_per_1m \(no price is known for "
                                     r"'openai/house-model' to take the other from; 0 for free\)",
                                     files={"t.toml": '[[tier]]\nname = "a"\nmodel = "openai/house-model"\n'
                                                      'api_base = "http://127.0.0.1:9/v1"\ninput_per_1m = 0.5\n'}),
-    "max_tokens zero": Case(["tiers", "--tiers", "{T}/t.toml"], r"settings\.max_tokens must be a whole number >= 1, got 0",
-                            files={"t.toml": SETTINGS_TOML + 'max_tokens = 0\n'}),
-    "timeout a word": Case(["tiers", "--tiers", "{T}/t.toml"], r"settings\.timeout_s must be a finite number",
-                           files={"t.toml": SETTINGS_TOML + 'timeout_s = "soon"\n'}),
-    "unknown setting": Case(["tiers", "--tiers", "{T}/t.toml"], r"unknown settings \['temp'\]",
-                            files={"t.toml": SETTINGS_TOML + 'temp = 0\n'}),
+    "max_tokens zero": settings_case("max_tokens = 0", r"settings\.max_tokens must be a whole number >= 1, got 0"),
+    "timeout a word": settings_case('timeout_s = "soon"', r"settings\.timeout_s must be a finite number"),
+    "unknown setting": settings_case("temp = 0", r"unknown settings \['temp'\]"),
     "fake tiers without a script": Case(OPT, r"tier small \(fake/small\) is not available: fake/ models are scripted",
                                         scripted=False),
     "unknown provider prefix": Case(["optimize", "support", "--tiers", "{T}/t.toml"],
