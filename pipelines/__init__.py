@@ -50,7 +50,8 @@ def trail_of(prediction) -> list:
 
 
 def cost_of(prediction) -> float:
-    """What the request that returned `prediction` cost in USD (0.0 for cache hits)."""
+    """What the request that returned `prediction` costs in production, in USD: the price of its calls, cached
+    or not (the ledger's cost_usd is what was paid now, 0 on a cache hit)."""
     from pipelines.cascade import cost_of as cost
 
     return cost(prediction)

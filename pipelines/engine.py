@@ -77,6 +77,9 @@ class TierCooledDown(TierUnavailable):
     """The tier failed too often in a row and rests for a while: the cascade's fallback answers."""
 
 
+PRICE_KEY = "tierwise"  # a Response's provider_data entry: the answering tier and the call's price
+
+
 UNAVAILABLE = re.compile(r"\btier \S+ unavailable\b")
 
 
@@ -106,12 +109,16 @@ class TierEngine:
     def complete(self, request) -> Response:
         result = self.call(request_payload(request))
         logprobs = tuple(TokenLogprob(token=t, logprob=lp) for t, lp in result.logprobs) or None
+        record = result.record
         return Response(
             id=None, model=self.tier.model, message=Message.assistant((TextPart(result.text),)),
             finish_reason="stop",
             usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens,
                         total_tokens=result.prompt_tokens + result.completion_tokens),
             logprobs=logprobs if request.config.logprobs else None,
+            # dspy prices no custom engine: the tier's LM puts this price in its history (pipelines.tier_lm)
+            provider_data={PRICE_KEY: {"tier": self.tier.name, "cache_hit": record.cache_hit,
+                                       "cost_usd": record.cost_usd + record.saved_usd}},
         )
 
     def stream(self, request):

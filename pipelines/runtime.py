@@ -13,7 +13,7 @@ from pipelines.cache import CallCache
 from pipelines.engine import TierEngine
 from pipelines.ledger import Ledger
 from pipelines.run_time_predictors import RunTimeEngine
-from pipelines.tier_lm import lm_settings, tier_lm
+from pipelines.tier_lm import TierLM, lm_settings, tier_lm
 from pipelines.tiers import DEFAULT_SETTINGS, LOCAL_PREFIX, Catalog, default_catalog, load_catalog
 
 ADAPTER = TierwiseAdapter()
@@ -95,4 +95,4 @@ def standalone_lm(tier: str = "flagship", tiers=None, cache_dir=None, ledger_pat
     own["max_tokens"] = max(own["max_tokens"] or 0, DEFAULT_SETTINGS["max_tokens"])
     for key in ("logprobs", "top_logprobs"):  # no confidence is read here; dspy would put them on every prediction
         own.pop(key, None)
-    return dspy.LM(engine.tier.model, engine=engine, cache=False, num_retries=0, **{**own, **settings})
+    return TierLM(engine.tier.model, engine=engine, cache=False, num_retries=0, **{**own, **settings})

@@ -229,6 +229,21 @@ def test_live_escalation_uses_the_answer_token_confidence(tmp_path, threshold, f
     assert len({r.request_id for r in records}) == 1 and records[0].request_id
 
 
+def test_each_tier_lm_history_entry_carries_the_calls_price(tmp_path):
+    """dspy prices litellm's calls in `lm.history[i]["cost"]`, not a custom engine's: tierwise's tier LMs
+    put the call's production price there (a cache hit keeps its price; cost_details says it was a hit)."""
+    script, _ = by_tier(a=(answer(answer="from a"), 0.2), b=(answer(answer="from b"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)
+    program(question="q1")
+    program(question="q1")
+    for tier in ("a", "b"):
+        history = runtime.lm(tier).history
+        paid = [r for r in runtime.ledger.records if r.tier == tier and not r.cache_hit]
+        assert [e["cost"] for e in history] == [paid[0].cost_usd] * 2 and paid[0].cost_usd > 0
+        assert [e["cost_details"] for e in history] == [{"kind": "tierwise", "tier": tier, "cache_hit": hit}
+                                                       for hit in (False, True)]
+
+
 def test_live_fallback_on_error(tmp_path):
     script, seen = by_tier(a=lambda: RuntimeError("server on fire"), b=(answer(answer="ok"), 0.9))
     program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.5])}), script)

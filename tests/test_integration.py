@@ -192,7 +192,7 @@ flagship = lm("flagship", cache_dir={str(tmp_path / "cache")!r}, ledger_path={st
 dspy.configure(lm=flagship, adapter=TierwiseAdapter())
 prediction = dspy.Predict("question -> answer")(question={QUESTION!r})
 print(json.dumps({{"answer": prediction.answer, "keys": list(prediction.keys()),
-                  "max_tokens": flagship.kwargs["max_tokens"]}}))
+                  "max_tokens": flagship.kwargs["max_tokens"], "cost": flagship.history[-1]["cost"]}}))
 """
     first = last_json_line(run_python(code).stdout)
     again = last_json_line(run_python(code).stdout)
@@ -201,3 +201,4 @@ print(json.dumps({{"answer": prediction.answer, "keys": list(prediction.keys()),
     records = [json.loads(line) for line in open(tmp_path / "ledger.jsonl")]
     assert [(r["tier"], r["cache_hit"]) for r in records] == [("flagship", False), ("flagship", True)]
     assert records[0]["cost_usd"] > 0 and records[1]["cost_usd"] == 0
+    assert first["cost"] == pytest.approx(records[0]["cost_usd"])  # dspy's history prices the call, cached or not
