@@ -206,7 +206,7 @@ def report_from_ledger(path: str | Path) -> Report:
         "wasted_cost_per_1k": waste["cost_usd"].sum() / n_queries * 1000}])
     by_tier = calls.groupby("tier", sort=False).agg(calls=("call_id", "size"), cost_usd=("cost_usd", "sum"),
                                                      tokens=("tokens", "sum"), avg_latency_s=("latency_s", "mean"))
-    steps = calls[STEP_COLUMNS]
+    steps = calls[STEP_COLUMNS].assign(price_usd=calls["cost_usd"] + calls["saved_usd"])
     tables = {"spend": spend, "tiers": by_tier.reset_index(),
               "predictors": rt.predictor_table(steps, n_queries, tiers), "rungs": rt.rung_table(steps)}
     return Report(str(path), "ledger", tables, {"tiers": tiers})

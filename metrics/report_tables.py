@@ -136,13 +136,16 @@ def predictor_table(steps: pd.DataFrame, n_queries: int, tiers: list[str], ladde
     mix = pd.crosstab(finals["predictor"], finals["final_tier"], normalize="index")
     order = [t for t in tiers if t in mix.columns] + [t for t in mix.columns if t not in tiers]
     mix = mix.reindex(columns=order).add_prefix("final_")
-    total_cost = steps["cost_usd"].sum()
+    # A share of the pipeline's price: calls counted at their price even when a cache answered (a ledger's
+    # price_usd), so a warm cache does not blank the column.
+    priced = steps["price_usd"] if "price_usd" in steps.columns else steps["cost_usd"]
+    total_price = priced.sum()
     by = steps.groupby("predictor", sort=False)
     table = pd.DataFrame({
         "calls": finals.groupby("predictor", sort=False).size(),
         "escalation_rate": finals.groupby("predictor", sort=False)["escalated"].mean(),
         "cost_per_1k": by["cost_usd"].sum() / max(n_queries, 1) * 1000,
-        "cost_share": by["cost_usd"].sum() / total_cost if total_cost > 0 else np.nan,
+        "cost_share": priced.groupby(steps["predictor"], sort=False).sum() / total_price if total_price > 0 else np.nan,
         "wasted_tokens_per_query": steps[steps["decision"] == "escalated"].groupby("predictor")["tokens"].sum()
         .reindex(by.size().index, fill_value=0) / max(n_queries, 1),
     })

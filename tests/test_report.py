@@ -263,6 +263,16 @@ def test_report_from_a_production_ledger(compiled, tmp_path):
     paths = write_report(report, tmp_path / "out")
     assert "pareto.png" not in paths and (tmp_path / "out" / "spend.csv").is_file()
 
+    # The same requests again into a ledger of their own: every call a cache hit, nothing paid; the
+    # predictors' shares of the price stand (they were NaN).
+    warm_ledger = Ledger(tmp_path / "warm.jsonl")
+    program = load_program(compiled["artifact"], ledger=warm_ledger, scripts={"*": confidently_wrong_on_terse()})
+    for row in compiled["rows"][:3]:
+        program(message=row["message"])
+    warm = report_from_ledger(tmp_path / "warm.jsonl").tables["predictors"].set_index("predictor")
+    assert all(r.cache_hit for r in warm_ledger.records) and warm["cost_share"].sum() == pytest.approx(1.0)
+    assert warm["cost_share"].tolist() == pytest.approx(predictors["cost_share"].tolist())
+
 
 def test_routed_policies_read_as_routes_in_the_summary_and_the_front():
     """A router's ladder has no confidence threshold: it used to print as 'escalate when none < 0.000'."""
