@@ -11,7 +11,7 @@ from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import artifact, paths
 from pipelines.errors import ConfigError
-from pipelines.tasks import DATASETS_DIR, load_task, read_task_rows
+from pipelines.tasks import DATASETS_DIR, check_row, load_task, read_task_rows
 from pipelines.tiers import load_catalog
 
 
@@ -36,18 +36,22 @@ class OptimizeOptions:
     allow_incomplete: bool = False  # compile on the rows every tier answered when a tier had an outage
 
 
-def check_rows(rows: list[dict], task, where: str) -> list[dict]:
-    """Unique ids, and every input field the task reads present in every row."""
+def check_unique_ids(rows: list[dict], where: str) -> list[dict]:
     ids = [str(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
         repeated = next(i for i in ids if ids.count(i) > 1)
         raise ConfigError(f"{where}: row ids are not unique ({repeated!r} repeats; an example's own `id` field is "
                           "its row id: make it unique, or rename the field)")
-    for row in rows:
-        try:
-            task.inputs(row)
-        except KeyError as e:
-            raise ConfigError(f"{where}: row {row['id']} lacks input field {e}") from None
+    return rows
+
+
+def check_rows(rows: list[dict], task, where: str, program=None) -> list[dict]:
+    """Examples given in code, checked as a dev set file is (pipelines.tasks.check_row): unique ids, every
+    input field present and of its declared type, labels within their choices, every label the metric reads."""
+    check_unique_ids(rows, where)
+    program = program if program is not None else task.build_program()
+    for i, row in enumerate(rows):
+        check_row(task, program, row, f"{where}[{i}]")
     return rows
 
 
@@ -68,11 +72,11 @@ def load_all_rows(task, options: OptimizeOptions) -> list[dict]:
     if path is None and examples is None:
         raise ConfigError(f"task {task.name} has no default dataset; pass --dataset")
     # Inputs and labels are checked before the first paid call.
-    rows = read_task_rows(task, path) if path is not None else check_rows(examples, task, str(task.source))
+    rows = read_task_rows(task, path) if path is not None else check_rows(examples, task, f"{task.source} trainset")
     paraphrases = getattr(getattr(task, "module", None), "PARAPHRASES", None)
     if options.semantic_cache and options.dataset is None and paraphrases:
         # The task's own dev set plus its paraphrase groups: near-duplicates the cache's threshold is tuned on.
-        rows = check_rows(rows + read_task_rows(task, DATASETS_DIR / paraphrases), task, str(path))
+        rows = check_unique_ids(rows + read_task_rows(task, DATASETS_DIR / paraphrases), str(path))
     return rows
 
 

@@ -19,7 +19,7 @@ import json
 from dspy.teleprompt import Teleprompter
 
 from optimizers import defaults
-from optimizers.live import check_rows
+from optimizers.live import check_rows, check_unique_ids
 from optimizers.semantic_search import check_declaration
 from optimizers.select import Objective
 from optimizers.stages import Job, run
@@ -28,7 +28,6 @@ from pipelines.artifact import load_state, program_from_body
 from pipelines.cache import CallCache
 from pipelines.errors import ConfigError
 from pipelines.programs import ExampleTask, example_row, factory_spec, input_keys_of
-from pipelines.tasks import check_row
 from pipelines.tiers import Catalog, load_catalog
 
 
@@ -88,13 +87,13 @@ class TierOptimizer(Teleprompter):
                 raise ConfigError(f"valset inputs {sorted(valset_keys)} differ from the trainset's "
                                   f"{sorted(task.input_keys)}")
             offset = len(task.rows)
-            hold_rows = check_rows([example_row(e, offset + i) for i, e in enumerate(valset)], task, "valset")
-        check_rows(task.rows + (hold_rows or []), task, "trainset + valset")
+            hold_rows = [example_row(e, offset + i) for i, e in enumerate(valset)]
+        program = task.build_program()  # inputs and labels checked before any call is paid for, as the command line does
+        check_rows(task.rows, task, "trainset", program)
+        if hold_rows is not None:
+            check_rows(hold_rows, task, "valset", program)
+            check_unique_ids(task.rows + hold_rows, "trainset + valset")
         notes = overlap_note(task.rows, hold_rows or [])
-        program = task.build_program()  # labels checked before any call is paid for, as the command line does
-        for where, rows in (("trainset", task.rows), ("valset", hold_rows or [])):
-            for i, row in enumerate(rows):
-                check_row(task, program, row, f"{where}[{i}]")
         names = [name for name, _ in student.named_predictors()]
         unknown = [n for n in (self.semantic_cache or {}).get("predictors", ()) if n not in names]
         if unknown:

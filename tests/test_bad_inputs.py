@@ -191,6 +191,13 @@ CASES: dict[str, Case] = {
                                       r"ds\.jsonl:2: row r1: label 'intent' is 'bilage', not one of the output "
                                       r"field's choices \['billing', .*\]: no answer could match it",
                                       files={"ds.jsonl": rows_with({**ROW, "intent": "bilage"})}),
+    "dspy list trainset label outside the Literal": Case(
+        ["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
+        r"mine\.py trainset\[1\]: row ex00001-\w+: label 'label' is 'z', not one of the output field's choices \['x', 'y'\]",
+        files={"mine.py": DSPY_TASK.replace("import dspy", "import dspy\nfrom typing import Literal")
+               .replace("label: str", "label: Literal['x', 'y']")
+               .replace('trainset = "ds.jsonl"', "trainset = [dspy.Example(text=t, label=l).with_inputs('text') "
+                                                 "for t, l in [('one', 'x'), ('two', 'z'), ('three', 'y')]]")}),
     "dspy row missing its label": Case(["optimize", "{T}/mine.py", "--tiers", "{S}/tiers.toml"],
                                        r"ds\.jsonl:2: row b lacks the label 'label' that task mine's metric reads",
                                        files={"mine.py": DSPY_TASK, "ds.jsonl": DSPY_ROWS.replace(', "label": "y"', "")}),
