@@ -30,16 +30,21 @@ KIND = "tierwise-artifact"
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
 
 
-def program_fingerprint(program, legacy: bool = False) -> str:
+# How a fingerprint names a class or validator function of the user's own: by its qualified name, the same
+# whether the program was compiled from a script (`__main__.Person`) or imported (`people.Person`). Artifacts
+# of older namings still load: classes and functions by module (before 2026-12-01), functions by module (12-01).
+NAMINGS = ("qualified", "function_modules", "modules")
+
+
+def program_fingerprint(program, naming: str = "qualified") -> str:
     """Predictor names, signatures (fields, output types, instructions), demos and generation settings:
     what a policy and state are bound to, and what decides a recorded answer (a type's validator can
-    reject one). `legacy`: as before 2026-12-01, when a class of the user's own was named with its module
-    (`__main__.Person` when compiled from a script, `people.Person` when imported): accepted at load."""
+    reject one). `naming`: one of NAMINGS."""
     parts = []
     for name, predictor in program.named_predictors():
         sig = predictor.signature
         parts.append({"name": name, "inputs": list(sig.input_fields), "outputs": list(sig.output_fields),
-                      "types": [_type_name(field_type(f), legacy) for f in sig.output_fields.values()],
+                      "types": [_type_name(field_type(f), naming) for f in sig.output_fields.values()],
                       "instructions": sig.instructions,
                       "demos": [dict(d.items()) for d in getattr(predictor, "demos", [])],
                       # its own generation settings (max_tokens=...) decide its answers too; only when set,
@@ -48,14 +53,15 @@ def program_fingerprint(program, legacy: bool = False) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _type_name(annotation, legacy: bool = False) -> str:
-    """Stable across processes: a validator by its qualified name, not its repr (which holds an address);
-    a class of the user's own by its qualified name, not its module (a script's is `__main__`)."""
+def _type_name(annotation, naming: str = "qualified") -> str:
+    """Stable across processes: a validator by its name, not its repr (which holds an address); a class of
+    the user's own by its qualified name, not its module (a script's is `__main__`)."""
     def name(arg):
         func = getattr(arg, "func", None)
         if func:
-            return f"{type(arg).__name__}({func.__module__}.{func.__qualname__})"
-        if not legacy and isinstance(arg, type) and arg.__module__ not in ("builtins", "typing"):
+            module = f"{func.__module__}." if naming != "qualified" else ""
+            return f"{type(arg).__name__}({module}{func.__qualname__})"
+        if naming != "modules" and isinstance(arg, type) and arg.__module__ not in ("builtins", "typing"):
             return f"<class {arg.__qualname__}>"
         return repr(arg)
 
@@ -216,7 +222,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
         program = _rebuild(path, body, source, explicit=task is not None)
     load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
     expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
-    if expected not in (actual, program_fingerprint(program, legacy=True)):
+    if expected != actual and expected not in {program_fingerprint(program, naming) for naming in NAMINGS[1:]}:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,

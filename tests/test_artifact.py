@@ -106,8 +106,9 @@ def test_program_with_a_different_fingerprint_is_refused(tmp_path):
     path = compile_support(tmp_path)
     other = tmp_path / "support_v2.py"
     source = Path(load_task("support").module.__file__).read_text()
-    assert "Reply with that code only" in source
-    other.write_text(source.replace("Reply with that code only", "Reply with that code only, in capitals"))
+    typed = "order_id: Annotated[str, AfterValidator(read_order_id)] = dspy.OutputField"
+    assert typed in source  # the answer's type (a validator) is not state: the artifact cannot put it back
+    other.write_text(source.replace(typed, "order_id: str = dspy.OutputField"))
     with pytest.raises(ArtifactError) as err:
         load_program(path, task=str(other))
     assert "compiled for a different program" in str(err.value) and "recompile" in str(err.value)
@@ -221,8 +222,10 @@ def test_an_artifact_cannot_choose_a_task_file_to_execute(tmp_path):
 
 
 PEOPLE = """
+from typing import Annotated
+
 import dspy
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 
 class Person(BaseModel):
@@ -240,18 +243,30 @@ class Many(dspy.Signature):
     people: list[Person] = dspy.OutputField()
 
 
+def at_least_one(value):
+    if value < 1:
+        raise ValueError("count at least one")
+    return value
+
+
+class Count(dspy.Signature):
+    text: str = dspy.InputField()
+    count: Annotated[int, AfterValidator(at_least_one)] = dspy.OutputField()
+
+
 class Extract(dspy.Module):
     def __init__(self):
         super().__init__()
         self.person = dspy.Predict(One)
         self.people = dspy.Predict(Many)
+        self.count = dspy.Predict(Count)
 """
 
 
 def test_a_users_class_fingerprints_the_same_compiled_from_a_script_or_imported(tmp_path, monkeypatch):
-    """A program compiled by `python people.py` names its output type `__main__.Person`; loaded later with
-    `load(path, program=people.Extract())` it is `people.Person`: the fingerprints differed, and the
-    artifact was refused as "compiled for a different program"."""
+    """A program compiled by `python people.py` names its output type `__main__.Person` (and its validator
+    `__main__.at_least_one`); loaded later with `load(path, program=people.Extract())` they are `people.*`:
+    the fingerprints differed, and the artifact was refused as "compiled for a different program"."""
     import runpy
     import sys
 
@@ -262,5 +277,29 @@ def test_a_users_class_fingerprints_the_same_compiled_from_a_script_or_imported(
     as_script = runpy.run_path(str(tmp_path / "people.py"), run_name="__main__")["Extract"]()
     imported = __import__("people").Extract()
     assert program_fingerprint(as_script) == program_fingerprint(imported)
-    assert program_fingerprint(as_script, legacy=True) != program_fingerprint(imported, legacy=True)  # before
+    for before in ("modules", "function_modules"):
+        assert program_fingerprint(as_script, before) != program_fingerprint(imported, before)
+    sys.modules.pop("people", None)
+
+
+def test_an_artifact_fingerprinted_the_old_way_still_loads(tmp_path, monkeypatch):
+    """Artifacts written before the qualified-name fingerprint named a user's class and validator by their
+    module (`people.Person`), or (2026-12-01) the validator alone: loading one onto the same program is
+    accepted; a fingerprint of neither naming still is not."""
+    (tmp_path / "people.py").write_text(PEOPLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    program = __import__("people").Extract()
+    policy = Policy({name: PredictorPolicy(["a"]) for name in ("person", "people", "count")})
+    body = build(task_source=None, program=program, catalog=fake_catalog("a"), policy=policy)
+    scripts = {"*": lambda tier, messages: ""}
+    olds = [program_fingerprint(program, naming) for naming in ("modules", "function_modules")]
+    assert len({body["program"]["fingerprint"], *olds}) == 3
+    for i, old in enumerate(olds):
+        body["program"]["fingerprint"] = old
+        assert load_program(save(body, tmp_path / f"old{i}.json"), program=__import__("people").Extract(),
+                            scripts=scripts).policy
+    body["program"]["fingerprint"] = "0" * 20  # no naming's
+    with pytest.raises(ArtifactError, match="compiled for a different program"):
+        load_program(save(body, tmp_path / "other.json"), program=__import__("people").Extract(), scripts=scripts)
+    import sys
     sys.modules.pop("people", None)
