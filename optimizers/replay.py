@@ -92,14 +92,12 @@ def split_ids(matrix: OutcomeMatrix, holdout: float, seed: int) -> tuple[np.ndar
     return np.array([r["i"] for r in dev], int), np.array([r["i"] for r in hold], int)
 
 
-def _study_name(matrix: OutcomeMatrix, options: ReplayOptions, block: str) -> str:
-    digest = hashlib.sha256()
-    for part in (SIGNALS_VERSION, json.dumps([matrix.ids, matrix.models, options.seed, options.holdout,
-                                              options.max_rungs, list(options.plugins), block]),
-                 matrix.score.tobytes(), matrix.cost.tobytes(), matrix.present.tobytes(),
-                 json.dumps(matrix.outputs).encode()):
-        digest.update(part.encode() if isinstance(part, str) else part)
-    return f"replay-{Path(matrix.source).stem}-{digest.hexdigest()[:12]}"
+def _study_name(matrix: OutcomeMatrix, digest: str, options: ReplayOptions, block: str) -> str:
+    """The table's content (table_digest: inputs and answers too, which the routers and signals read) and
+    every option that changes what a trial scores."""
+    settings = json.dumps([SIGNALS_VERSION, digest, options.seed, options.holdout, options.max_rungs,
+                           list(options.plugins), block])
+    return f"replay-{Path(matrix.source).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
 def _catalog(matrix: OutcomeMatrix) -> Catalog:
@@ -184,7 +182,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
 
     # Trials take microseconds here, so a SQLite round trip per trial would dominate: search in memory
     # (seeded with the stored trials, so a rerun resumes), then write the new trials in one pass.
-    study = open_study(_study_name(matrix, options, block), options.storage, options.seed)
+    study = open_study(_study_name(matrix, digest, options, block), options.storage, options.seed)
     # TPE without group decomposition: the shapes make the space conditional, and decomposing it into
     # groups costs more per trial than everything else in a replay trial (measured: 2x the old space).
     scratch = optuna.create_study(study_name=study.study_name, storage=optuna.storages.InMemoryStorage(),

@@ -423,6 +423,12 @@ def test_rerun_resumes_the_stored_study(fitted, tmp_path):
     again = fit(ReplayOptions(str(table), trials=30, **options)).summary
     assert (first["trials"], first["trials_run_now"]) == (25, 25)
     assert (again["trials"], again["trials_run_now"]) == (30, 5) and again["study"] == first["study"]
+    # The same scores over other input text: the routers read other features, so the study starts anew.
+    reworded = tmp_path / "reworded" / Path(table).name  # the same file name: the study name's prefix
+    reworded.parent.mkdir()
+    write_csv(reworded, [{**r, "input": r["input"].replace("What is", "Compute")} for r in synthetic_rows()])
+    other = fit(ReplayOptions(str(reworded), trials=5, **options)).summary
+    assert other["trials_run_now"] == 5 and other["study"] != first["study"]
 
 
 # --- benchmark arithmetic (benchmarks/replay_vs_routers.py) ---------------------------------------
