@@ -483,6 +483,14 @@ class CompiledProgram(dspy.Module):
                      scorers, self.ledger, routers, semantic_dir)
         self._last_trail = LastTrail()
 
+    def __getattr__(self, name):
+        """What the wrapped program has (`compiled.classify.demos`, your own attributes), as a DSPy optimizer's
+        result is your program: reached only when the wrapper itself has no such attribute."""
+        program = self.__dict__.get("program")
+        if program is None or name.startswith("__"):  # while copying or unpickling: no program yet
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(program, name)
+
     @contextlib.contextmanager
     def _request(self):
         """One request: a fresh trail and request id for its calls; the trail is `last_trail` after."""

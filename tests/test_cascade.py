@@ -314,6 +314,25 @@ def test_live_catalog_fallback_tier_answers(tmp_path):
     assert "A down" in runtime.ledger.records[0].error and runtime.ledger.records[0].cost_usd == 0.0
 
 
+def test_the_compiled_program_reads_through_to_the_users_program(tmp_path):
+    """A DSPy optimizer returns your own program; tierwise's wraps it and reads its attributes through."""
+    import copy
+    import pickle
+
+    script, _ = by_tier(a=(answer(answer="from a"), 0.9))
+    user = QA()
+    user.notes = "mine"
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script, program=user)
+    assert program.qa is user.qa and program.notes == "mine"
+    program.qa.demos = [dspy.Example(question="q0", answer="a0")]
+    assert user.qa.demos[0].answer == "a0"
+    with pytest.raises(AttributeError, match="'QA' object has no attribute 'nothing'"):
+        program.nothing
+    assert copy.deepcopy(program).notes == "mine" and program.deepcopy().qa.demos[0].answer == "a0"
+    with pytest.raises(Exception):  # the runtime holds locks and models: not picklable, but no recursion either
+        pickle.dumps(program)
+
+
 def test_policy_must_cover_every_predictor(tmp_path):
     with pytest.raises(ConfigError, match=r"no entry for predictors \['qa'\]"):
         compiled(tmp_path, Policy({"other": PredictorPolicy(["a"])}), by_tier()[0])
