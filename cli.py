@@ -268,6 +268,7 @@ def replay_apply(
     if decisions:
         check_destination(decisions, flag="--decisions", example="decisions.csv")
     applied = apply(policy, outcomes)
+    written = write_decisions(applied, decisions) if decisions else None  # before printing: a closed pipe loses nothing
     stats = decision_stats(applied.decisions)
     typer.echo(f"ids: {stats['n']}   quality {stats['quality']:.4f}   cost/1k ${stats['cost_per_1k']:.6f}")
     if applied.fitted_holdout:
@@ -275,8 +276,8 @@ def replay_apply(
         typer.echo(f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}")
     for note in applied.notes:
         typer.echo(f"note: {note}")
-    if decisions:
-        typer.echo(f"decisions: {write_decisions(applied.decisions, decisions)}")
+    if written:
+        typer.echo(f"decisions: {written}")
 
 
 def main():

@@ -37,6 +37,8 @@ class Report:
 
 def load_report(source: str | Path, storage: str | None = None, split: str = "all") -> Report:
     """An artifact (.json), a ledger (.jsonl) or, for anything else, an Optuna study name in `storage`."""
+    if split not in SPLITS:
+        raise ConfigError(f"report: --split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(source)
     if path.suffix == ".jsonl":
         return report_from_ledger(path)
@@ -62,9 +64,13 @@ def report_from_artifact(path: str | Path, split: str = "all") -> Report:
     if split not in SPLITS:
         raise ConfigError(f"report: --split must be one of {', '.join(SPLITS)}, got {split!r}")
     body = artifact.read(path)
+    if body.get("replay"):
+        from metrics.replay_report import report_from_replay
+
+        return report_from_replay(path, body, split)
     ev = body.get("evaluation")
     if not ev:
-        raise ArtifactError(f"{path}: has no evaluation section (compiled by an older tierwise or by `replay`); "
+        raise ArtifactError(f"{path}: has no evaluation section (compiled by an older tierwise); "
                             "recompile with `cli.py optimize` to report on it")
     tiers = list(ev["tiers"])
     flagship, cheapest = tiers[-1], tiers[0]
@@ -150,8 +156,10 @@ def report_from_study(storage: str, study_name: str) -> Report:
                           "it aside and rerun `optimize`: the study is rebuilt from the recorded outcomes") from None
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ConfigError(f"report: no study {study_name!r} in {shown}; it holds: {', '.join(names) or 'none'}") \
-            from None
+        close = [n for n in names if study_name.lower() in n.lower()] or names
+        more = f" and {len(close) - 5} more" if len(close) > 5 else ""
+        raise ConfigError(f"report: no study {study_name!r} in {shown} ({len(names)} studies; "
+                          f"{'e.g.' if names else 'none'} {', '.join(close[:5])}{more})") from None
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as e:
         raise ConfigError(f"report: cannot open Optuna storage {shown!r} ({e})") from None
     frame = study.trials_dataframe(attrs=("number", "values", "user_attrs", "state"))
@@ -234,6 +242,7 @@ def render_text(report: Report) -> str:
     if flagged is not None and not flagged.empty:
         bad = flagged.loc[flagged["flag"], "segment"].tolist()
         lines += ["", f"routing-fairness audit: {'FLAGGED ' + ', '.join(bad) if bad else 'no segment flagged'}"]
+    lines += [f"note: {note}" for note in report.meta.get("notes", [])]
     return "\n".join(lines)
 
 

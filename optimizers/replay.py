@@ -100,6 +100,18 @@ def _study_name(matrix: OutcomeMatrix, digest: str, options: ReplayOptions, bloc
     return f"replay-{Path(matrix.source).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
+def best_model(matrix: OutcomeMatrix, dev_idx: np.ndarray) -> str:
+    """The reference: the best mean score on the training ids a model answered (a flagship that timed out on
+    some ids is still the flagship; those ids leave the comparison), among models that answered at least half
+    of them; ties go to the cheaper."""
+    answered = matrix.present[dev_idx]
+    n = np.maximum(answered.sum(axis=0), 1)
+    means = (matrix.score[dev_idx] * answered).sum(axis=0) / n
+    costs = (matrix.cost[dev_idx] * answered).sum(axis=0) / n
+    covered = [j for j in range(len(matrix.models)) if answered[:, j].mean() >= 0.5] or range(len(matrix.models))
+    return matrix.models[min(covered, key=lambda j: (-means[j], costs[j]))]
+
+
 def _catalog(matrix: OutcomeMatrix) -> Catalog:
     from pipelines.tiers import price_map
 
@@ -134,9 +146,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         raise ConfigError(f"only {len(dev_idx)} training ids after the holdout split; use more rows or a smaller "
                           "--holdout")
     index = {m: j for j, m in enumerate(matrix.models)}
-    dev_means = matrix.score[dev_idx].mean(axis=0)  # a failed (absent) cell scores 0
-    reference_name = objective.match_tier or min(
-        matrix.models, key=lambda m: (-dev_means[index[m]], matrix.cost[dev_idx, index[m]].mean()))
+    reference_name = objective.match_tier or best_model(matrix, dev_idx)
     ref = index[reference_name]
     kept = matrix.present[:, ref]
     if not kept.all():  # a reference must be scored on every id it is compared on
@@ -237,8 +247,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         notes.append("--holdout 0: no held-out rows, the numbers above are training numbers only")
     notes.append("dev numbers use cross-fitted (out-of-fold) router predictions and learned confidences; holdout "
                  "uses the router and scorer fitted on all training rows")
-    notes.append(f"router input features: {block}" + ("" if block == "embedding" else
-                                                       " (pipelines.embeddings is not installed)"))
+    chosen = " (--features)" if options.features else "" if block == "embedding" else \
+        " (the embedding model is not installed)"
+    notes.append(f"router input features: {block}{chosen}")
     if not has_text:
         notes.append("the table has no answer text: estimator 'agreement' unavailable, 'learned' sees inputs only")
 
@@ -313,6 +324,7 @@ class Applied:
     body: dict  # the artifact
     notes: list[str]  # what the table left out, and what the policy could not read in it
     fitted_table: bool  # the table is the one the policy was fitted on: its holdout ids are the fitted holdout
+    matrix: OutcomeMatrix | None = None  # the table as read
 
     @property
     def fitted_holdout(self) -> list[Decision]:
@@ -374,7 +386,7 @@ def apply(policy_path, outcomes_path) -> Applied:
         decisions.append(Decision(rid, tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
                                   score))
     notes = list(matrix.notes) + _apply_notes(replay, pp, matrix, decisions)
-    return Applied(decisions, body, notes, replay.get("table_digest") == table_digest(matrix))
+    return Applied(decisions, body, notes, replay.get("table_digest") == table_digest(matrix), matrix)
 
 
 # Estimators whose confidence reads the answer's text (replay_eval): without it they see the input alone.
@@ -389,6 +401,9 @@ def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decisi
     if unanswered:
         notes.append(f"{unanswered} of {len(decisions)} ids had no scored answer on any rung the policy called: "
                      "each scores 0")
+    if replay.get("router") and not any(text.strip() for text in matrix.inputs):
+        notes.append("the policy's router reads each query's input text, which this table lacks: it routes every "
+                     "query as an empty input; add an input column")
     judged = [matrix.models.index(m) for m in pp.ladder[:-1]]  # the rungs whose answers a confidence reads
     if pp.estimator in READS_ANSWER_TEXT and judged and not any(row[j].strip() for row in matrix.outputs
                                                                   for j in judged):
@@ -422,12 +437,15 @@ def decision_stats(decisions: list[Decision]) -> dict:
     return block_of([d.score for d in decisions], [d.cost_usd for d in decisions])
 
 
-def write_decisions(decisions: list[Decision], path) -> Path:
+def write_decisions(applied: Applied, path) -> Path:
+    """One row per id: the model whose answer was used, the models called in order, cost, score, segment."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    segment = dict(zip(applied.matrix.ids, applied.matrix.segments))
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "final_model", "models_called", "cost_usd", "score"])
-        for d in decisions:
-            writer.writerow([d.id, d.final_model, ";".join(d.models_called), repr(d.cost_usd), repr(d.score)])
+        writer.writerow(["id", "final_model", "models_called", "cost_usd", "score", "segment"])
+        for d in applied.decisions:
+            writer.writerow([d.id, d.final_model, ";".join(d.models_called), repr(d.cost_usd), repr(d.score),
+                             segment[d.id]])
     return path

@@ -91,6 +91,9 @@ def _csv_rows(path: Path, delimiter: str | None):
                                    "prompt_tokens, completion_tokens, segment)")
             reader.fieldnames = names
             for i, row in enumerate(reader, 1):
+                if None in row:  # csv.DictReader keeps cells past the header under the key None
+                    raise DatasetError(f"{path}: row {i} (line {reader.line_num}) has {len(row[None])} cells more "
+                                       f"than the header's {len(names)}; a comma inside a cell needs quotes")
                 yield f"row {i} (line {reader.line_num})", row
         except UnicodeDecodeError as e:
             raise DatasetError(f"{path}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); "
@@ -133,6 +136,14 @@ def _rows(path: Path):
 
 def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+# What spreadsheets, R, SQL and pandas exports write in a number's cell for "no value": read as blank.
+MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "-", "#n/a"}
+
+
+def _no_number(value) -> bool:
+    return _blank(value) or (isinstance(value, str) and value.strip().lower() in MISSING_WORDS)
 
 
 # Larger per-call amounts are no price: summed over a table they would overflow a float.
@@ -193,7 +204,10 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
         if "score" not in row:
             raise DatasetError(f"{where}: missing score (the table needs a score column)")
         rid, model = str(row["id"]).strip(), str(row["model"]).strip()
-        score = None if _blank(row.get("score")) else _score(row["score"], score_max, where, clipped if clip_scores else None)
+        for column, value in (("id", rid), ("model", model)):
+            if any(ord(c) < 32 for c in value):
+                raise DatasetError(f"{where}: {column} {value!r} holds a control character")
+        score = None if _no_number(row.get("score")) else _score(row["score"], score_max, where, clipped if clip_scores else None)
         unscored += score is None
         if (rid, model) in cells:
             raise DatasetError(f"{where}: duplicate row for id {rid!r} and model {model!r} "
@@ -210,34 +224,41 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     if clipped[0]:
         matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
     if unscored:
-        matrix.notes.append(f"{unscored} unscored cells (blank score) read as failed rungs: a ladder climbs past them")
+        matrix.notes.append(f"{unscored} unscored cells (a blank or NA score) read as failed rungs: a ladder climbs past them")
     return matrix
+
+
+# --clip-scores is for a metric that strays a little outside [0, 1]; a score further out is another scale.
+CLIP_REACH = 0.5
 
 
 def _score(value, score_max: float | None, where: str, clipped: list | None) -> float:
     x = _number(value, "score", where)
     scaled = x / score_max if score_max is not None else x
-    if clipped is not None and not 0.0 <= scaled <= 1.0:
+    if 0.0 <= scaled <= 1.0:
+        return scaled
+    if clipped is not None and -CLIP_REACH <= scaled <= 1.0 + CLIP_REACH:
         clipped[0] += 1
         return min(max(scaled, 0.0), 1.0)
-    if not 0.0 <= scaled <= 1.0:
-        hint = (f"above --score-max {score_max:g}" if score_max is not None else
-                "scores must lie in [0, 1]; for judge scores on another scale pass --score-max (e.g. 10); "
-                "to clip a metric that strays a little outside, --clip-scores")
-        raise DatasetError(f"{where}: score {x:g} is out of range ({hint})")
-    return scaled
+    if score_max is not None:
+        hint = f"{'above --score-max' if x > 0 else 'below 0 with --score-max'} {score_max:g}"
+    else:
+        hint = ("scores must lie in [0, 1]; for judge scores on another scale pass --score-max (e.g. 10); "
+                f"--clip-scores clips only a metric that strays up to {CLIP_REACH:g} outside")
+    raise DatasetError(f"{where}: score {x:g} is out of range ({hint})")
 
 
 def _cost(row: dict, model: str, where: str, pricer: _Pricer, priced_models: set) -> float:
-    if not _blank(row.get("cost_usd")):
+    if not _no_number(row.get("cost_usd")):
         cost = _number(row["cost_usd"], "cost_usd", where)
     else:
-        if _blank(row.get("prompt_tokens")) or _blank(row.get("completion_tokens")):
-            raise DatasetError(f"{where}: no cost_usd and no prompt_tokens/completion_tokens to price it from")
+        if _no_number(row.get("prompt_tokens")) or _no_number(row.get("completion_tokens")):
+            given = "a blank cost_usd" if "cost_usd" in row else "no cost_usd"
+            raise DatasetError(f"{where}: {given} and no prompt_tokens/completion_tokens to price it from")
         price = pricer(model)
         if price is None:
             raise DatasetError(f"{where}: no cost_usd and no known price for model {model!r} in the price map; "
-                               "add a cost_usd column for it")
+                               "give its rows a cost_usd")
         tokens_in = _number(row["prompt_tokens"], "prompt_tokens", where)
         tokens_out = _number(row["completion_tokens"], "completion_tokens", where)
         cost = (tokens_in * price[0] + tokens_out * price[1]) / 1e6

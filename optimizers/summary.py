@@ -106,16 +106,22 @@ def render_text(summary: dict) -> str:
     d, h = summary["dev"], summary["holdout"]
     ci = h.get("quality_ci") or [float("nan")] * 2
     lines.append(f"dev:      n={d['n']:<5} quality {d['quality']:.3f}   cost/1k ${d['cost_per_1k']:.6f}")
-    lines.append(f"holdout:  n={h['n']:<5} quality {h['quality']:.3f} [95% CI {ci[0]:.3f}-{ci[1]:.3f}]   "
-                 f"cost/1k ${h['cost_per_1k']:.6f}")
+    split = "holdout" if h["n"] else "dev"
+    if split == "dev":  # --holdout 0: nothing held out, so no holdout figures (they would print as nan)
+        lines.append("holdout:  none (--holdout 0); baselines and savings below are on the dev rows")
+    else:
+        lines.append(f"holdout:  n={h['n']:<5} quality {h['quality']:.3f} [95% CI {ci[0]:.3f}-{ci[1]:.3f}]   "
+                     f"cost/1k ${h['cost_per_1k']:.6f}")
     if "noise" in summary:
         lines.append(f"dev noise (standard error of the reference's quality): {summary['noise']:.3f}")
-    lines.append("baselines (holdout):")
+    lines.append(f"baselines ({split}):")
     width = max([28, *map(len, summary["baselines"])])  # long model names keep the columns aligned
     for name, b in summary["baselines"].items():
         mark = "  <- reference" if name == summary["reference"] else ""
-        lines.append(f"  {name:<{width}} quality {b['holdout']['quality']:.3f}   cost/1k ${b['holdout']['cost_per_1k']:.6f}{mark}")
-    lines.append(f"savings vs {summary['reference']}: {summary['savings_pct']:.1f}% of holdout cost")
+        lines.append(f"  {name:<{width}} quality {b[split]['quality']:.3f}   cost/1k ${b[split]['cost_per_1k']:.6f}{mark}")
+    saving = summary["savings_pct"] if split == "holdout" else \
+        savings_pct(d["cost_per_1k"], summary["baselines"][summary["reference"]]["dev"]["cost_per_1k"])
+    lines.append(f"savings vs {summary['reference']}: {saving:.1f}% of {split} cost")
     on_demand = summary.get("cells_recorded", 0) - summary["full_matrix_calls"]  # calls only cascades ask for
     matrix = f"full matrix {summary['full_matrix_calls']}" + (f" + {on_demand} asked for by the search"
                                                              if on_demand > 0 else "")

@@ -19,7 +19,7 @@ from optimizers.replay_signals import NONE, ReplayScorer, feature_row
 from optimizers.replay_table import load_outcomes
 from optimizers.select import Objective
 from pipelines import artifact
-from pipelines.errors import DatasetError
+from pipelines.errors import ConfigError, DatasetError
 from pipelines.policy import PredictorPolicy
 
 COLUMNS = ["id", "input", "model", "output", "score", "cost_usd"]
@@ -252,6 +252,50 @@ def test_fit_finds_the_cascade(fitted):
     assert set(s["baselines"]) == {"cheap", "mid", "big"}
 
 
+def test_report_on_a_replay_artifact_lays_out_savings_segments_and_trials(fitted, tmp_path):
+    """`tierwise report` on a replay artifact: the fitted table replayed, read as an optimize artifact's
+    report (it refused: "no evaluation section")."""
+    from metrics.report import load_report, render_text, write_report
+
+    _, _, result = fitted
+    s = result.summary
+    report = load_report(s["artifact"])
+    savings = report.tables["savings"].set_index(["split", "against"])
+    for split in ("dev", "holdout"):
+        row = savings.loc[(split, "big-only")]
+        assert row["quality"] == pytest.approx(s[split]["quality"], abs=1e-12)
+        assert row["cost_per_1k"] == pytest.approx(s[split]["cost_per_1k"], rel=1e-9)
+        assert row["other_quality"] == pytest.approx(s["baselines"]["big"][split]["quality"], abs=1e-12)
+    assert report.tables["segments"]["n"].sum() == 240 and report.meta["flagship"] == "big"
+    assert report.tables["trials"]["chosen"].sum() >= 1 and report.tables["trials"]["number"].nunique() == s["trials"]
+    assert "routing-fairness audit: no segment flagged" in render_text(report)
+    assert {"savings.csv", "segments.csv", "pareto.png", "report.html"} <= set(write_report(report, tmp_path / "out"))
+
+
+def test_holdout_zero_prints_dev_figures_not_nan(fitted, tmp_path):
+    _, table, _ = fitted
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(table), "--holdout", "0", "--trials", "5", "--features",
+                                       "hashed-words", "--storage", f"sqlite:///{tmp_path / 's.db'}",
+                                       "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    assert "holdout:  none (--holdout 0)" in res.output and "baselines (dev):" in res.output
+    assert "nan" not in res.output.lower()
+
+
+def test_a_replay_report_needs_the_table_it_was_fitted_on(tmp_path):
+    table = write_csv(tmp_path / "t.csv", synthetic_rows(60))
+    fitted = fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=5, storage=f"sqlite:///{tmp_path / 's.db'}",
+                               out=str(tmp_path / "p.json"), features="hashed-words"))
+    from metrics.report import load_report
+
+    write_csv(table, synthetic_rows(60, seed=8))
+    with pytest.raises(ConfigError, match=r"t\.csv changed since .*p\.json was fitted on it; refit it"):
+        load_report(fitted.summary["artifact"])
+    table.unlink()
+    with pytest.raises(ConfigError, match=r"p\.json was fitted on .*t\.csv, which is not there"):
+        load_report(fitted.summary["artifact"])
+
+
 def test_artifact_verifies_and_refuses_tampering(fitted):
     tmp, _, result = fitted
     body = artifact.read(result.summary["artifact"])
@@ -271,7 +315,7 @@ def test_apply_recomputes_fitted_holdout_exactly(fitted):
     assert res.exit_code == 0, res.output
     with out.open() as f:
         decisions = {r["id"]: r for r in csv.DictReader(f)}
-    assert len(decisions) == 240
+    assert len(decisions) == 240 and {r["segment"] for r in decisions.values()} == {"all"}
     hold_ids = [result.matrix.ids[i] for i in result.hold_idx]
     scores = np.array([float(decisions[i]["score"]) for i in hold_ids])
     costs = np.array([float(decisions[i]["cost_usd"]) for i in hold_ids])
@@ -291,7 +335,7 @@ def test_apply_says_what_the_table_left_out_and_knows_the_fitted_table(fitted, t
     _, _, result = fitted
     policy = result.summary["artifact"]
     assert result.summary["policy"][PREDICTOR]["estimator"] == "learned"  # reads answer text
-    rows = [{**r, "output": ""} for r in synthetic_rows(seed=99)]  # same ids q000.., other rows, no answers
+    rows = [{**r, "output": "", "input": ""} for r in synthetic_rows(seed=99)]  # same ids, no answers, no inputs
     rows = [r for r in rows if not (r["id"] == "q000" and r["model"] != "big")]
     rows = [{**r, "score": ""} if r["id"] == "q001" else r for r in rows]  # no model's answer scored
     other = write_csv(tmp_path / "other.csv", rows)
@@ -304,6 +348,8 @@ def test_apply_says_what_the_table_left_out_and_knows_the_fitted_table(fitted, t
     assert any("1 of 240 ids had no scored answer on any rung the policy called: each scores 0" in n for n in notes)
     assert any("the policy's 'learned' confidence reads answer text, which this table lacks on cheap, mid: it judges "
                "the inputs alone (it was fitted on a table with answer text)" in n for n in notes)
+    assert any("the policy's router reads each query's input text, which this table lacks: it routes every query "
+               "as an empty input; add an input column" in n for n in notes)
     applied = apply(policy, result.matrix.source)
     assert applied.fitted_table and len(applied.fitted_holdout) == result.summary["holdout"]["n"]
     assert applied.notes == []
@@ -472,13 +518,24 @@ def test_ids_without_the_reference_are_dropped_and_fit_applies(tmp_path):
     assert np.mean([d.score for d in held]) == pytest.approx(fitted.summary["holdout"]["quality"], abs=1e-12)
 
 
+def test_a_flagship_that_timed_out_on_some_ids_stays_the_reference(tmp_path):
+    """`big` (always right) absent on a quarter of the ids scored 0.75 there, under mid's 0.8: mid became the
+    reference. It is now picked on the ids each model answered."""
+    rows = [r for r in synthetic_rows(120) if not (r["model"] == "big" and int(r["id"][1:]) % 4 == 0)]
+    fitted = fit(ReplayOptions(str(write_csv(tmp_path / "t.csv", rows)), Objective(), holdout=0.3, trials=10,
+                               storage=f"sqlite:///{tmp_path / 's.db'}", out=str(tmp_path / "p.json"),
+                               features="hashed-words"))
+    assert fitted.summary["reference"] == "big" and fitted.matrix.n == 90
+
+
 @pytest.mark.parametrize("body, score_max, message", [
     ("id,model,score,cost_usd\na,x,7,0.1\n", None, "row 1 (line 2): score 7 is out of range (scores must lie in "
                                                    "[0, 1]; for judge scores on another scale pass --score-max"),
     ("id,model,score,cost_usd\na,x,11,0.1\n", 10.0, "score 11 is out of range (above --score-max 10)"),
     ("id,model,score,cost_usd\na,x,-0.5,0.1\n", None, "score -0.5 is out of range"),
+    ("id,model,score,cost_usd\na,x,-0.5,0.1\n", 10.0, "score -0.5 is out of range (below 0 with --score-max 10)"),
     ("id,model,score,cost_usd\na,x,1,inf\n", None, "row 1 (line 2): cost_usd is inf"),
-    ("id,model,score,cost_usd\na,x,1,nan\n", None, "row 1 (line 2): cost_usd is nan"),
+    ("id,model,score,cost_usd\na,x,1,nan\n", None, "row 1 (line 2): a blank cost_usd and no prompt_tokens"),
 ])
 def test_out_of_range_scores_and_non_finite_costs(tmp_path, body, score_max, message):
     path = tmp_path / "bad.csv"
@@ -486,6 +543,28 @@ def test_out_of_range_scores_and_non_finite_costs(tmp_path, body, score_max, mes
     with pytest.raises(DatasetError) as err:
         load_outcomes(path, score_max)
     assert message in str(err.value)
+
+
+def test_clip_scores_clips_strays_not_another_scale(tmp_path):
+    """--clip-scores on a 1-10 judge table made every model score 1.0; it clips only a metric that strays."""
+    path = tmp_path / "t.csv"
+    path.write_text("id,model,score,cost_usd\na,x,1.2,0.1\na,y,-0.03,0.2\n")
+    assert load_outcomes(path, clip_scores=True).score.tolist() == [[1.0, 0.0]]
+    path.write_text("id,model,score,cost_usd\na,x,7,0.1\na,y,3,0.2\n")
+    with pytest.raises(DatasetError, match=r"score 7 is out of range \(.*pass --score-max .*--clip-scores clips "
+                                           r"only a metric that strays up to 0\.5 outside"):
+        load_outcomes(path, clip_scores=True)
+
+
+def test_missing_value_words_are_unscored_cells(tmp_path):
+    """R, SQL and pandas exports write NA, null, NaN, - for a score nobody gave: unscored cells, noted."""
+    path = tmp_path / "t.csv"
+    words = ["NA", "N/A", "null", "None", "NaN", "-", ""]
+    path.write_text("id,model,score,cost_usd\nq,x,1,0.1\nq,y,0,0.2\n" +
+                    "".join(f"q{i},x,1,0.1\nq{i},y,{w},0.2\n" for i, w in enumerate(words)))
+    m = load_outcomes(path)
+    assert m.present[:, m.models.index("y")].tolist() == [True] + [False] * 7 and m.present.all(axis=0)[0]
+    assert "7 unscored cells (a blank or NA score)" in " ".join(m.notes)
 
 
 def _rewritten(tmp_path, name, transform):
@@ -523,6 +602,8 @@ def test_a_long_cell_and_true_false_scores_are_read(tmp_path):
     ("query_id,llm,correct\na,x,1\n", "no 'id' / 'model' / 'score' column; the header has ['query_id', 'llm', 'correct']"),
     ("id,model,score,cost_usd\na,x,1,0.1\nb,\"x,1,0.1\n", "a quote opened after line 2 is never closed"),
     ("id,model,score,cost_usd\na,x,1,1e308\n", "row 1 (line 2): cost_usd 1e+308 is not a price for one call"),
+    ("id,model,score,cost_usd\na,x,1,0.1,extra,cells\n", "row 1 (line 2) has 2 cells more than the header's 4"),
+    ("id,model,score,cost_usd\na,big-fr\x00ontier,1,0.1\n", "model 'big-fr\\x00ontier' holds a control character"),
 ])
 def test_header_quoting_and_absurd_costs_are_named(tmp_path, body, message):
     path = tmp_path / "bad.csv"

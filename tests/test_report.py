@@ -238,6 +238,8 @@ def test_cli_writes_csvs_png_and_html(compiled, tmp_path):
     missing = CliRunner().invoke(app, ["report", "no-such-study", "--storage", f"sqlite:///{tmp_path}/x.db"])
     assert missing.exit_code == 2
     assert "no study 'no-such-study'" in missing.output
+    bogus = CliRunner().invoke(app, ["report", "any-study", "--split", "bogus", "--storage", f"sqlite:///{tmp_path}/x.db"])
+    assert bogus.exit_code == 2 and "--split must be one of all, dev, holdout, got 'bogus'" in bogus.stderr
 
     # A folder it cannot create: one line, not the whole report printed and then the error.
     unwritable = CliRunner().invoke(app, ["report", str(compiled["artifact"]), "--out", "/proc/tierwise-report"])

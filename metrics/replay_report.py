@@ -1,0 +1,120 @@
+"""`tierwise report` on a `replay fit` artifact: the policy applied again to the table it was fitted on
+(optimizers.replay.apply), laid out as an optimize artifact's report is: savings against the reference model
+and the cheapest, operating points, the segment audit, each rung's escalations, and the study's trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metrics import report_tables as rt
+from pipelines.errors import ConfigError, TierwiseError
+
+
+def report_from_replay(path: str | Path, body: dict, split: str):
+    from metrics.report import STEP_COLUMNS, Report
+    from optimizers.replay import apply
+
+    replay, summary = body["replay"], body.get("summary") or {}
+    table = replay["outcomes"]
+    if not Path(table).is_file():
+        raise ConfigError(f"report: {path} was fitted on {table}, which is not there; its report reads that table")
+    applied = apply(path, table)
+    if not applied.fitted_table:
+        raise ConfigError(f"report: {table} changed since {path} was fitted on it; refit it, or read the policy "
+                          "on the new table with `replay apply`")
+    matrix, predictor = applied.matrix, replay["predictor"]
+    split_of = {rid: "dev" for rid in replay["split"]["dev"]} | {rid: "holdout" for rid in replay["split"]["holdout"]}
+    row_of = {rid: q for q, rid in enumerate(matrix.ids)}
+    mean_cost = [matrix.cost[matrix.present[:, j], j].mean() if matrix.present[:, j].any() else 0.0
+                 for j in range(len(matrix.models))]
+    tiers = [matrix.models[j] for j in np.argsort(mean_cost, kind="stable")]
+
+    ladder = ((body.get("policy") or {}).get("predictors") or {}).get(predictor) or {}
+    thresholds = ladder.get("thresholds") or [] if ladder.get("estimator", "none") != "none" else []
+    rows, steps = [], {"chosen": []}
+    for d in applied.decisions:
+        if d.id not in split_of:  # an id the reference never answered: left out of the fit's comparisons too
+            continue
+        q = row_of[d.id]
+        base = {"row_id": d.id, "split": split_of[d.id], "segment": matrix.segments[q], "latency_s": np.nan}
+        rows.append({**base, "policy": "chosen", "score": d.score, "cost_usd": d.cost_usd})
+        for k, model in enumerate(d.models_called):
+            j = matrix.models.index(model)
+            decision = "failed" if not matrix.present[q, j] else \
+                "accepted" if model == d.final_model and k == len(d.models_called) - 1 else "escalated"
+            step = _step(base, predictor, k, model, decision, matrix.cost[q, j])
+            steps["chosen"].append({**step, "threshold": thresholds[k] if k < len(thresholds) else np.nan})
+        for j, model in enumerate(matrix.models):
+            answered = bool(matrix.present[q, j])
+            rows.append({**base, "policy": model, "score": float(matrix.score[q, j]) if answered else 0.0,
+                         "cost_usd": float(matrix.cost[q, j])})
+            steps.setdefault(model, []).append(_step(base, predictor, 0, model, "accepted" if answered else "failed",
+                                                     matrix.cost[q, j]))
+    rows = pd.DataFrame(rows)
+    steps = {name: pd.DataFrame(s, columns=STEP_COLUMNS) for name, s in steps.items()}
+    scope = rows if split == "all" else rows[rows["split"] == split]
+    chosen_steps = steps["chosen"] if split == "all" else steps["chosen"][steps["chosen"]["split"] == split]
+    reference = summary.get("reference") or tiers[-1]
+    points = pd.concat([rt.operating_points(rows, steps), rt.operating_points(rows.assign(split="all"), steps)],
+                       ignore_index=True)
+    escalated = set(chosen_steps.loc[chosen_steps["decision"] == "escalated", "query_id"])
+    trials, trials_note = _trials(summary, body.get("policy"))
+    tables = {
+        "savings": rt.savings_table(points, reference, tiers[0]),
+        "operating_points": points,
+        "segments": rt.segment_table(scope[scope["policy"] == "chosen"], scope[scope["policy"] == reference],
+                                     escalated),
+        "predictors": rt.predictor_table(chosen_steps, int((scope["policy"] == "chosen").sum()), tiers,
+                                         (body.get("policy") or {}).get("predictors")),
+        "rungs": rt.rung_table(chosen_steps),
+        **({"pareto": rt.pareto_table(trials), "trials": trials} if trials is not None else {}),
+    }
+    meta = {"task": summary.get("task"), "tiers": tiers, "flagship": reference, "cheapest": tiers[0],
+            "split": split, "objective": summary.get("objective"), "study": summary.get("study"),
+            "notes": applied.notes + ([trials_note] if trials_note else [])}
+    return Report(str(path), "replay artifact", tables, meta, summary)
+
+
+def _step(base: dict, predictor: str, rung: int, model: str, decision: str, cost: float) -> dict:
+    return {"query_id": base["row_id"], "split": base["split"], "segment": base["segment"], "predictor": predictor,
+            "call": 0, "rung": rung, "tier": model, "confidence": np.nan, "threshold": np.nan,
+            "decision": decision, "cost_usd": float(cost), "tokens": 0}
+
+
+def _trials(summary: dict, policy: dict | None) -> tuple[pd.DataFrame | None, str | None]:
+    """The fit's study, its chosen trial marked (the one whose policy is the artifact's), when its storage is
+    reachable from here; else no trials table, and a note saying why."""
+    from metrics.report import report_from_study
+    from pipelines import paths
+
+    storage, name = summary.get("storage"), summary.get("study")
+    if not name:
+        return None, None
+    if not storage or storage.startswith("default"):
+        db = paths.studies_db()
+        storage = f"sqlite:///{db.resolve()}" if db.is_file() else None
+    if storage is None:
+        return None, f"trials: the study {name} is in .tierwise/studies.db of the folder the fit ran in"
+    try:
+        trials = report_from_study(storage, name).tables["trials"]
+    except TierwiseError as e:
+        return None, f"trials: {e}"
+    trials["chosen"] = [_same_policy(p, policy) for p in _policies(storage, name, trials)]
+    return trials, None
+
+
+def _policies(storage: str, name: str, trials: pd.DataFrame) -> list:
+    import optuna
+
+    from pipelines.stores import optuna_url
+
+    study = optuna.load_study(study_name=name, storage=optuna_url(storage))
+    by_number = {t.number: t.user_attrs.get("policy") for t in study.get_trials(deepcopy=False)}
+    return [by_number.get(int(n)) for n in trials["number"]]
+
+
+def _same_policy(a: dict | None, b: dict | None) -> bool:
+    return a is not None and b is not None and a.get("predictors") == b.get("predictors")
