@@ -397,6 +397,10 @@ def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decisi
     notes = []
     if replay.get("score_max") is not None:
         notes.append(f"scores divided by --score-max {replay['score_max']:g}, as when the policy was fitted")
+        top = matrix.score[matrix.present].max(initial=0.0)
+        if replay["score_max"] > 1 and 0 < top <= 1 / replay["score_max"] + 1e-12:
+            notes.append(f"every score of this table was at most 1 before that division: if it is already on "
+                         f"[0, 1], these qualities are {replay['score_max']:g} times too low")
     unanswered = sum(not d.final_model for d in decisions)
     if unanswered:
         notes.append(f"{unanswered} of {len(decisions)} ids had no scored answer on any rung the policy called: "

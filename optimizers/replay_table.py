@@ -221,6 +221,13 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     if not cells:
         raise DatasetError(f"{path}: no rows")
     matrix = _pivot(path, cells, info, pricer, priced_models)
+    by_case: dict[str, list[str]] = {}
+    for model in matrix.models:
+        by_case.setdefault(model.lower(), []).append(model)
+    twins = [names for names in by_case.values() if len(names) > 1]
+    if twins:
+        matrix.notes.append(f"model names that differ only in case are different models: {twins[0]}"
+                            + (f" and {len(twins) - 1} more" if len(twins) > 1 else ""))
     if clipped[0]:
         matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
     if unscored:

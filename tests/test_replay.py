@@ -590,6 +590,25 @@ def test_csv_as_spreadsheets_save_it_reads_the_same(tmp_path, name, transform):
     assert np.array_equal(a.score, b.score) and np.array_equal(a.cost, b.cost)
 
 
+def test_apply_says_when_a_table_looks_already_scaled(tmp_path):
+    """A policy fitted with --score-max 10 divides every table it reads by 10: on a table already on [0, 1]
+    each quality came out ten times too low, silently."""
+    rows = synthetic_rows(60)
+    judged = write_csv(tmp_path / "judged.csv", [{**r, "score": r["score"] * 10} for r in rows])
+    fitted = fit(ReplayOptions(str(judged), Objective(), holdout=0.3, trials=3, score_max=10.0, features="hashed-words",
+                               storage=f"sqlite:///{tmp_path / 's.db'}", out=str(tmp_path / "p.json")))
+    warning = "every score of this table was at most 1 before that division"
+    assert not any(warning in n for n in apply(fitted.summary["artifact"], judged).notes)
+    scaled = apply(fitted.summary["artifact"], write_csv(tmp_path / "scaled.csv", rows)).notes
+    assert any(warning in n and "these qualities are 10 times too low" in n for n in scaled)
+
+
+def test_model_names_differing_in_case_are_noted(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,model,score,cost_usd\na,big,1,0.1\na,BIG,1,0.1\nb,big,1,0.1\nb,BIG,0,0.1\n")
+    assert "model names that differ only in case are different models: ['BIG', 'big']" in load_outcomes(path).notes
+
+
 def test_a_long_cell_and_true_false_scores_are_read(tmp_path):
     path = tmp_path / "t.csv"
     long_text = "word " * 60_000  # 300 KB: past csv's default field limit
