@@ -67,6 +67,8 @@ class OutcomeMatrix:
         return out
 
 
+NUMBER_COLUMNS = ("score", "cost_usd", "prompt_tokens", "completion_tokens")
+
 # A CSV cell may hold a long input or answer (a document, a program): far past csv's 128 KiB default.
 csv.field_size_limit(2**31 - 1)
 
@@ -90,7 +92,10 @@ def _csv_rows(path: Path, delimiter: str | None):
                                    f"{names} (columns: {', '.join(REQUIRED)}; optional input, output, cost_usd, "
                                    "prompt_tokens, completion_tokens, segment)")
             reader.fieldnames = names
+            decimal_comma = delimiter == ";"  # a European spreadsheet's CSV: 0,3 is 0.3
             for i, row in enumerate(reader, 1):
+                if decimal_comma:
+                    row.update({c: row[c].replace(",", ".") for c in NUMBER_COLUMNS if isinstance(row.get(c), str)})
                 if None in row:  # csv.DictReader keeps cells past the header under the key None
                     raise DatasetError(f"{path}: row {i} (line {reader.line_num}) has {len(row[None])} cells more "
                                        f"than the header's {len(names)}; a comma inside a cell needs quotes")

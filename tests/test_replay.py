@@ -581,6 +581,7 @@ def _rewritten(tmp_path, name, transform):
     ("tabs.tsv", lambda b: b.replace(b",", b"\t")),
     ("tabs.csv", lambda b: b.replace(b",", b"\t")),
     ("semicolons.csv", lambda b: b.replace(b",", b";")),
+    ("decimal_commas.csv", lambda b: b.replace(b",", b";").replace(b"0.", b"0,").replace(b"1.0", b"1,0")),
     ("crlf.csv", lambda b: b.replace(b"\n", b"\r\n")),
 ])
 def test_csv_as_spreadsheets_save_it_reads_the_same(tmp_path, name, transform):
