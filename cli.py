@@ -197,8 +197,10 @@ def run(
     """Run a compiled pipeline on one input or a JSONL batch, with a cost/tier summary."""
     from pipelines.commands import run_artifact
 
-    run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo, task=task,
-                 require_signature=require_signature, key_env=sign_key_env)
+    outputs = run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo, task=task,
+                           require_signature=require_signature, key_env=sign_key_env)
+    if any(out["error"] for out in outputs):  # every request ran and is printed; a script must still see it
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -27,7 +27,8 @@ from pipelines.answer_budget import MORE_TOKENS, answer_budget
 from pipelines.dspy_hooks import (POLICY_LM, LastTrail, add_to_dspy_trace, called_predictor, rung_adapter,
                                   sample_settings)
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
-from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, LedgerError, StoreError, raise_found
+from pipelines.errors import (AllRungsFailed, BudgetExceeded, ConfigError, InputError, LedgerError, StoreError,
+                             raise_found)
 from pipelines.policy import Policy, PredictorPolicy
 from pipelines.routing import route_text, start_rung
 from pipelines.trail import Step, next_call, trail_var
@@ -504,13 +505,23 @@ class CompiledProgram(dspy.Module):
             current_request_id.reset(tokens[1])
             self._last_trail.set(trail)
 
+    def _check_inputs(self, kwargs: dict) -> None:
+        """dspy only warns on an input of the wrong type and the request is paid for anyway; `run` refuses it."""
+        from pipelines.tasks import input_type_problem
+
+        problem = input_type_problem(self.program, kwargs)
+        if problem:
+            raise InputError(f"{type(self.program).__name__}: {problem}; no call was made")
+
     def forward(self, **kwargs):
+        self._check_inputs(kwargs)
         with self._request() as trail:
             return _with_trail(self.program(**kwargs), trail)
 
     async def aforward(self, **kwargs):
         """`await program.acall(...)`: the program's own `aforward` when it has one (its predictors'
         `acall`s climb their ladders), else its `forward` in a worker thread."""
+        self._check_inputs(kwargs)
         with self._request() as trail:
             if callable(getattr(self.program, "aforward", None)):
                 return _with_trail(await self.program.acall(**kwargs), trail)

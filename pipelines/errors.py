@@ -37,6 +37,11 @@ class LedgerError(TierwiseError):
     """The ledger file cannot be written: the run stops rather than make calls it cannot record."""
 
 
+class InputError(TierwiseError, ValueError):
+    """A compiled program called with an input its signature cannot take (a dict for a `str` field): refused
+    before any call is paid for, as `run` refuses it."""
+
+
 class StoreError(TierwiseError):
     """A disk store (call cache, outcome table) is corrupted or cannot be opened; the message says what
     is kept and how to rebuild."""
@@ -58,7 +63,10 @@ def reraise_ours(error: BaseException) -> None:
     raise_found(error, TierwiseError, unless=AllRungsFailed)
 
 
-def one_line(error: BaseException) -> str:
-    """'ValueError: invalid literal ...': the exception's type and the first line of its message."""
+def one_line(error: BaseException | str) -> str:
+    """'ValueError: invalid literal ...': the exception's type and the first line of its message (a message
+    already written down, a str, keeps its own words)."""
     text = str(error).strip().splitlines()
+    if isinstance(error, str):
+        return text[0][:200] if text else ""
     return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__

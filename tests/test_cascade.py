@@ -333,6 +333,21 @@ def test_the_compiled_program_reads_through_to_the_users_program(tmp_path):
         pickle.dumps(program)
 
 
+def test_an_input_of_the_wrong_type_is_refused_before_any_call(tmp_path):
+    """dspy only warns on a dict for a `str` field, and the request was paid for; `run` refuses it, so does
+    the compiled program (a ValueError, as users catch it)."""
+    script, seen = by_tier(a=(answer(answer="from a"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script, program=QA("question: str -> answer"))
+    for bad, kind in (({"nested": [1]}, "dict"), (None, "NoneType"), (12345, "int")):
+        with pytest.raises(ValueError, match=f"QA: input field 'question' must be a string, got {kind}; no call "
+                                             "was made"):
+            program(question=bad)
+        with pytest.raises(ValueError, match="must be a string"):
+            asyncio.run(program.acall(question=bad))
+    assert seen == [] and runtime.ledger.records == []
+    assert program(question="fine").answer == "from a" and seen == ["a"]
+
+
 def test_policy_must_cover_every_predictor(tmp_path):
     with pytest.raises(ConfigError, match=r"no entry for predictors \['qa'\]"):
         compiled(tmp_path, Policy({"other": PredictorPolicy(["a"])}), by_tier()[0])

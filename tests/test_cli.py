@@ -125,3 +125,20 @@ def test_run_says_why_a_rung_failed_when_the_fallback_answered(env, monkeypatch)
     assert "classify:small(failed) ; classify:big(accepted)" in result.output
     assert "extract:small(failed) ; extract:big(fallback)" in result.output
     assert re.search(r"\n    classify:small failed: .*connection refused by 127\.0\.0\.1:9", result.output)
+
+
+def test_run_exits_1_when_a_request_failed(env, monkeypatch, tmp_path):
+    """Every tier down for one request of a batch: the batch runs, that row prints FAILED, and the exit code says
+    so (it was 0, so a script never knew)."""
+    base = support_script()
+    rows = list(support_rows().values())[:2]
+
+    def script(tier, messages):
+        return ConnectionRefusedError("refused") if rows[1]["message"] in str(messages) else base(tier, messages)
+
+    monkeypatch.setitem(backends.SCRIPTED, "*", script)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"id": f"r{i}", "message": r["message"]}) + "\n" for i, r in enumerate(rows)))
+    result = CliRunner().invoke(cli.app, ["run", env["artifact"], "--dataset", str(batch)])
+    assert result.exit_code == 1, result.output
+    assert "r0: {" in result.output and "r1: FAILED" in result.output
