@@ -9,6 +9,7 @@ program whose later predictors read earlier outputs) is made on demand, under th
 from __future__ import annotations
 
 import contextvars
+import json
 import math
 import re
 import threading
@@ -210,7 +211,10 @@ class OutcomeTable:
     def _recorded(self, key: tuple, predictor, kwargs: dict) -> RungOutcome:
         """The cell from the outcome store, else made live (and stored); kept in the memo either way."""
         name, tier, inputs = key
-        store_key = f"{self.namespace}|{self.runtime.catalog[tier].identity()}|{name}|{inputs}"
+        # the prices too: a cell's cost was priced when recorded; at new prices it is recorded again from
+        # the call cache (no call paid), priced anew
+        entry = self.runtime.catalog[tier]
+        store_key = f"{self.namespace}|{entry.identity()}|{json.dumps(entry.prices())}|{name}|{inputs}"
         budget = answer_budget(predictor, self.runtime.catalog[tier])
         if budget:  # the request the live call makes (cells recorded with the tier's own limit stay apart)
             store_key += f"|max_tokens={budget}"

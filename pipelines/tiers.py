@@ -109,6 +109,11 @@ class Tier:
             spec["api_base"] = self.api_base.rstrip("/")
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
+    def prices(self) -> list:
+        """What a call of this tier costs per 1M tokens (input, output, cached input, cache write): a recorded
+        outcome's cost and a compile's study belong to these prices, a cached answer does not."""
+        return [self.input_per_1m, self.output_per_1m, self.cached_input_per_1m, self.cache_write_per_1m]
+
     def api_key(self) -> str | None:
         """The key, read from the environment at call time: the tier itself holds only the variable's name."""
         env = self.key_env or (None if self.api_base else _api_key_env(self.model))

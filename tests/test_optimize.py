@@ -108,6 +108,24 @@ def test_second_run_of_the_same_command_makes_zero_paid_calls(first_and_second_r
         assert second[key] == first[key], key
 
 
+def test_new_prices_reprice_the_recorded_outcomes_without_a_paid_call(first_and_second_run, tmp_path):
+    """The flagship at 10x its price: the compile read the cells and the study priced before (costs, baselines
+    and savings unchanged); its cells are now recorded again from the call cache at the new prices, in a study
+    of their own."""
+    tmp, first, _, _, calls = first_and_second_run
+    before = len(calls)
+    dearer = tmp_path / "dearer.toml"
+    dearer.write_text(write_tiers(tmp_path).read_text().replace("input_per_1m = 1.0", "input_per_1m = 10.0")
+                      .replace("output_per_1m = 4.0", "output_per_1m = 40.0"))
+    third = optimize(options(tmp, calls, tiers=str(dearer), out=str(tmp_path / "dearer.tierwise.json")))
+    assert len(calls) == before and third["paid_calls"] == 0
+    assert third["study"] != first["study"] and third["trials_run_now"] == 15
+    for split in ("dev", "holdout"):
+        assert third["baselines"]["big"][split]["cost_per_1k"] == pytest.approx(
+            first["baselines"]["big"][split]["cost_per_1k"] * 10)
+        assert third["baselines"]["small"][split] == first["baselines"]["small"][split]
+
+
 def test_compiled_artifact_runs_the_chosen_policy(first_and_second_run):
     tmp, summary, _, _, _ = first_and_second_run
     program = load_program(tmp / "support.tierwise.json", cache=CallCache(tmp / "prod-cache"),
