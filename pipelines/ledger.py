@@ -16,6 +16,10 @@ from pathlib import Path
 from pipelines.errors import DatasetError, LedgerError
 
 
+# An annotation line of the ledger file: {"call_id": ..., "annotation": true, <the fields the cascade set>}.
+ANNOTATION = "annotation"
+
+
 @dataclass
 class CallRecord:
     tier: str
@@ -94,11 +98,13 @@ class Ledger:
                               "call goes unrecorded (calls already paid are in the cache)") from None
 
     def annotate(self, record: CallRecord, **changes) -> None:
-        """Add cascade decisions to a record already taken (in memory; the file gets a decision line)."""
+        """Add cascade decisions to a record already taken. The file gets an annotation line: the call_id and
+        the changed fields only, no cost, so summing a column of the file counts each call once (read_frame
+        merges it into the call's line)."""
         for key, value in changes.items():
             setattr(record, key, value)
         if self.path is not None:
-            self._append_line(json.dumps(asdict(record)))  # read_frame keeps the last line per call_id
+            self._append_line(json.dumps({"call_id": record.call_id, ANNOTATION: True, **changes}))
 
     def total_cost(self) -> float:
         return sum(r.cost_usd for r in self.records)
@@ -122,5 +128,6 @@ class Ledger:
                     continue  # a line torn by a process killed mid-write: the others stand
                 if not isinstance(row, dict) or not isinstance(row.get("call_id"), str):
                     raise DatasetError(f"{path}:{number}: not a ledger record (expected a JSON object with a call_id)")
-                rows[row["call_id"]] = row
+                # an annotation line adds to its call's line (older ledgers repeated the whole record: last wins)
+                rows[row["call_id"]] = {**rows.get(row["call_id"], {}), **row}
         return pd.DataFrame(list(rows.values()), columns=list(CallRecord.__dataclass_fields__))

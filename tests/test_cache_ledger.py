@@ -172,8 +172,12 @@ def test_ledger_jsonl_survives_restart_with_one_row_per_call(tmp_path):
 
     frame = Ledger.read_frame(path)
     assert len(frame) == 4  # 2 calls per request, 2 requests
-    lines = path.read_text().splitlines()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 8  # each call's record, then its decision line
+    # summed over the file as jq or pandas would read it, each call is counted once (the decision lines carry
+    # no cost; they repeated the whole record, so every cost counted twice)
+    assert sum(line.get("cost_usd", 0) for line in lines) == pytest.approx(frame["cost_usd"].sum())
+    assert [line["annotation"] for line in lines if "cost_usd" not in line] == [True] * 4
     assert list(frame.columns) == list(CallRecord.__dataclass_fields__)
     assert list(frame["tier"]) == ["a", "b", "a", "b"]
     assert list(frame["decision"]) == ["escalated", "accepted", "escalated", "accepted"]
