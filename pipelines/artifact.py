@@ -215,6 +215,8 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     there (one folder per predictor), across restarts, instead of in the program's memory; `semantic`
     ({"ttl_s": s, "max_entries": n, "threshold": t}) overrides those settings of every semantic cache the
     policy has (the search chose the threshold; freshness and size are production's choice)."""
+    if isinstance(program, type):
+        raise ConfigError(f"load {path}: program= takes an instance, {program.__name__}(), not the class")
     body = read(path, require_signature=require_signature, key_env=key_env)
     source = task or body["program"]["task"]
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"

@@ -46,7 +46,7 @@ class GuardedStore(diskcache.Cache):
         try:
             return method(*args, **kwargs)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.directory}: the {self.what} is corrupted ({e}). {self.recovery}") from None
+            raise StoreError(store_problem(self.directory, self.what, self.recovery, e)) from None
 
     def get(self, *args, **kwargs):
         return self._guarded(super().get, *args, **kwargs)
@@ -58,6 +58,18 @@ class GuardedStore(diskcache.Cache):
         return self._guarded(super().incr, *args, **kwargs)
 
 
+def store_problem(directory, what: str, recovery: str, error: sqlite3.DatabaseError) -> str:
+    """SQLite says "corrupted" and "cannot write" in the same exception class: a store on a full disk or a
+    read-only folder is not damaged, and moving it aside (the recovery for damage) would throw good answers away."""
+    text = str(error)
+    if "disk is full" in text or "database or disk is full" in text:
+        return f"{directory}: the {what} cannot grow: the disk is full ({text}); free space and rerun (nothing is lost)"
+    if "readonly" in text or "read-only" in text or "unable to open" in text and not os.access(directory, os.W_OK):
+        return f"{directory}: the {what} cannot be written ({text}): the folder is read-only for this process; " \
+               "give a writable folder (TIERWISE_CACHE_DIR) or make this one writable"
+    return f"{directory}: the {what} is corrupted ({text}). {recovery}"
+
+
 def open_store(directory: str | Path, what: str, recovery: str, **settings) -> GuardedStore:
     """A diskcache store; a corrupted or unopenable one is a StoreError naming the folder and how to recover,
     not a SQLite traceback."""
@@ -66,7 +78,7 @@ def open_store(directory: str | Path, what: str, recovery: str, **settings) -> G
         directory.mkdir(parents=True, exist_ok=True)
         store = GuardedStore(str(directory), **settings)
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"{directory}: the {what} is corrupted ({e}). {recovery}") from None
+        raise StoreError(store_problem(directory, what, recovery, e)) from None
     except OSError as e:
         raise StoreError(f"{directory}: cannot open the {what} ({e.strerror or e})") from None
     store.what, store.recovery = what, recovery

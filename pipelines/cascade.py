@@ -549,6 +549,11 @@ class CompiledProgram(dspy.Module):
         compiled by a DSPy optimizer first, which dspy would otherwise skip as frozen)."""
         return self.program.named_parameters()
 
+    def load(self, path, *args, **kwargs):
+        """dspy's `program.load(path)` reads dspy's own JSON; a tierwise artifact is loaded by pipelines.load."""
+        raise ConfigError(f"{path}: a tierwise artifact loads with pipelines.load({str(path)!r}, program=YourProgram()), "
+                          "not program.load (dspy's own format)")
+
     def save(self, path, save_program: bool = False):
         """Write the compiled artifact (tierwise's JSON, never a pickle) that `pipelines.load` reads.
         Set by pipelines.artifact, which writes it: `artifact` (the body) and `write_artifact(body, path)`."""

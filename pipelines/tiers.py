@@ -460,4 +460,10 @@ def load_catalog(path: str | Path | None) -> Catalog:
     specs = data.get("tier")
     if not isinstance(specs, list) or not specs:
         raise ConfigError(f"{path}: expected one or more [[tier]] tables, cheapest first")
-    return Catalog([tier_from_spec(spec, f"{path} [[tier]] #{i}") for i, spec in enumerate(specs, 1)])
+    tiers = [tier_from_spec(spec, f"{path} [[tier]] #{i}") for i, spec in enumerate(specs, 1)]
+    names = [t.name for t in tiers]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{path}: tier names must be unique; {', '.join(map(repr, repeated))} "
+                          f"named twice (tiers: {names})")
+    return Catalog(tiers)

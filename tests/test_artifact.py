@@ -12,7 +12,7 @@ from conftest import fake_catalog, last_json_line, run_python
 from pipelines import artifact
 from pipelines.artifact import build, load_program, program_fingerprint, read, save
 from pipelines.cache import CallCache
-from pipelines.errors import ArtifactError
+from pipelines.errors import ArtifactError, ConfigError
 from pipelines.ledger import Ledger
 from pipelines.policy import Policy, PredictorPolicy
 from pipelines.tasks import load_task
@@ -303,3 +303,17 @@ def test_an_artifact_fingerprinted_the_old_way_still_loads(tmp_path, monkeypatch
         load_program(save(body, tmp_path / "other.json"), program=__import__("people").Extract(), scripts=scripts)
     import sys
     sys.modules.pop("people", None)
+
+
+def test_dspy_load_idioms_on_an_artifact_say_how_to_load_it(tmp_path):
+    """`compiled.load(path)` (dspy's idiom) raised KeyError 'metadata'; a class for program= raised a TypeError
+    about `self`: each is now one line saying what to write."""
+    from pipelines.tasks.support import SupportTriage
+
+    path = compile_support(tmp_path)
+    scripts = {"*": support_script()}
+    with pytest.raises(ConfigError, match=r"program= takes an instance, SupportTriage\(\), not the class"):
+        load_program(path, program=SupportTriage, scripts=scripts)
+    program = load_program(path, program=SupportTriage(), scripts=scripts)
+    with pytest.raises(ConfigError, match=r"a tierwise artifact loads with pipelines\.load\(.*program=YourProgram\(\)\)"):
+        program.load(path)

@@ -231,7 +231,7 @@ CASES: dict[str, Case] = {
                             files={"t.toml": '[[tier]]\nname = ""\nmodel = "fake/a"\n'}),
     "unknown local model": Case(["tiers", "--tiers", "{T}/t.toml"], r"unknown local model 'local/huge'",
                                 files={"t.toml": '[[tier]]\nname = "a"\nmodel = "local/huge"\n'}),
-    "duplicate tier names": Case(["tiers", "--tiers", "{T}/t.toml"], r"duplicate names",
+    "duplicate tier names": Case(["tiers", "--tiers", "{T}/t.toml"], r"t\.toml: tier names must be unique; .* named twice",
                                  files={"t.toml": '[[tier]]\nname = "a"\nmodel = "fake/a"\n[[tier]]\nname = "a"\nmodel = "fake/b"\n'}),
     "max_concurrency a string": settings_case('max_concurrency = "abc"',
                                               r"settings\.max_concurrency must be a whole number >= 1, got 'abc'"),
@@ -837,3 +837,31 @@ def test_a_store_damaged_mid_run_is_a_named_error_not_a_sqlite_traceback(tmp_pat
         CallCache(tmp_path / "cache").get("k5")
     assert str(err.value).startswith(f"{tmp_path / 'cache'}: the call cache is corrupted (database disk image is "
                                      "malformed). Kept: the recorded outcomes")
+
+
+@pytest.mark.parametrize("sqlite_says, expected", [
+    ("database or disk is full", "the call cache cannot grow: the disk is full (database or disk is full); free space "
+                                 "and rerun (nothing is lost)"),
+    ("attempt to write a readonly database", "the call cache cannot be written (attempt to write a readonly "
+                                             "database): the folder is read-only for this process"),
+    ("file is not a database", "the call cache is corrupted (file is not a database). Kept:"),
+])
+def test_a_full_disk_or_read_only_folder_is_not_called_corruption(tmp_path, monkeypatch, sqlite_says, expected):
+    """SQLite raises one class for damage and for a store it cannot write; only damage is worth moving aside
+    (its recovery), and a full disk or read-only folder was reported as corruption with that advice."""
+    import sqlite3
+
+    import diskcache
+
+    from pipelines.cache import CallCache
+    from pipelines.errors import StoreError
+
+    cache = CallCache(tmp_path / "cache")
+
+    def refuse(self, *args, **kwargs):
+        raise sqlite3.OperationalError(sqlite_says)
+
+    monkeypatch.setattr(diskcache.Cache, "set", refuse)
+    with pytest.raises(StoreError) as err:
+        cache.put("k", "v")
+    assert str(err.value).startswith(f"{tmp_path / 'cache'}: {expected}")

@@ -106,7 +106,7 @@ def test_api_model_priced_from_shipped_map_offline(tmp_path):
     ('[[tier]]\nname = "x"\nmodel = "fake/x"\ninput_per_1m = -1\n', "must not be negative"),
     ('[[tier]]\nname = "x"\nmodel = "fake/x"\ninput_per_1m = "cheap"\n', "prices must be numbers"),
     ('[[tier]]\nname = "x"\n', "'model' must be a non-empty string"),
-    ('[[tier]]\nname = "x"\nmodel = "fake/x"\n[[tier]]\nname = "x"\nmodel = "fake/y"\n', "duplicate names"),
+    ('[[tier]]\nname = "x"\nmodel = "fake/x"\n[[tier]]\nname = "x"\nmodel = "fake/y"\n', "'x' named twice"),
     ('title = "no tiers"\n', "expected one or more [[tier]] tables"),
     ('[[tier]\nname = "x"\n', "not valid TOML"),
 ])
@@ -115,7 +115,7 @@ def test_bad_tiers_files_raise_config_error_naming_the_file(tmp_path, body, mess
     with pytest.raises(ConfigError) as err:
         load_catalog(path)
     assert message in str(err.value)
-    assert str(path) in str(err.value) or "duplicate names" in message
+    assert str(path) in str(err.value)
     assert "\n" not in str(err.value).strip() or "TOML" in message
 
 
