@@ -141,12 +141,14 @@ class TierProbe:
 
     def check_complete(self) -> None:
         """Raise when a tier could not answer some rows for a passing reason (see the class)."""
-        for tier in self.unavailable_rows:
+        if self.unavailable_rows:  # every tier with gaps, in recording order (the top tier first)
             raise ConfigError(
-                f"{self.gap_line(tier)}: without them the outcome table, and the tier's baseline, would be wrong. "
+                f"{'; '.join(map(self.gap_line, self.unavailable_rows))}: without them the outcome table, and "
+                "those tiers' baselines, would be wrong. "
                 "The answers recorded are kept: rerun when the tier answers again (no call is paid twice), or "
                 "pass --allow-incomplete to compile on the rows every tier answered")
 
     def gap_line(self, tier: str) -> str:
+        room = 200 // len(self.unavailable_rows)  # one line whatever the number of tiers with gaps
         return (f"tier {tier} ({self._where(tier)}) could not answer {self.unavailable_rows[tier]} of "
-                f"{self.observed_rows[tier]} rows (first: {self.first_error[tier][:200]})")
+                f"{self.observed_rows[tier]} rows (first: {self.first_error[tier][:room]})")

@@ -865,3 +865,23 @@ def test_a_full_disk_or_read_only_folder_is_not_called_corruption(tmp_path, monk
     with pytest.raises(StoreError) as err:
         cache.put("k", "v")
     assert str(err.value).startswith(f"{tmp_path / 'cache'}: {expected}")
+
+
+def test_an_outage_of_several_tiers_names_each_in_one_line():
+    """mid down on every row and the flagship on 2: the stop named the flagship alone, and the hint
+    (--allow-incomplete) then left no row; each tier with gaps is named, with its count."""
+    from conftest import fake_catalog
+    from optimizers.preflight import TierProbe
+    from pipelines.errors import ConfigError
+
+    probe = TierProbe(fake_catalog("cheap", "mid", "flagship"))
+    probe.observed_rows = {"flagship": 22, "mid": 22, "cheap": 22}
+    probe.unavailable_rows = {"flagship": 2, "mid": 22}
+    probe.first_error = {"flagship": "tier flagship unavailable: " + "x" * 300, "mid": "tier mid unavailable: refused"}
+    with pytest.raises(ConfigError) as err:
+        probe.check_complete()
+    message = str(err.value)
+    assert message.startswith("tier flagship (fake/flagship) could not answer 2 of 22 rows (first: tier flagship "
+                              "unavailable: xxx")
+    assert "; tier mid (fake/mid) could not answer 22 of 22 rows (first: tier mid unavailable: refused): " in message
+    assert "\n" not in message and len(message) < 800
