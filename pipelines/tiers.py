@@ -158,6 +158,9 @@ class Tier:
             routed, why = _api_route(self.model)
             if not routed:
                 return False, why
+        elif "/" not in self.model:  # ... but litellm still needs to know how to speak to it
+            return False, (f"a model served at api_base needs a provider prefix litellm knows, such as "
+                           f"openai/{self.model} for an OpenAI-compatible server")
         missing = [s["env"] for _, s in self.headers if "env" in s and s["env"] not in os.environ]
         if missing:
             return False, f"{missing[0]} not set (header)"

@@ -245,6 +245,13 @@ CASES: dict[str, Case] = {
                                     r"'openai/house-model' to take the other from; 0 for free\)",
                                     files={"t.toml": '[[tier]]\nname = "a"\nmodel = "openai/house-model"\n'
                                                      'api_base = "http://127.0.0.1:9/v1"\ninput_per_1m = 0.5\n'}),
+    "API base without a provider prefix": Case(
+        ["optimize", "support", "--tiers", "{T}/t.toml", "--limit", "8"],
+        r"tier a \(qwen-small\) is not available: a model served at api_base needs a provider prefix litellm knows, "
+        r"such as openai/qwen-small", scripted=False,
+        files={"t.toml": '[[tier]]\nname = "a"\nmodel = "qwen-small"\napi_base = "http://127.0.0.1:9/v1"\n'
+                         'input_per_1m = 0.5\noutput_per_1m = 1.0\n[[tier]]\nname = "b"\nmodel = "openai/big"\n'
+                         'api_base = "http://127.0.0.1:9/v1"\ninput_per_1m = 5\noutput_per_1m = 10\n'}),
     "max_tokens zero": settings_case("max_tokens = 0", r"settings\.max_tokens must be a whole number >= 1, got 0"),
     "timeout a word": settings_case('timeout_s = "soon"', r"settings\.timeout_s must be a finite number"),
     "unknown setting": settings_case("temp = 0", r"unknown settings \['temp'\]"),
