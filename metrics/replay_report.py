@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from metrics import report_tables as rt
+from metrics.report_model import STEP_COLUMNS, Report
+from metrics.study_report import report_from_study
 from pipelines.errors import ConfigError, TierwiseError
 
 
 def report_from_replay(path: str | Path, body: dict, split: str):
-    from metrics.report import STEP_COLUMNS, Report
     from optimizers.replay import apply
 
     replay, summary = body["replay"], body.get("summary") or {}
@@ -87,7 +88,6 @@ def _step(base: dict, predictor: str, rung: int, model: str, decision: str, cost
 def _trials(summary: dict, policy: dict | None) -> tuple[pd.DataFrame | None, str | None]:
     """The fit's study, its chosen trial marked (the one whose policy is the artifact's), when its storage is
     reachable from here; else no trials table, and a note saying why."""
-    from metrics.report import report_from_study
     from pipelines import paths
 
     storage, name = summary.get("storage"), summary.get("study")

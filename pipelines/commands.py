@@ -96,10 +96,9 @@ def _summary(outputs, ledger) -> dict:
         for step in out["trail"]:
             if step["decision"] in ("accepted", "fallback", "semantic_hit"):
                 final[f"{step['predictor']}:{step['tier']}"] += 1
-    records = ledger.records if ledger is not None else []
     return {"requests": len(outputs), "cost_usd": sum(o["cost_usd"] for o in outputs),
-            "paid_usd": sum(r.cost_usd for r in records),
-            "cache_hits": sum(r.cache_hit for r in records if r.tier != "semantic-cache"),  # the exact call cache
+            "paid_usd": ledger.total_cost() if ledger is not None else 0.0,
+            "cache_hits": ledger.cache_hits if ledger is not None else 0,  # the exact call cache
             "failed": sum(1 for o in outputs if o["error"]), "final_tiers": dict(final),
             **_lookups(outputs)}
 

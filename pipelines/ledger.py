@@ -16,6 +16,10 @@ from pathlib import Path
 from pipelines.errors import DatasetError, LedgerError
 
 
+# Calls a ledger keeps in memory (records, to_frame); at twice as many the oldest go (about 25-50 MB).
+KEEP_IN_MEMORY = 50_000
+SEMANTIC_TIER = "semantic-cache"  # pipelines.semantic_cache's lookups, recorded as calls of this tier
+
 # An annotation line of the ledger file: {"call_id": ..., "annotation": true, <the fields the cascade set>}.
 ANNOTATION = "annotation"
 
@@ -52,9 +56,11 @@ class Ledger:
     def __deepcopy__(self, memo):  # a copied program (dspy.BestOfN, Refine) shares its ledger
         return self
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, keep: int | None = None):
         self.path = Path(path) if path else None
-        self.records: list[CallRecord] = []
+        self.records: list[CallRecord] = []  # the latest `keep` calls (its file, when it has one, keeps every call)
+        self.keep = KEEP_IN_MEMORY if keep is None else keep
+        self.calls, self.paid_usd, self.cache_hits = 0, 0.0, 0  # every call since it was made, however many kept
         self._lock = threading.Lock()
         if self.path is not None:
             self._check_writable()
@@ -76,6 +82,11 @@ class Ledger:
     def add(self, record: CallRecord) -> CallRecord:
         with self._lock:
             self.records.append(record)
+            self.calls += 1
+            self.paid_usd += record.cost_usd
+            self.cache_hits += record.cache_hit and record.tier != SEMANTIC_TIER  # the exact call cache's hits
+            if len(self.records) >= 2 * self.keep:  # a service runs for weeks: memory holds the latest calls
+                del self.records[:len(self.records) - self.keep]
         if self.path is not None:
             self._append_line(json.dumps(asdict(record)))
         return record
@@ -107,7 +118,8 @@ class Ledger:
             self._append_line(json.dumps({"call_id": record.call_id, ANNOTATION: True, **changes}))
 
     def total_cost(self) -> float:
-        return sum(r.cost_usd for r in self.records)
+        """What every call since this ledger was made cost (0 for a cache hit), kept in memory or not."""
+        return self.paid_usd
 
     def to_frame(self):
         import pandas as pd  # report time only: the run time never imports pandas eagerly

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.errors import ConfigError
+from pipelines.ledger import SEMANTIC_TIER  # noqa: F401 - the trail's and the ledger's name for a lookup
 from pipelines.tiers import is_number
 
-SEMANTIC_TIER = "semantic-cache"  # the trail's and the ledger's name for a lookup
 DEFAULT_MAX_ENTRIES = 10_000
 EMBED_MEMO = 8192  # request texts whose vectors are kept in memory (embed() keeps all of them on disk)
 

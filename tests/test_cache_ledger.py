@@ -197,3 +197,18 @@ def test_ledger_frame_in_memory_and_total(tmp_path):
         ledger.add(CallRecord("a", "fake/a", "p", 1, 2, cost, 0.0, 0.1, False))
     frame = ledger.to_frame()
     assert len(frame) == 2 and frame["cost_usd"].sum() == 0.75 == ledger.total_cost()
+
+
+def test_a_long_running_ledger_keeps_the_latest_calls_and_every_total(tmp_path):
+    """A service calls for weeks: the in-memory ledger kept every record (about 1 KB per request, without
+    bound). It keeps the latest calls; totals, and the file, cover every call."""
+    from pipelines.ledger import CallRecord
+
+    ledger = Ledger(tmp_path / "l.jsonl", keep=10)
+    for i in range(45):
+        ledger.add(CallRecord(tier="a", model="fake/a", predictor="p", prompt_tokens=1, completion_tokens=1,
+                              cost_usd=0.0 if i % 3 == 0 else 0.5, saved_usd=0.0, latency_s=0.0,
+                              cache_hit=i % 3 == 0))
+    assert 10 <= len(ledger.records) < 20 and ledger.records[-1].cost_usd == 0.5
+    assert ledger.calls == 45 and ledger.total_cost() == pytest.approx(30 * 0.5) and ledger.cache_hits == 15
+    assert len(Ledger.read_frame(tmp_path / "l.jsonl")) == 45
