@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+# Stderr a file or a pipe (a log, CI, nohup): a bar cannot redraw there, so a plain line at most this often.
+PLAIN_EVERY_S = 15.0
 
 
 class LiveProgress:
@@ -15,9 +21,11 @@ class LiveProgress:
         # Nor may the display swap sys.stderr for a proxy it later restores: that would restore the
         # stream now pointing at the log, and the final error line would vanish there.
         self.console = Console(stderr=True)
+        self.plain = enabled and not self.console.is_terminal  # plain lines instead of a bar (_line)
+        self._printed_at = 0.0
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                                 console=self.console, transient=False, disable=not enabled,
+                                 console=self.console, transient=False, disable=not enabled or self.plain,
                                  redirect_stderr=False)
         self.task_id = None
         self.best = None
@@ -34,6 +42,9 @@ class LiveProgress:
             self.progress.live.transient = True
             self.progress.live.stop()
             return
+        if self.plain:  # the last stage's count, as a bar's last frame would show it
+            self._printed_at = float("-inf")
+            self._line()
         self.progress.__exit__(*exc)
 
     def stage(self, name: str, total: int) -> None:
@@ -42,10 +53,25 @@ class LiveProgress:
         if self.task_id is not None:
             self.progress.update(self.task_id, completed=self.progress.tasks[self.task_id].total)
         self.task_id = self.progress.add_task(name, total=total, status="")
+        self._printed_at = time.monotonic()
 
     def advance(self, budget) -> None:
         self.progress.update(self.task_id, advance=1,
                              status=f"paid calls {budget.paid_calls}  spent ${budget.spent_usd:.6f}")
+        self._line()
+
+    def _line(self) -> None:
+        """Where no bar can be drawn: the stage, its count and status as one line, every PLAIN_EVERY_S of a
+        stage (a compile refused within seconds prints its one error line alone, as at a terminal)."""
+        if not self.plain:
+            return
+        task = self.progress.tasks[self.task_id]
+        now = time.monotonic()
+        if now - self._printed_at >= PLAIN_EVERY_S:
+            self._printed_at = now
+            status = f"  {task.fields['status']}" if task.fields.get("status") else ""
+            self.console.print(f"{task.description}: {task.completed:g}/{task.total:g}{status}", highlight=False,
+                               markup=False, soft_wrap=True)
 
     def trial(self, study, trial, budget) -> None:
         quality, cost = trial.values
@@ -54,3 +80,4 @@ class LiveProgress:
         self.progress.update(self.task_id, advance=1,
                              status=f"best quality {self.best[0]:.3f} at ${self.best[1]:.6f}/1k  "
                                     f"paid calls {budget.paid_calls}")
+        self._line()

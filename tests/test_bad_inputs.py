@@ -892,3 +892,31 @@ def test_an_outage_of_several_tiers_names_each_in_one_line():
                               "unavailable: xxx")
     assert "; tier mid (fake/mid) could not answer 22 of 22 rows (first: tier mid unavailable: refused): " in message
     assert "\n" not in message and len(message) < 800
+
+
+PROGRESS_TO_A_FILE = """
+import os
+os.environ.pop("TTY_COMPATIBLE", None)
+os.environ.pop("FORCE_COLOR", None)
+from optimizers import progress as module
+from optimizers.progress import LiveProgress
+
+class Budget:
+    paid_calls, spent_usd = 3, 0.0012
+
+with LiveProgress(enabled=True) as progress:
+    progress.stage("recording outcomes", total=3)
+    progress.advance(Budget)
+    module.PLAIN_EVERY_S = 0.0  # as if 15 s had passed at each call
+    for _ in range(2):
+        progress.advance(Budget)
+"""
+
+
+def test_progress_to_a_file_writes_plain_lines_as_it_goes():
+    """Stderr redirected to a log: the bar cannot redraw and nothing was written until the end of the compile;
+    now a plain line every 15 s of a stage (none in its first 15 s: a quick refusal stays one line)."""
+    from conftest import run_python
+
+    lines = run_python(PROGRESS_TO_A_FILE).stderr.strip().splitlines()
+    assert lines == [f"recording outcomes: {n}/3  paid calls 3  spent $0.001200" for n in (2, 3, 3)], lines
