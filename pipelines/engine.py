@@ -166,7 +166,7 @@ class TierEngine:
             if transient(error):
                 attempts = int(self.tier.setting("retries") or 0) + 1  # transient errors use every retry
                 raise TierUnavailable(f"tier {self.tier.name} unavailable after {attempts} attempts: "
-                                      f"{type(error).__name__}: {error}"[:500]) from error
+                                      f"{root_cause(error)}{type(error).__name__}: {error}"[:500]) from error
             raise
         self.health.succeeded()
         if settle is not None:
@@ -236,6 +236,19 @@ class TierEngine:
         if trace is not None:
             trace.append(call)
         return call
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost cause of a wrapped error, when it says more ("ConnectError: [Errno 111] Connection
+    refused" under litellm's "InternalServerError ... Connection error."): first, or empty."""
+    seen, root = {id(error)}, error
+    while (inner := root.__cause__ or root.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        root = inner
+    text = str(root).strip().splitlines()
+    if root is error or not text or text[0] in str(error):
+        return ""
+    return f"{type(root).__name__}: {text[0][:160]}; via "
 
 
 class TierHealth:

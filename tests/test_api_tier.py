@@ -316,3 +316,22 @@ def test_an_endpoint_that_never_completes_the_handshake_fails_at_the_connect_tim
         silent.close()
     assert time.perf_counter() - started < 30  # connect timeout (0.5 s), far under timeout_s (60 s)
     assert transient(error.value.__cause__ or error.value)  # a timeout: retried, then the cascade falls back
+
+
+def test_a_refused_connection_is_named_under_litellms_wrapping(tmp_path):
+    """Nothing listens on the port: litellm reports "InternalServerError ... Connection error."; the tier's error
+    now leads with the innermost cause (the refused connection), as `tiers --check` says it."""
+    import socket
+
+    from pipelines.backends import api_backend
+    from pipelines.engine import TierUnavailable
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # a port nothing listens on
+    tier = Tier("t", "openai/m", 1.0, 1.0, {"retries": 0, "timeout_s": 30}, api_base=f"http://127.0.0.1:{port}/v1")
+    engine = TierEngine(tier, api_backend(tier), CallCache(enabled=False), Ledger())
+    with pytest.raises(TierUnavailable) as error:
+        engine.call({"messages": [{"role": "user", "content": "hi"}], "config": {"max_tokens": 4}})
+    assert "Connection refused" in str(error.value).split("; via ")[0], str(error.value)
