@@ -205,7 +205,7 @@ def read(path: str | Path, *, require_signature: bool | None = None, key_env: st
 
 
 def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None, require_signature=None,
-                 key_env=None, semantic_dir=None, semantic=None):
+                 key_env=None, semantic_dir=None, semantic=None, budget_usd=None):
     """Rebuild the program (or take `program`, an instance the caller built), check it is the one
     compiled, restore its state and policy: ready to call.
 
@@ -214,7 +214,9 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     `require_signature`/`key_env`: see read(); `semantic_dir` keeps a policy's semantic caches on disk
     there (one folder per predictor), across restarts, instead of in the program's memory; `semantic`
     ({"ttl_s": s, "max_entries": n, "threshold": t}) overrides those settings of every semantic cache the
-    policy has (the search chose the threshold; freshness and size are production's choice)."""
+    policy has (the search chose the threshold; freshness and size are production's choice); `budget_usd`
+    caps what this loaded program may pay for uncached calls (pipelines.spend_cap: a call that could pass it
+    raises BudgetExceeded before it is paid; `program.spend_cap.spent_usd` says how much was paid)."""
     if isinstance(program, type):
         raise ConfigError(f"load {path}: program= takes an instance, {program.__name__}(), not the class")
     body = read(path, require_signature=require_signature, key_env=key_env)
@@ -228,7 +230,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
-                             semantic_dir=semantic_dir, semantic=semantic)
+                             semantic_dir=semantic_dir, semantic=semantic, budget_usd=budget_usd)
 
 
 SEMANTIC_OVERRIDES = ("ttl_s", "max_entries", "threshold")
@@ -262,12 +264,13 @@ def load_state(program, body: dict) -> None:
 
 
 def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None,
-                      semantic_dir=None, semantic=None):
+                      semantic_dir=None, semantic=None, budget_usd=None):
     """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
     from pipelines.routing import InputRouter, Router
     from pipelines.runtime import Runtime
+    from pipelines.spend_cap import SpendCap
 
     try:
         catalog = Catalog.from_dict(body["catalog"])
@@ -286,9 +289,11 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
         raise ArtifactError(f"{where}: tier {unreachable[0]}")
     if semantic:
         override_semantic(policy, semantic)
-    runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts)
+    spend_cap = SpendCap(budget_usd) if budget_usd is not None else None
+    runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts,
+                      guard=spend_cap.reserve if spend_cap else None)
     compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers, semantic_dir=semantic_dir)
-    compiled.artifact, compiled.write_artifact = body, save
+    compiled.artifact, compiled.write_artifact, compiled.spend_cap = body, save, spend_cap
     return compiled
 
 

@@ -24,7 +24,8 @@ class Runtime:
         return self
 
     def __init__(self, catalog: Catalog | None = None, cache: CallCache | None = None,
-                 ledger: Ledger | None = None, scripts: dict | None = None):
+                 ledger: Ledger | None = None, scripts: dict | None = None, guard=None):
+        self.guard = guard  # pipelines.engine.Guard on every tier's uncached calls (a SpendCap's reserve)
         self.catalog = catalog or default_catalog()
         self.cache = cache if cache is not None else CallCache()
         self.ledger = ledger if ledger is not None else Ledger()
@@ -39,6 +40,7 @@ class Runtime:
             if tier_name not in self._engines:
                 tier = self.catalog[tier_name]
                 self._engines[tier_name] = TierEngine(tier, backend_for(tier, self.scripts), self.cache, self.ledger)
+                self._engines[tier_name].guard = self.guard
             return self._engines[tier_name]
 
     def lm(self, tier_name: str) -> dspy.LM:

@@ -317,3 +317,35 @@ def test_dspy_load_idioms_on_an_artifact_say_how_to_load_it(tmp_path):
     program = load_program(path, program=SupportTriage(), scripts=scripts)
     with pytest.raises(ConfigError, match=r"a tierwise artifact loads with pipelines\.load\(.*program=YourProgram\(\)\)"):
         program.load(path)
+
+
+def test_a_production_spend_cap_refuses_the_call_that_could_pass_it(tmp_path):
+    """load(path, budget_usd=X): paid calls reserve their upper-bound price; the request whose next call could
+    pass the cap raises BudgetExceeded before that call is paid, and cached answers are still served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines import load
+    from pipelines.errors import BudgetExceeded
+
+    path = compile_support(tmp_path)
+    messages = sample_messages(6)
+    script, cache = support_script(), CallCache(tmp_path / "cache")
+    uncapped = load(path, cache=cache, ledger=Ledger(), scripts={"*": script})
+    first_cost = uncapped.runtime.catalog["big"].cost_bound({"messages": [{"content": messages[0] * 4}]})
+    capped = load(path, cache=CallCache(tmp_path / "cold"), ledger=Ledger(), scripts={"*": script},
+                  budget_usd=first_cost)
+    with pytest.raises(BudgetExceeded, match=r"budget_usd reached: this program has spent \$.* of \$"):
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda m: capped(message=m), messages))
+    cap = capped.spend_cap
+    assert cap.spent_usd <= cap.cap_usd and cap.reserved_usd == pytest.approx(0.0, abs=1e-15)
+    assert capped.ledger.total_cost() == pytest.approx(cap.spent_usd)
+
+    for message in messages[:2]:
+        uncapped(message=message)  # now in `cache`
+    served = load(path, cache=cache, ledger=Ledger(), scripts={"*": script}, budget_usd=0)
+    assert served(message=messages[0]).intent and served.spend_cap.paid_calls == 0
+    with pytest.raises(BudgetExceeded):
+        served(message=messages[5])
+    with pytest.raises(ConfigError, match="budget_usd must be a finite amount >= 0, got -1"):
+        load(path, cache=cache, scripts={"*": script}, budget_usd=-1)

@@ -1,0 +1,49 @@
+"""A production spend cap: `load(path, budget_usd=X)`. Every uncached call reserves its upper-bound price
+(Tier.cost_bound) before it is made and settles at its real price after, so calls in flight, from any
+thread, cannot pass the cap together. A call that could pass it is refused with BudgetExceeded, before it is
+paid; cached answers cost nothing and are still served. The cap is this process's (one loaded program)."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from pipelines.errors import BudgetExceeded, ConfigError
+
+
+class SpendCap:
+    def __init__(self, cap_usd: float):
+        if not (isinstance(cap_usd, (int, float)) and not isinstance(cap_usd, bool) and math.isfinite(cap_usd)
+                and cap_usd >= 0):
+            raise ConfigError(f"budget_usd must be a finite amount >= 0, got {cap_usd!r}")
+        self.cap_usd = float(cap_usd)
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+        self.paid_calls = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, tier, payload: dict):
+        """The engine's guard (pipelines.engine.Guard): refuse, or reserve and return settle(cost_usd | None)."""
+        bound = tier.cost_bound(payload)
+        with self._lock:
+            if self.spent_usd + self.reserved_usd + bound > self.cap_usd:
+                raise BudgetExceeded(
+                    f"budget_usd reached: this program has spent ${self.spent_usd:.6f} of ${self.cap_usd:.6f} in "
+                    f"{self.paid_calls} paid calls" + (f" (${self.reserved_usd:.6f} reserved by calls in flight)"
+                                                       if self.reserved_usd else "")
+                    + f"; the next call ({tier.name}, at most ${bound:.6f}) could pass it. Cached answers are "
+                    "still served; load again with a larger budget_usd to continue")
+            self.reserved_usd += bound
+        settled = []
+
+        def settle(cost_usd: float | None) -> None:
+            with self._lock:
+                if settled:
+                    return
+                settled.append(True)
+                self.reserved_usd -= bound
+                if cost_usd is not None:
+                    self.spent_usd += cost_usd
+                    self.paid_calls += 1
+
+        return settle
