@@ -59,7 +59,10 @@ def _unlisted(model: str, listed: list) -> str:
     """A warning when the endpoint lists models and the tier's is not among them: most servers refuse an
     unknown id at the first paid call (llama.cpp's answers any name; a provider's alias may be unlisted)."""
     ids = [str(m.get("id", "")) if isinstance(m, dict) else str(m) for m in listed]
+    aliases = [str(a) for m in listed if isinstance(m, dict) for a in m.get("aliases") or ()]  # llama.cpp's --alias
     wanted = model.split("/", 1)[1] if "/" in model else model
+    if wanted in aliases or model in aliases:
+        return ""
     if not ids or wanted in ids or model in ids:
         return ""
     shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")

@@ -335,3 +335,12 @@ def test_a_refused_connection_is_named_under_litellms_wrapping(tmp_path):
     with pytest.raises(TierUnavailable) as error:
         engine.call({"messages": [{"role": "user", "content": "hi"}], "config": {"max_tokens": 4}})
     assert "Connection refused" in str(error.value).split("; via ")[0], str(error.value)
+
+
+def test_a_model_listed_under_an_alias_is_not_warned_about():
+    """llama.cpp serves `--alias` names and lists them under each model's "aliases"."""
+    from pipelines.probe import _unlisted
+
+    listed = [{"id": "/models/qwen2.5-0.5b.gguf", "aliases": ["qwen-small", "qwen-big"]}]
+    assert _unlisted("openai/qwen-small", listed) == ""
+    assert "'qwen-tiny' is not among them" in _unlisted("openai/qwen-tiny", listed)
