@@ -86,6 +86,8 @@ def ledger_paid(folder: Path) -> int:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if record.get("annotation"):  # a call's decision, written after its own line
+            continue
         paid += not record.get("cache_hit") and record.get("decision") != "failed"
     return paid
 
