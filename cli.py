@@ -225,7 +225,7 @@ def report(
 @replay_app.command("fit")
 @guarded
 def replay_fit(
-    outcomes: Path = typer.Argument(..., help="outcome table: CSV, JSONL or Parquet, one row per id x model"),
+    outcomes: Path = typer.Argument(..., help="outcome table: CSV, TSV, JSONL or Parquet, one row per id x model"),
     min_quality: Optional[float] = typer.Option(None, "--min-quality", help="objective: cheapest with quality >= Q"),
     match_tier: Optional[str] = typer.Option(None, "--match-tier", help="objective: cheapest matching MODEL"),
     max_cost_per_1k: Optional[float] = typer.Option(None, "--max-cost-per-1k", help="objective: best under a cost"),

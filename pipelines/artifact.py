@@ -139,6 +139,9 @@ def check_destination(path: str | Path, flag: str = "--out", example: str = "tas
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a directory; give a file name such as {path / example}")
+    if path.exists() and not path.is_file():  # an atomic save replaces what is there: /dev/null itself, as root
+        raise ConfigError(f"{flag} {path}: is not a regular file (a device, pipe or socket); give a file name "
+                          f"such as {example}")
     parent = path.parent if str(path.parent) else Path(".")
     existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

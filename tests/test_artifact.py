@@ -349,3 +349,22 @@ def test_a_production_spend_cap_refuses_the_call_that_could_pass_it(tmp_path):
         served(message=messages[5])
     with pytest.raises(ConfigError, match="budget_usd must be a finite amount >= 0, got -1"):
         load(path, cache=cache, scripts={"*": script}, budget_usd=-1)
+
+
+def test_an_artifact_is_never_saved_over_a_device_or_pipe(tmp_path):
+    """`--out /dev/null` to throw the artifact away: the atomic save renamed its file over the device (as root,
+    /dev/null became a regular file for every process on the machine). Refused before anything is written."""
+    import os
+    import stat
+
+    from pipelines.artifact import check_destination
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigError, match=r"--out .*pipe: is not a regular file \(a device, pipe or socket\)"):
+        check_destination(pipe)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        save(read(compile_support(tmp_path)), pipe)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    with pytest.raises(ConfigError, match=r"/dev/null: is not a regular file"):
+        check_destination("/dev/null")
