@@ -34,7 +34,8 @@ def report_from_replay(path: str | Path, body: dict, split: str):
     tiers = [matrix.models[j] for j in np.argsort(mean_cost, kind="stable")]
 
     ladder = ((body.get("policy") or {}).get("predictors") or {}).get(predictor) or {}
-    thresholds = ladder.get("thresholds") or [] if ladder.get("estimator", "none") != "none" else []
+    rungs = list(ladder.get("ladder") or matrix.models)
+    thresholds = (ladder.get("thresholds") or []) if ladder.get("estimator", "none") != "none" else []
     rows, steps = [], {"chosen": []}
     for d in applied.decisions:
         if d.id not in split_of:  # an id the reference never answered: left out of the fit's comparisons too
@@ -46,8 +47,9 @@ def report_from_replay(path: str | Path, body: dict, split: str):
             j = matrix.models.index(model)
             decision = "failed" if not matrix.present[q, j] else \
                 "accepted" if model == d.final_model and k == len(d.models_called) - 1 else "escalated"
-            step = _step(base, predictor, k, model, decision, matrix.cost[q, j])
-            steps["chosen"].append({**step, "threshold": thresholds[k] if k < len(thresholds) else np.nan})
+            rung = rungs.index(model)  # a router may start above the first rung: rungs are ladder positions
+            step = _step(base, predictor, rung, model, decision, matrix.cost[q, j])
+            steps["chosen"].append({**step, "threshold": thresholds[rung] if rung < len(thresholds) else np.nan})
         for j, model in enumerate(matrix.models):
             answered = bool(matrix.present[q, j])
             rows.append({**base, "policy": model, "score": float(matrix.score[q, j]) if answered else 0.0,

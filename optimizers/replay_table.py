@@ -212,7 +212,8 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
         for column, value in (("id", rid), ("model", model)):
             if any(ord(c) < 32 for c in value):
                 raise DatasetError(f"{where}: {column} {value!r} holds a control character")
-        score = None if _no_number(row.get("score")) else _score(row["score"], score_max, where, clipped if clip_scores else None)
+        score = None if _no_number(row.get("score")) else \
+            _score(row["score"], score_max, where, clipped if clip_scores else None)
         unscored += score is None
         if (rid, model) in cells:
             raise DatasetError(f"{where}: duplicate row for id {rid!r} and model {model!r} "
@@ -236,7 +237,8 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     if clipped[0]:
         matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
     if unscored:
-        matrix.notes.append(f"{unscored} unscored cells (a blank or NA score) read as failed rungs: a ladder climbs past them")
+        matrix.notes.append(f"{unscored} unscored cells (a blank or NA score) read as failed rungs: a ladder climbs "
+                            "past them")
     return matrix
 
 

@@ -146,7 +146,8 @@ def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> 
     input list or metric is another compile, whose trials must not be read as this one's."""
     rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in dev + hold)
     ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
-                        "tiers": [t.identity() for t in catalog], "prices": [t.prices() for t in catalog], "rows": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
+                        "tiers": [t.identity() for t in catalog], "prices": [t.prices() for t in catalog],
+                        "rows": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
                         "scoring": scoring_fingerprint(task), "seed": seed, "holdout": holdout,
                         "search": SEARCH_VERSION}, sort_keys=True)
     return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"

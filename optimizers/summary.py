@@ -118,7 +118,8 @@ def render_text(summary: dict) -> str:
     width = max([28, *map(len, summary["baselines"])])  # long model names keep the columns aligned
     for name, b in summary["baselines"].items():
         mark = "  <- reference" if name == summary["reference"] else ""
-        lines.append(f"  {name:<{width}} quality {b[split]['quality']:.3f}   cost/1k ${b[split]['cost_per_1k']:.6f}{mark}")
+        shown = b[split]
+        lines.append(f"  {name:<{width}} quality {shown['quality']:.3f}   cost/1k ${shown['cost_per_1k']:.6f}{mark}")
     saving = summary["savings_pct"] if split == "holdout" else \
         savings_pct(d["cost_per_1k"], summary["baselines"][summary["reference"]]["dev"]["cost_per_1k"])
     lines.append(f"savings vs {summary['reference']}: {saving:.1f}% of {split} cost")

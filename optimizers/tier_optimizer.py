@@ -88,7 +88,7 @@ class TierOptimizer(Teleprompter):
                                   f"{sorted(task.input_keys)}")
             offset = len(task.rows)
             hold_rows = [example_row(e, offset + i) for i, e in enumerate(valset)]
-        program = task.build_program()  # inputs and labels checked before any call is paid for, as the command line does
+        program = task.build_program()  # inputs and labels checked before any call is paid for, as the CLI does
         check_rows(task.rows, task, "trainset", program)
         if hold_rows is not None:
             check_rows(hold_rows, task, "valset", program)

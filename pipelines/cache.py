@@ -62,7 +62,7 @@ def store_problem(directory, what: str, recovery: str, error: sqlite3.DatabaseEr
     """SQLite says "corrupted" and "cannot write" in the same exception class: a store on a full disk or a
     read-only folder is not damaged, and moving it aside (the recovery for damage) would throw good answers away."""
     text = str(error)
-    if "disk is full" in text or "database or disk is full" in text:
+    if "disk is full" in text:
         return f"{directory}: the {what} cannot grow: the disk is full ({text}); free space and rerun (nothing is lost)"
     if "readonly" in text or "read-only" in text or "unable to open" in text and not os.access(directory, os.W_OK):
         return f"{directory}: the {what} cannot be written ({text}): the folder is read-only for this process; " \

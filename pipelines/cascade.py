@@ -551,8 +551,8 @@ class CompiledProgram(dspy.Module):
 
     def load(self, path, *args, **kwargs):
         """dspy's `program.load(path)` reads dspy's own JSON; a tierwise artifact is loaded by pipelines.load."""
-        raise ConfigError(f"{path}: a tierwise artifact loads with pipelines.load({str(path)!r}, program=YourProgram()), "
-                          "not program.load (dspy's own format)")
+        raise ConfigError(f"{path}: a tierwise artifact loads with pipelines.load({str(path)!r}, "
+                          "program=YourProgram()), not program.load (dspy's own format)")
 
     def save(self, path, save_program: bool = False):
         """Write the compiled artifact (tierwise's JSON, never a pickle) that `pipelines.load` reads.
