@@ -75,8 +75,16 @@ class TierProbe:
 
     PARSE_FAILURES = ("AdapterParseError", "missing output fields")
 
-    def __init__(self, catalog, rows: int = 3, task_source: str = "the task"):
+    # A tier down on this many rows in a row is down, not blipping: without --allow-incomplete the compile
+    # would stop after recording anyway, so it stops now instead of paying every row's retries and waits.
+    DOWN_ROWS = 5
+    RERUN = ("The answers recorded are kept: rerun when the tier answers again (no call is paid twice), or pass "
+             "--allow-incomplete to compile on the rows every tier answered")
+
+    def __init__(self, catalog, rows: int = 3, task_source: str = "the task", stop_when_down: bool = False):
         self.catalog, self.rows, self.task_source = catalog, rows, task_source
+        self.stop_when_down = stop_when_down
+        self.down_streak: dict[str, int] = {}
         self.top_errors: list | None = []  # the top tier's first rows while each raised the same task error
         self.failed_rows: dict[str, int] = {}
         self.answered: set[str] = set()
@@ -87,8 +95,13 @@ class TierProbe:
 
     def observe(self, tier: str, results) -> None:
         for result in results:
-            if self._note_failures(tier, [s for s in result.steps if s.tier == tier]):
+            gap = self._note_failures(tier, [s for s in result.steps if s.tier == tier])
+            if gap:
                 self.gap_ids.add(result.row_id)
+            self.down_streak[tier] = self.down_streak.get(tier, 0) + 1 if gap else 0
+            if self.stop_when_down and self.down_streak[tier] >= self.DOWN_ROWS:
+                raise ConfigError(f"{self.gap_line(tier)}, the last {self.DOWN_ROWS} in a row: it looks down, so "
+                                  "recording stopped there. " + self.RERUN)
         if tier == self.catalog.names[-1]:
             self._watch_task_errors(tier, results)
         if tier in self.answered:
@@ -144,9 +157,7 @@ class TierProbe:
         if self.unavailable_rows:  # every tier with gaps, in recording order (the top tier first)
             raise ConfigError(
                 f"{'; '.join(map(self.gap_line, self.unavailable_rows))}: without them the outcome table, and "
-                "those tiers' baselines, would be wrong. "
-                "The answers recorded are kept: rerun when the tier answers again (no call is paid twice), or "
-                "pass --allow-incomplete to compile on the rows every tier answered")
+                "those tiers' baselines, would be wrong. " + self.RERUN)
 
     def gap_line(self, tier: str) -> str:
         room = 200 // len(self.unavailable_rows)  # one line whatever the number of tiers with gaps

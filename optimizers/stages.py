@@ -205,7 +205,8 @@ def record(session: Session, progress) -> dict[str, list[RowResult]]:
     # Workers sharing a storage URL walk the rows in their own random order: each pays mostly for cells no
     # other worker has reached and reads the rest from the shared cache (the claim keeps any call single).
     order = random.Random().sample(rows, len(rows)) if is_sql_url(job.storage) else rows
-    probe = preflight.TierProbe(job.catalog, task_source=str(job.task.source))
+    probe = preflight.TierProbe(job.catalog, task_source=str(job.task.source),
+                                stop_when_down=not job.allow_incomplete)
     # A tier done recording lets its local model go: the three need not be resident at once (main job peak
     # RSS, benchmarks/README.md). The search reads the table; a call it still needs loads the model again.
     results = record_baselines(job.task, session.program, job.catalog, order, session.table,

@@ -759,6 +759,7 @@ def test_a_tier_that_goes_down_mid_recording_stops_the_compile_and_a_rerun_fills
     assert result.exit_code == 2, (result.stderr, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: tier big (fake/big) could not answer 5 of 8 rows (first: ")
+    assert "the last 5 in a row: it looks down, so recording stopped there" in lines[0]
     assert "connection refused" in lines[0] and "cooling down" not in lines[0]
     assert lines[0].endswith("rerun when the tier answers again (no call is paid twice), or pass "
                              "--allow-incomplete to compile on the rows every tier answered")
@@ -767,7 +768,22 @@ def test_a_tier_that_goes_down_mid_recording_stops_the_compile_and_a_rerun_fills
     down[0] = False
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, (result.stderr, result.exception)
-    assert calls[paid_before:] == ["big"] * 10  # the 5 rows x 2 predictors it lacked, nothing else
+    # the 5 rows x 2 predictors `big` lacked; `small`'s pass was never reached (recording stopped once `big`
+    # was down on 5 rows in a row; small answered only as its fallback), so its other cells are paid now, and
+    # each of small's 8 rows x 2 predictors once in all
+    assert calls[paid_before:].count("big") == 10 and calls.count("small") == 16
+
+
+def test_a_tier_down_on_5_rows_in_a_row_stops_recording_there(tmp_path, monkeypatch):
+    """Down for good after 3 rows of 20: the compile would stop after recording anyway, so it stops once
+    the tier failed 5 rows in a row (helpers saw 3 minutes of retries and waits on a dead server before)."""
+    calls, _, tiers = big_goes_down(tmp_path, monkeypatch, after=6, until=None, settings="cooldown_after = 100")
+    result = CliRunner().invoke(cli.app, ["optimize", "support", "--tiers", str(tiers), "--limit", "20", "--trials",
+                                          "3"])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert "could not answer 5 of 8 rows" in result.stderr and "it looks down, so recording stopped there" \
+        in result.stderr
+    assert calls.count("big") == 6 + 5 * 2 * 2  # 3 rows answered, then 5 rows x 2 predictors x (1 + 1 retry)
 
 
 def test_allow_incomplete_compiles_on_the_rows_every_tier_answered_and_a_later_rerun_fills_them(
