@@ -20,6 +20,8 @@ def report_from_replay(path: str | Path, body: dict, split: str):
 
     replay, summary = body["replay"], body.get("summary") or {}
     table = replay["outcomes"]
+    beside = Path(path).parent / Path(table).name  # policies fitted before paths were kept absolute, or moved along
+    table = table if Path(table).is_file() or not beside.is_file() else str(beside)
     if not Path(table).is_file():
         raise ConfigError(f"report: {path} was fitted on {table}, which is not there; its report reads that table")
     applied = apply(path, table)

@@ -272,7 +272,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                           "clip_scores": options.clip_scores,
                           "router": router.to_dict() if needs_router else None,
                           "answer_model": answer_model if needs_router else None,
-                          "outcomes": matrix.source, "table_digest": digest,
+                          "outcomes": str(Path(matrix.source).resolve()), "table_digest": digest,
                           "answer_text": has_text,
                           "split": {"dev": [matrix.ids[i] for i in dev_idx],
                                     "holdout": [matrix.ids[i] for i in hold_idx], "seed": options.seed,

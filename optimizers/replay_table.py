@@ -199,7 +199,7 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     first_seen: dict[tuple[str, str], str] = {}
     info: dict[str, dict] = {}  # id -> input, segment
     priced_models: set[str] = set()
-    unscored = 0
+    unscored = unpriced = 0
     clipped = [0]
     for label, row in _rows(path):
         where = f"{path}: {label}"
@@ -218,7 +218,10 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
         if (rid, model) in cells:
             raise DatasetError(f"{where}: duplicate row for id {rid!r} and model {model!r} "
                                f"(first at {first_seen[(rid, model)]})")
-        cost = _cost(row, model, where, pricer, priced_models)
+        if score is None and all(_no_number(row.get(c)) for c in ("cost_usd", "prompt_tokens", "completion_tokens")):
+            cost, unpriced = 0.0, unpriced + 1  # a failed call logged without a price: a failed rung costs nothing
+        else:
+            cost = _cost(row, model, where, pricer, priced_models)
         cells[(rid, model)] = {"score": score, "cost": cost,
                                "output": "" if _blank(row.get("output")) else str(row["output"])}
         first_seen[(rid, model)] = label
@@ -238,7 +241,7 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
         matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
     if unscored:
         matrix.notes.append(f"{unscored} unscored cells (a blank or NA score) read as failed rungs: a ladder climbs "
-                            "past them")
+                            "past them" + (f"; {unpriced} of them had no cost either, priced at 0" if unpriced else ""))
     return matrix
 
 

@@ -28,7 +28,7 @@ from pipelines.dspy_hooks import (POLICY_LM, LastTrail, add_to_dspy_trace, calle
                                   sample_settings)
 from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
 from pipelines.errors import (AllRungsFailed, BudgetExceeded, ConfigError, InputError, LedgerError, StoreError,
-                             raise_found)
+                             TierwiseError, raise_found)
 from pipelines.policy import Policy, PredictorPolicy
 from pipelines.routing import route_text, start_rung
 from pipelines.trail import Step, next_call, trail_var
@@ -527,13 +527,19 @@ class CompiledProgram(dspy.Module):
                 return _with_trail(await self.program.acall(**kwargs), trail)
             return _with_trail(await asyncio.to_thread(self.program, **kwargs), trail)
 
-    def batch(self, examples, *args, **kwargs):
+    def batch(self, examples, num_threads=None, max_errors=None, return_failed_examples=False, **kwargs):
         """dspy's `batch`. Its rows run in worker threads, each with its own `last_trail`; here the
-        batch is the last call: `last_trail` / `last_cost_usd` hold all of its calls, row by row."""
-        out = super().batch(examples, *args, **kwargs)
-        results = out[0] if isinstance(out, tuple) else out
-        self._last_trail.set([step for prediction in results for step in trail_of(prediction)])
-        return out
+        batch is the last call: `last_trail` / `last_cost_usd` hold all of its calls, row by row. dspy turns a
+        row's exception into a None row; tierwise's own stops (a spend cap reached, an input of the wrong
+        type) are raised instead, as a call raises them."""
+        out = super().batch(examples, num_threads, max_errors, True, **kwargs)
+        results, _, errors = out
+        ours = next((e for e in errors if isinstance(e, TierwiseError) and not isinstance(e, AllRungsFailed)), None)
+        if ours is not None:
+            raise ours
+        self._last_trail.set([step for prediction in results if prediction is not None
+                              for step in trail_of(prediction)])
+        return out if return_failed_examples else results
 
     @property
     def last_trail(self) -> list[Step]:

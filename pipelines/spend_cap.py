@@ -1,6 +1,6 @@
 """A production spend cap: `load(path, budget_usd=X)`. Every uncached call reserves its upper-bound price
 (Tier.cost_bound) before it is made and settles at its real price after, so calls in flight, from any
-thread, cannot pass the cap together. A call that could pass it is refused with BudgetExceeded, before it is
+thread, cannot pass the cap together; a call that fits once they settle waits for them. A call that could pass it is refused with BudgetExceeded, before it is
 paid; cached answers cost nothing and are still served. The cap is this process's (one loaded program)."""
 
 from __future__ import annotations
@@ -20,20 +20,27 @@ class SpendCap:
         self.spent_usd = 0.0
         self.reserved_usd = 0.0
         self.paid_calls = 0
-        self._lock = threading.Lock()
+        self.in_flight = 0
+        self._lock = threading.Condition()
 
     def reserve(self, tier, payload: dict):
         """The engine's guard (pipelines.engine.Guard): refuse, or reserve and return settle(cost_usd | None)."""
         bound = tier.cost_bound(payload)
         with self._lock:
+            # Calls in flight hold their upper bound, several times their real price: wait for them to settle
+            # while they alone stand in the way, so concurrency does not refuse calls the cap has room for.
+            while self.in_flight and self.spent_usd + bound <= self.cap_usd < \
+                    self.spent_usd + self.reserved_usd + bound:
+                self._lock.wait(timeout=1.0)
             if self.spent_usd + self.reserved_usd + bound > self.cap_usd:
                 raise BudgetExceeded(
                     f"budget_usd reached: this program has spent ${self.spent_usd:.6f} of ${self.cap_usd:.6f} in "
                     f"{self.paid_calls} paid calls" + (f" (${self.reserved_usd:.6f} reserved by calls in flight)"
-                                                       if self.reserved_usd else "")
+                                                       if self.in_flight else "")
                     + f"; the next call ({tier.name}, at most ${bound:.6f}) could pass it. Cached answers are "
                     "still served; load again with a larger budget_usd to continue")
             self.reserved_usd += bound
+            self.in_flight += 1
         settled = []
 
         def settle(cost_usd: float | None) -> None:
@@ -41,9 +48,11 @@ class SpendCap:
                 if settled:
                     return
                 settled.append(True)
-                self.reserved_usd -= bound
+                self.in_flight -= 1
+                self.reserved_usd = self.reserved_usd - bound if self.in_flight else 0.0  # no float dust left
                 if cost_usd is not None:
                     self.spent_usd += cost_usd
                     self.paid_calls += 1
+                self._lock.notify_all()
 
         return settle

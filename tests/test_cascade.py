@@ -18,7 +18,7 @@ from conftest import answer, fake_catalog, make_runtime, user_text
 from pipelines import confidence as conf
 from pipelines.cascade import CompiledProgram, RungOutcome, fallback_order, run_ladder
 from pipelines.confidence import LogisticScorer
-from pipelines.errors import AllRungsFailed, ConfigError
+from pipelines.errors import AllRungsFailed, ConfigError, InputError
 from pipelines.policy import Policy, PredictorPolicy
 
 # --- run_ladder on its own: the decision logic, exact ------------------------------------------
@@ -346,6 +346,11 @@ def test_an_input_of_the_wrong_type_is_refused_before_any_call(tmp_path):
             asyncio.run(program.acall(question=bad))
     assert seen == [] and runtime.ledger.records == []
     assert program(question="fine").answer == "from a" and seen == ["a"]
+    # dspy's batch turned it into a None row (and logged the signature); a tierwise stop is raised there too
+    rows = [dspy.Example(question=q).with_inputs("question") for q in ("fine", None)]
+    with pytest.raises(InputError, match="must be a string, got NoneType"):
+        program.batch(rows, disable_progress_bar=True)
+    assert [p.answer for p in program.batch(rows[:1], disable_progress_bar=True)] == ["from a"]
 
 
 def test_policy_must_cover_every_predictor(tmp_path):

@@ -282,18 +282,24 @@ def test_holdout_zero_prints_dev_figures_not_nan(fitted, tmp_path):
     assert "nan" not in res.output.lower()
 
 
-def test_a_replay_report_needs_the_table_it_was_fitted_on(tmp_path):
-    table = write_csv(tmp_path / "t.csv", synthetic_rows(60))
-    fitted = fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=5, storage=f"sqlite:///{tmp_path / 's.db'}",
-                               out=str(tmp_path / "p.json"), features="hashed-words"))
+def test_a_replay_report_needs_the_table_it_was_fitted_on(tmp_path, monkeypatch):
     from metrics.report import load_report
 
+    monkeypatch.chdir(tmp_path)
+    table = write_csv(tmp_path / "t.csv", synthetic_rows(60))
+    fitted = fit(ReplayOptions("t.csv", Objective(), holdout=0.3, trials=5, storage=f"sqlite:///{tmp_path / 's.db'}",
+                               out=str(tmp_path / "p.json"), features="hashed-words"))
+    policy = fitted.summary["artifact"]
+    # fitted on a relative path, reported from another folder: the policy keeps the table's absolute path
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_report(policy).tables["savings"]["split"].tolist()
     write_csv(table, synthetic_rows(60, seed=8))
     with pytest.raises(ConfigError, match=r"t\.csv changed since .*p\.json was fitted on it; refit it"):
-        load_report(fitted.summary["artifact"])
+        load_report(policy)
     table.unlink()
     with pytest.raises(ConfigError, match=r"p\.json was fitted on .*t\.csv, which is not there"):
-        load_report(fitted.summary["artifact"])
+        load_report(policy)
 
 
 def test_artifact_verifies_and_refuses_tampering(fitted):
@@ -565,6 +571,10 @@ def test_missing_value_words_are_unscored_cells(tmp_path):
     m = load_outcomes(path)
     assert m.present[:, m.models.index("y")].tolist() == [True] + [False] * 7 and m.present.all(axis=0)[0]
     assert "7 unscored cells (a blank or NA score)" in " ".join(m.notes)
+    # a failed call logged with no price either (NA score and NA cost) is a failed rung costing nothing
+    path.write_text("id,model,score,cost_usd\nq,x,1,0.1\nq,y,0,0.2\nr,x,1,0.1\nr,y,NA,NA\n")
+    m = load_outcomes(path)
+    assert m.cost[1].tolist() == [0.1, 0.0] and "1 of them had no cost either, priced at 0" in " ".join(m.notes)
 
 
 def _rewritten(tmp_path, name, transform):
