@@ -76,8 +76,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             for step in out["trail"]:  # why a rung failed (an outage, a refused key): the fallback hides it otherwise
                 if step.get("error"):
                     echo(f"    {step['predictor']}:{step['tier']} failed: {one_line(step['error'])[:200]}")
-        echo(f"{summary['requests']} requests  cost ${summary['cost_usd']:.7f} (paid now ${summary['paid_usd']:.7f}, "
-             f"{summary['cache_hits']} cache hits)  answered by: "
+        failed = f"{summary['failed']} FAILED  " if summary["failed"] else ""
+        echo(f"{summary['requests']} requests  {failed}cost ${summary['cost_usd']:.7f} "
+             f"(paid now ${summary['paid_usd']:.7f}, {summary['cache_hits']} cache hits)  answered by: "
              + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items())
              + (f"  semantic cache: {summary['semantic_hits']} hits of {summary['semantic_lookups']} lookups"
                 if "semantic_lookups" in summary else ""))

@@ -142,4 +142,5 @@ class Ledger:
                     raise DatasetError(f"{path}:{number}: not a ledger record (expected a JSON object with a call_id)")
                 # an annotation line adds to its call's line (older ledgers repeated the whole record: last wins)
                 rows[row["call_id"]] = {**rows.get(row["call_id"], {}), **row}
-        return pd.DataFrame(list(rows.values()), columns=list(CallRecord.__dataclass_fields__))
+        calls = [row for row in rows.values() if "tier" in row]  # an annotation whose call line was torn: no call
+        return pd.DataFrame(calls, columns=list(CallRecord.__dataclass_fields__))

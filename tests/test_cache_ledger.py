@@ -212,3 +212,8 @@ def test_a_long_running_ledger_keeps_the_latest_calls_and_every_total(tmp_path):
     assert 10 <= len(ledger.records) < 20 and ledger.records[-1].cost_usd == 0.5
     assert ledger.calls == 45 and ledger.total_cost() == pytest.approx(30 * 0.5) and ledger.cache_hits == 15
     assert len(Ledger.read_frame(tmp_path / "l.jsonl")) == 45
+    # an annotation line whose call line was torn away is no call (it read as one with NaN fields)
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"call_id": "gone", "annotation": true, "decision": "accepted"}\n'
+                    + (tmp_path / "l.jsonl").read_text())
+    assert len(Ledger.read_frame(torn)) == 45

@@ -142,3 +142,4 @@ def test_run_exits_1_when_a_request_failed(env, monkeypatch, tmp_path):
     result = CliRunner().invoke(cli.app, ["run", env["artifact"], "--dataset", str(batch)])
     assert result.exit_code == 1, result.output
     assert "r0: {" in result.output and "r1: FAILED" in result.output
+    assert "2 requests  1 FAILED  cost $" in result.output
