@@ -31,9 +31,7 @@ def report_from_replay(path: str | Path, body: dict, split: str):
     matrix, predictor = applied.matrix, replay["predictor"]
     split_of = {rid: "dev" for rid in replay["split"]["dev"]} | {rid: "holdout" for rid in replay["split"]["holdout"]}
     row_of = {rid: q for q, rid in enumerate(matrix.ids)}
-    mean_cost = [matrix.cost[matrix.present[:, j], j].mean() if matrix.present[:, j].any() else 0.0
-                 for j in range(len(matrix.models))]
-    tiers = [matrix.models[j] for j in np.argsort(mean_cost, kind="stable")]
+    tiers = list(matrix.models)  # cheapest first, as the table is read (optimizers.replay_table)
 
     ladder = ((body.get("policy") or {}).get("predictors") or {}).get(predictor) or {}
     rungs = list(ladder.get("ladder") or matrix.models)
@@ -103,21 +101,12 @@ def _trials(summary: dict, policy: dict | None) -> tuple[pd.DataFrame | None, st
     if storage is None:
         return None, f"trials: the study {name} is in .tierwise/studies.db of the folder the fit ran in"
     try:
-        trials = report_from_study(storage, name).tables["trials"]
+        report = report_from_study(storage, name)
     except TierwiseError as e:
         return None, f"trials: {e}"
-    trials["chosen"] = [_same_policy(p, policy) for p in _policies(storage, name, trials)]
+    trials, policies = report.tables["trials"], report.meta["policies"]
+    trials["chosen"] = [_same_policy(policies.get(int(n)), policy) for n in trials["number"]]
     return trials, None
-
-
-def _policies(storage: str, name: str, trials: pd.DataFrame) -> list:
-    import optuna
-
-    from pipelines.stores import optuna_url
-
-    study = optuna.load_study(study_name=name, storage=optuna_url(storage))
-    by_number = {t.number: t.user_attrs.get("policy") for t in study.get_trials(deepcopy=False)}
-    return [by_number.get(int(n)) for n in trials["number"]]
 
 
 def _same_policy(a: dict | None, b: dict | None) -> bool:

@@ -49,4 +49,5 @@ def report_from_study(storage: str, study_name: str) -> Report:
     tiers = sorted({b for b in table["baseline"] if b},
                    key=lambda t: table.loc[table["baseline"] == t, "cost_per_1k"].iloc[0])
     return Report(f"{storage}#{study_name}", "study", {"pareto": rt.pareto_table(table), "trials": table},
-                  {"study": study_name, "tiers": tiers})
+                  {"study": study_name, "tiers": tiers,
+                   "policies": {int(n): p for n, p in zip(trials["number"], trials["policy"])}})

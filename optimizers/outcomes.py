@@ -215,7 +215,7 @@ class OutcomeTable:
         # the call cache (no call paid), priced anew
         entry = self.runtime.catalog[tier]
         store_key = f"{self.namespace}|{entry.identity()}|{json.dumps(entry.prices())}|{name}|{inputs}"
-        budget = answer_budget(predictor, self.runtime.catalog[tier])
+        budget = answer_budget(predictor, entry)
         if budget:  # the request the live call makes (cells recorded with the tier's own limit stay apart)
             store_key += f"|max_tokens={budget}"
         stored = self.store.get(store_key) if self.store is not None else None

@@ -61,9 +61,7 @@ def _unlisted(model: str, listed: list) -> str:
     ids = [str(m.get("id", "")) if isinstance(m, dict) else str(m) for m in listed]
     aliases = [str(a) for m in listed if isinstance(m, dict) for a in m.get("aliases") or ()]  # llama.cpp's --alias
     wanted = model.split("/", 1)[1] if "/" in model else model
-    if wanted in aliases or model in aliases:
-        return ""
-    if not ids or wanted in ids or model in ids:
+    if not ids or wanted in ids + aliases or model in ids + aliases:
         return ""
     shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
     return f"; warning: {wanted!r} is not among them ({shown}): check the model id"

@@ -1,20 +1,20 @@
 """A production spend cap: `load(path, budget_usd=X)`. Every uncached call reserves its upper-bound price
 (Tier.cost_bound) before it is made and settles at its real price after, so calls in flight, from any
-thread, cannot pass the cap together; a call that fits once they settle waits for them. A call that could pass it is refused with BudgetExceeded, before it is
-paid; cached answers cost nothing and are still served. The cap is this process's (one loaded program)."""
+thread, cannot pass the cap together; a call that fits once they settle waits for them. A call that could
+pass it is refused with BudgetExceeded, before it is paid; cached answers cost nothing and are still served.
+The cap is this process's (one loaded program)."""
 
 from __future__ import annotations
 
-import math
 import threading
 
 from pipelines.errors import BudgetExceeded, ConfigError
+from pipelines.tiers import is_number
 
 
 class SpendCap:
     def __init__(self, cap_usd: float):
-        if not (isinstance(cap_usd, (int, float)) and not isinstance(cap_usd, bool) and math.isfinite(cap_usd)
-                and cap_usd >= 0):
+        if not (is_number(cap_usd) and cap_usd >= 0):
             raise ConfigError(f"budget_usd must be a finite amount >= 0, got {cap_usd!r}")
         self.cap_usd = float(cap_usd)
         self.spent_usd = 0.0
