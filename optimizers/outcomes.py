@@ -26,7 +26,7 @@ from pipelines.adapter import TierwiseAdapter
 from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
-from pipelines.errors import AllRungsFailed, BudgetExceeded, one_line, reraise_ours
+from pipelines.errors import AllRungsFailed, BudgetExceeded, InputError, one_line, reraise_ours
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
 from pipelines.tasks import input_converter
 
@@ -333,6 +333,8 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
                 error = f"metric: {one_line(e)}"
         except AllRungsFailed:
             pass
+        except InputError as e:  # the program gave one of its predictors a value it cannot take: this row's bug
+            error = f"program: {e}"
         except Exception as e:  # noqa: BLE001 - the program's own code raised on what a tier answered
             reraise_ours(e)
             error = f"program: {one_line(e)}"

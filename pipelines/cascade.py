@@ -329,6 +329,7 @@ class CascadeForward:
         kwargs.pop("lm", None)  # the policy decides the tier
         called = called_predictor(self.predictor)
         inputs = {k: v for k, v in kwargs.items() if k in self.predictor.signature.input_fields}
+        self._check_inputs(inputs)
         extra = {k: v for k, v in kwargs.items() if k not in inputs}
         sampling = sample_settings(called)  # dspy.BestOfN / Refine: lm.copy(rollout_id=i, temperature=1.0)
         if sampling or extra.get("config"):
@@ -367,6 +368,15 @@ class CascadeForward:
         prediction = outcome.as_prediction(self.predictor.signature)
         add_to_dspy_trace(called, {**inputs, **extra}, prediction)
         return prediction
+
+    def _check_inputs(self, inputs: dict) -> None:
+        """A predictor called directly (`program.classify(message=None)`) or by the program's own code with a
+        value its signature cannot take: dspy would only warn and pay for the call."""
+        from pipelines.tasks import signature_input_problem
+
+        problem = signature_input_problem(self.predictor.signature, inputs)
+        if problem:
+            raise InputError(f"predictor {self.name!r}: {problem}; no call was made")
 
     def _rank(self, tier: str) -> int:
         return self.tier_names.index(tier) if tier in self.tier_names else -1

@@ -353,6 +353,40 @@ def test_an_input_of_the_wrong_type_is_refused_before_any_call(tmp_path):
     assert [p.answer for p in program.batch(rows[:1], disable_progress_bar=True)] == ["from a"]
 
 
+def test_a_predictor_called_directly_checks_its_own_inputs(tmp_path):
+    """`program.qa(question=None)` skips the program's check; the predictor refuses it itself, before any call."""
+    script, seen = by_tier(a=(answer(answer="from a"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script, program=QA("question: str -> answer"))
+    with pytest.raises(InputError, match="predictor 'qa': input field 'question' must be a string, got NoneType; "
+                                         "no call was made"):
+        program.qa(question=None)
+    with pytest.raises(InputError, match="predictor 'qa'"):
+        asyncio.run(program.qa.acall(question=3))
+    assert seen == [] and runtime.ledger.records == []
+    assert program.qa(question="fine").answer == "from a"
+
+
+def test_a_field_declared_without_a_type_takes_a_list_as_dspy_does(tmp_path):
+    """DSPy's RAG examples pass a list of passages to `context = dspy.InputField()`; only a written type is
+    checked (that list was refused as 'must be a string')."""
+    from pipelines.tasks import input_type_problem
+
+    class RAG(dspy.Module):
+        def __init__(self, signature="context, question -> answer"):
+            super().__init__()
+            self.qa = dspy.Predict(signature)
+
+        def forward(self, context, question):
+            return self.qa(context=context, question=question)
+
+    script, seen = by_tier(a=(answer(answer="from a"), 0.9))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script, program=RAG())
+    assert program(context=["passage one", "passage two"], question="q").answer == "from a"
+    assert program.qa(context=["p"], question="q").answer == "from a" and seen == ["a", "a"]
+    typed = RAG("context: str, question -> answer")
+    assert "must be a string, got list" in input_type_problem(typed, {"context": ["p"], "question": "q"})
+
+
 def test_policy_must_cover_every_predictor(tmp_path):
     with pytest.raises(ConfigError, match=r"no entry for predictors \['qa'\]"):
         compiled(tmp_path, Policy({"other": PredictorPolicy(["a"])}), by_tier()[0])

@@ -614,6 +614,31 @@ def test_a_program_that_cannot_read_a_tiers_answer_scores_that_row_zero(tmp_path
                                r"literal for int\(\)", notes[0]), s["notes"]
 
 
+class CountOrNone(dspy.Module):
+    """A typed predictor that the program's own code hands None on one request."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = dspy.Predict("message: str -> words")
+
+    def forward(self, message):
+        given = None if message == list(GOLD)[0] else message
+        return dspy.Prediction(words=int(self.count(message=given).words))
+
+
+def test_a_predictor_given_a_value_its_signature_refuses_fails_that_row_only(tmp_path):
+    """The program's own code passing None to a `str` field: dspy warned and the call was paid. The predictor
+    refuses it before any call; in a compile that is the row's error (scored 0, noted), not the compile's stop."""
+    paid: list = []
+    optimizer = count_optimizer(tmp_path, paid)
+    optimizer.compile(CountOrNone(), trainset=count_trainset())
+    assert not any(m == "None" for _, m in paid) and len(paid) == 2 * 7  # each tier, every other row
+    notes = [n for n in optimizer.summary_["notes"] if "raised on" in n and "big-only" in n]
+    assert notes and re.search(r"raised on 1 of \d rows \(scored 0\); first, row \S+: program: predictor 'count': "
+                               r"input field 'message' must be a string, got NoneType; no call was made", notes[0]), \
+        optimizer.summary_["notes"]
+
+
 class CountOrBoom(Count):
     """The same predictors as Count, whose own code raises on one request."""
 

@@ -172,28 +172,38 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = (), with_lines: boo
 def input_type_problem(program, values: dict) -> str | None:
     """Why `values` cannot be the program's inputs (a field typed `str` given a number, a conversation history
     or a pydantic model whose JSON does not validate ...), or None."""
+    for _, predictor in program.named_predictors():
+        problem = signature_input_problem(predictor.signature, values)
+        if problem:
+            return problem
+    return _forward_type_problem(program, values)
+
+
+def signature_input_problem(signature, values: dict) -> str | None:
+    """Why `values` cannot be these input fields, or None. A field declared without a type (`context =
+    dspy.InputField()`, `"context, question -> answer"`) takes anything, as in DSPy's own RAG examples, where
+    it is given a list of passages: only a type the author wrote is checked."""
     import dspy
     import pydantic
 
     from pipelines.adapter import json_input
 
-    for _, predictor in program.named_predictors():
-        for name, info in predictor.signature.input_fields.items():
-            if name not in values:
-                continue
-            value, annotation = values[name], info.annotation
-            if annotation is str and not isinstance(value, str):
-                return f"input field {name!r} must be a string, got {type(value).__name__}"
-            if annotation is dspy.History and not isinstance(value, (dspy.History, dict, list)):
-                return (f"input field {name!r} must be a conversation history: {{\"messages\": [{{field: value, "
-                        f"...}}, ...]}}, got {type(value).__name__}")
-            try:
-                json_input(annotation, value)
-            except pydantic.ValidationError as e:
-                error = e.errors()[0]
-                where = ".".join(map(str, error["loc"]))
-                return f"input field {name!r} is not a valid {annotation.__name__}: {where + ': ' if where else ''}{error['msg']}"
-    return _forward_type_problem(program, values)
+    for name, info in signature.input_fields.items():
+        if name not in values or (info.json_schema_extra or {}).get("IS_TYPE_UNDEFINED"):
+            continue
+        value, annotation = values[name], info.annotation
+        if annotation is str and not isinstance(value, str):
+            return f"input field {name!r} must be a string, got {type(value).__name__}"
+        if annotation is dspy.History and not isinstance(value, (dspy.History, dict, list)):
+            return (f"input field {name!r} must be a conversation history: {{\"messages\": [{{field: value, "
+                    f"...}}, ...]}}, got {type(value).__name__}")
+        try:
+            json_input(annotation, value)
+        except pydantic.ValidationError as e:
+            error = e.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            return f"input field {name!r} is not a valid {annotation.__name__}: {where + ': ' if where else ''}{error['msg']}"
+    return None
 
 
 def _forward_type_problem(program, values: dict) -> str | None:
