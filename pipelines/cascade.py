@@ -26,7 +26,7 @@ from pipelines import confidence as conf
 from pipelines.answer_budget import MORE_TOKENS, answer_budget
 from pipelines.dspy_hooks import (POLICY_LM, LastTrail, add_to_dspy_trace, called_predictor, rung_adapter,
                                   sample_settings)
-from pipelines.engine import current_predictor, current_request_id, current_sample, current_trace
+from pipelines.engine import current_failures, current_predictor, current_request_id, current_sample, current_trace
 from pipelines.errors import (AllRungsFailed, BudgetExceeded, ConfigError, InputError, LedgerError, StoreError,
                              TierwiseError, raise_found)
 from pipelines.policy import Policy, PredictorPolicy
@@ -212,8 +212,10 @@ class LiveRungs:
         call_config = {**({"max_tokens": budget} if budget else {}), **asked}
         config = {"config": call_config} if call_config else {}
         trace: list = []
+        failures: list = []
         tokens = [current_trace.set(trace), current_predictor.set(name),
-                  current_sample.set(f"rollout-{rollout}") if rollout is not None else None]
+                  current_sample.set(f"rollout-{rollout}") if rollout is not None else None,
+                  current_failures.set(failures)]
         try:
             # trace=None: dspy's trace gets the ladder's final answer (CascadeForward), not every rung's.
             # send_stream=None: under dspy.streamify a rung's tokens must not reach the stream before its
@@ -242,6 +244,7 @@ class LiveRungs:
             current_predictor.reset(tokens[1])
             if tokens[2] is not None:
                 current_sample.reset(tokens[2])
+            current_failures.reset(tokens[3])
         tier_obj = self.runtime.catalog[tier]
         outcome = RungOutcome(
             tier=tier, outputs=outputs, error=error, prediction=prediction, candidates=candidates,
@@ -250,7 +253,7 @@ class LiveRungs:
             prompt_tokens=sum(c.prompt_tokens for c in trace),
             completion_tokens=sum(c.completion_tokens for c in trace),
             latency_s=sum(c.record.latency_s for c in trace),
-            records=[c.record for c in trace],
+            records=[c.record for c in trace] + failures,
             failed_text=trace[-1].text[:200] if outputs is None and trace else "",
         )
         if outputs is not None:

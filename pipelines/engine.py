@@ -39,6 +39,9 @@ current_predictor: contextvars.ContextVar[str] = contextvars.ContextVar("tierwis
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("tierwise_request", default="")
 current_sample: contextvars.ContextVar[int] = contextvars.ContextVar("tierwise_sample", default=0)
 current_trace: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_trace", default=None)
+# The ledger records of a rung's failed calls, for the cascade to annotate with its rung and decision: kept apart
+# from current_trace, whose answered calls number a request's candidates (their cache keys).
+current_failures: contextvars.ContextVar[list | None] = contextvars.ContextVar("tierwise_failures", default=None)
 
 
 @dataclass
@@ -203,11 +206,15 @@ class TierEngine:
     def _record_failure(self, error: Exception, latency: float) -> None:
         """A failed call is logged too (no tokens known, so no cost): uptime problems stay visible."""
         if self.ledger is not None:
-            self.ledger.add(CallRecord(
+            record = CallRecord(
                 tier=self.tier.name, model=self.tier.model, predictor=current_predictor.get(),
                 prompt_tokens=0, completion_tokens=0, cost_usd=0.0, saved_usd=0.0, latency_s=latency,
                 cache_hit=False, request_id=current_request_id.get(), decision="failed",
-                error=f"{type(error).__name__}: {error}"[:300]))
+                error=f"{type(error).__name__}: {error}"[:300])
+            self.ledger.add(record)
+            failures = current_failures.get()
+            if failures is not None:
+                failures.append(record)
 
     def _price(self, result: dict) -> float:
         return self.tier.cost(int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0)),

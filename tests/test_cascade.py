@@ -305,13 +305,18 @@ def test_live_all_failed_names_each_tier(tmp_path):
 def test_live_catalog_fallback_tier_answers(tmp_path):
     script, seen = by_tier(a=lambda: RuntimeError("A down"), b=(answer(answer="b saves the day"), 0.2),
                            c=(answer(answer="c"), 0.9))
-    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script)
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script,
+                                ledger_path=tmp_path / "ledger.jsonl")
     assert program(question="q").answer == "b saves the day"
     assert seen == ["a", "b"]
     assert [(s.tier, s.rung, s.decision) for s in program.last_trail] == [("a", 0, "failed"), ("b", -1, "fallback")]
     # the failed call is in the ledger too (no tokens, no cost), with its error
     assert [(r.tier, r.decision) for r in runtime.ledger.records] == [("a", "failed"), ("b", "fallback")]
     assert "A down" in runtime.ledger.records[0].error and runtime.ledger.records[0].cost_usd == 0.0
+    # each with its rung, as the trail has them (the failed call's record was the engine's alone: rung -1)
+    assert [(r.rung, r.call) for r in runtime.ledger.records] == [(0, 0), (-1, 0)]
+    frame = runtime.ledger.read_frame(runtime.ledger.path)
+    assert list(zip(frame["tier"], frame["rung"], frame["decision"])) == [("a", 0, "failed"), ("b", -1, "fallback")]
 
 
 def test_the_compiled_program_reads_through_to_the_users_program(tmp_path):
