@@ -23,6 +23,7 @@ class LiveProgress:
         self.console = Console(stderr=True)
         self.plain = enabled and not self.console.is_terminal  # plain lines instead of a bar (_line)
         self._printed_at = 0.0
+        self._shown = None  # (stage, count) of the last plain line
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
                                  console=self.console, transient=False, disable=not enabled or self.plain,
@@ -42,17 +43,17 @@ class LiveProgress:
             self.progress.live.transient = True
             self.progress.live.stop()
             return
-        if self.plain:  # the last stage's count, as a bar's last frame would show it
-            self._printed_at = float("-inf")
-            self._line()
+        self._line(final=True)  # the last stage's count, as a bar's last frame would show it
         self.progress.__exit__(*exc)
 
-    def stage(self, name: str, total: int) -> None:
+    def stage(self, name: str, total: int, done: int = 0) -> None:
+        """A new stage, `done` of its `total` already there (a resumed study's trials)."""
         if self.task_id is None:
             self.progress.__enter__()
         if self.task_id is not None:
             self.progress.update(self.task_id, completed=self.progress.tasks[self.task_id].total)
-        self.task_id = self.progress.add_task(name, total=total, status="")
+            self._line(final=True)  # the stage before ends on its last count, however soon this one starts
+        self.task_id = self.progress.add_task(name, total=total, completed=min(done, total), status="")
         self._printed_at = time.monotonic()
 
     def advance(self, budget) -> None:
@@ -60,15 +61,17 @@ class LiveProgress:
                              status=f"paid calls {budget.paid_calls}  spent ${budget.spent_usd:.6f}")
         self._line()
 
-    def _line(self) -> None:
+    def _line(self, final: bool = False) -> None:
         """Where no bar can be drawn: the stage, its count and status as one line, every PLAIN_EVERY_S of a
-        stage (a compile refused within seconds prints its one error line alone, as at a terminal)."""
+        stage, and its last count when it ends unless that line was just printed (a compile refused within
+        seconds prints its one error line alone, as at a terminal)."""
         if not self.plain:
             return
         task = self.progress.tasks[self.task_id]
         now = time.monotonic()
-        if now - self._printed_at >= PLAIN_EVERY_S:
-            self._printed_at = now
+        shown = (self.task_id, task.completed)
+        if shown != self._shown and (final or now - self._printed_at >= PLAIN_EVERY_S):
+            self._printed_at, self._shown = now, shown
             status = f"  {task.fields['status']}" if task.fields.get("status") else ""
             self.console.print(f"{task.description}: {task.completed:g}/{task.total:g}{status}", highlight=False,
                                markup=False, soft_wrap=True)

@@ -261,7 +261,7 @@ def search(session: Session, progress) -> Searched:
         results = session.evaluate(policy, session.dev, scorers, routers)
         return float(np.mean([r.score for r in results])), float(np.mean([r.cost_usd for r in results]) * 1000)
 
-    progress.stage("searching policies", total=job.trials)
+    progress.stage("searching policies", total=job.trials, done=len(completed(study)))
     seeds = escalation_seeds(session.predictors, names, [e for e in estimators if e != "committee"])[: job.trials // 4]
     if "committee" in estimators:
         seeds += committee_seeds(session.predictors, names)

@@ -935,4 +935,30 @@ def test_progress_to_a_file_writes_plain_lines_as_it_goes():
     from conftest import run_python
 
     lines = run_python(PROGRESS_TO_A_FILE).stderr.strip().splitlines()
-    assert lines == [f"recording outcomes: {n}/3  paid calls 3  spent $0.001200" for n in (2, 3, 3)], lines
+    assert lines == [f"recording outcomes: {n}/3  paid calls 3  spent $0.001200" for n in (2, 3)], lines
+
+
+STAGES_TO_A_FILE = """
+import os
+os.environ.pop("TTY_COMPATIBLE", None)
+os.environ.pop("FORCE_COLOR", None)
+from optimizers.progress import LiveProgress
+
+class Budget:
+    paid_calls, spent_usd = 2, 0.5
+
+with LiveProgress(enabled=True) as progress:
+    progress.stage("recording outcomes", total=2)
+    progress.advance(Budget)
+    progress.advance(Budget)
+    progress.stage("searching policies", total=30, done=30)
+"""
+
+
+def test_progress_to_a_file_ends_each_stage_on_its_last_count():
+    """A stage that ends within 15 s of its last line (every call cached) printed no line; a resumed study's
+    search read 0/30 when the study already held its 30 trials."""
+    from conftest import run_python
+
+    lines = run_python(STAGES_TO_A_FILE).stderr.strip().splitlines()
+    assert lines == ["recording outcomes: 2/2  paid calls 2  spent $0.500000", "searching policies: 30/30"], lines
