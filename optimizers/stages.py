@@ -532,7 +532,7 @@ def evaluation_record(session: Session, chosen_results, baseline_rows, study, ch
 class Silent:
     """Progress that shows nothing (library use, tests)."""
 
-    def stage(self, name, total):
+    def stage(self, name, total, done=0):
         pass
 
     def advance(self, budget):

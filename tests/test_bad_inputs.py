@@ -910,13 +910,15 @@ def test_an_outage_of_several_tiers_names_each_in_one_line():
     assert "\n" not in message and len(message) < 800
 
 
-PROGRESS_TO_A_FILE = """
+PROGRESS_HEADER = """
 import os
 os.environ.pop("TTY_COMPATIBLE", None)
 os.environ.pop("FORCE_COLOR", None)
 from optimizers import progress as module
 from optimizers.progress import LiveProgress
+"""
 
+PROGRESS_TO_A_FILE = PROGRESS_HEADER + """
 class Budget:
     paid_calls, spent_usd = 3, 0.0012
 
@@ -938,12 +940,7 @@ def test_progress_to_a_file_writes_plain_lines_as_it_goes():
     assert lines == [f"recording outcomes: {n}/3  paid calls 3  spent $0.001200" for n in (2, 3)], lines
 
 
-STAGES_TO_A_FILE = """
-import os
-os.environ.pop("TTY_COMPATIBLE", None)
-os.environ.pop("FORCE_COLOR", None)
-from optimizers.progress import LiveProgress
-
+STAGES_TO_A_FILE = PROGRESS_HEADER + """
 class Budget:
     paid_calls, spent_usd = 2, 0.5
 
