@@ -45,8 +45,8 @@ def report_from_replay(path: str | Path, body: dict, split: str):
         rows.append({**base, "policy": "chosen", "score": d.score, "cost_usd": d.cost_usd})
         for k, model in enumerate(d.models_called):
             j = matrix.models.index(model)
-            decision = "failed" if not matrix.present[q, j] else \
-                "accepted" if model == d.final_model and k == len(d.models_called) - 1 else "escalated"
+            decision = "failed" if not matrix.present[q, j] else "escalated" if model != d.final_model else \
+                "accepted" if k == len(d.models_called) - 1 else "fallback"  # the rungs after it failed
             rung = rungs.index(model)  # a router may start above the first rung: rungs are ladder positions
             step = _step(base, predictor, rung, model, decision, matrix.cost[q, j])
             steps["chosen"].append({**step, "threshold": thresholds[rung] if rung < len(thresholds) else np.nan})
@@ -77,8 +77,19 @@ def report_from_replay(path: str | Path, body: dict, split: str):
     }
     meta = {"task": summary.get("task"), "tiers": tiers, "flagship": reference, "cheapest": tiers[0],
             "split": split, "objective": summary.get("objective"), "study": summary.get("study"),
-            "notes": applied.notes + ([trials_note] if trials_note else [])}
+            "notes": applied.notes + ([trials_note] if trials_note else []) + _in_sample_note(rows, summary)}
     return Report(str(path), "replay artifact", tables, meta, summary)
+
+
+def _in_sample_note(rows: pd.DataFrame, summary: dict) -> list[str]:
+    """The policy's router and scorer were fitted on the dev rows: read back on them they are in-sample, where
+    the fit scored dev out of fold; say so when the two differ, so the dev line is not read as the fit's."""
+    fitted = (summary.get("dev") or {}).get("quality")
+    dev = rows[(rows["policy"] == "chosen") & (rows["split"] == "dev")]["score"]
+    if fitted is None or dev.empty or abs(float(dev.mean()) - fitted) < 5e-4:
+        return []
+    return [f"dev quality {dev.mean():.3f} here is in-sample (the policy's router and scorer were fitted on those "
+            f"rows); the fit's out-of-fold dev quality was {fitted:.3f}; the holdout is the honest figure"]
 
 
 def _step(base: dict, predictor: str, rung: int, model: str, decision: str, cost: float) -> dict:

@@ -282,6 +282,31 @@ def test_holdout_zero_prints_dev_figures_not_nan(fitted, tmp_path):
     assert "nan" not in res.output.lower()
 
 
+def test_a_replay_report_says_its_dev_figures_are_in_sample(tmp_path):
+    """The report replays the policy with the router and scorer fitted on every training row, where the fit
+    scored dev out of fold: on a noisy table the dev lines differ, and a note says which is which."""
+    from metrics.report import load_report
+
+    rng = random.Random(1)
+    rows = []
+    for i in range(200):
+        hard = rng.random() < 0.4
+        question = f"question {i} " + ("hard tricky multi step" if hard else "easy simple")
+        small_right, big_right = rng.random() < (0.3 if hard else 0.9), rng.random() < 0.95
+        rows.append({"id": f"q{i}", "input": question, "model": "small", "score": float(small_right),
+                     "cost_usd": 0.001, "output": f"ans{i}" if small_right else "wrong"})
+        rows.append({"id": f"q{i}", "input": question, "model": "big", "score": float(big_right) if i % 7 != 3 else "",
+                     "cost_usd": 0.01, "output": f"ans{i}" if big_right else "bad"})
+    table = write_csv(tmp_path / "noisy.csv", rows)
+    result = fit(ReplayOptions(str(table), Objective(min_quality=0.8), holdout=0.3, trials=60, seed=0,
+                               storage=f"sqlite:///{tmp_path / 's.db'}", out=str(tmp_path / "p.json")))
+    report = load_report(result.summary["artifact"])
+    dev = report.tables["savings"].set_index(["split", "against"]).loc[("dev", "big-only"), "quality"]
+    assert dev != pytest.approx(result.summary["dev"]["quality"], abs=5e-4)
+    assert f"dev quality {dev:.3f} here is in-sample" in " ".join(report.meta["notes"])
+    assert f"out-of-fold dev quality was {result.summary['dev']['quality']:.3f}" in " ".join(report.meta["notes"])
+
+
 def test_a_replay_report_needs_the_table_it_was_fitted_on(tmp_path, monkeypatch):
     from metrics.report import load_report
 
