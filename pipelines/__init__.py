@@ -26,7 +26,8 @@ def load(path, program=None, cache_url=None, cache_ttl_s=None, **runtime_options
     Without `program`, the artifact rebuilds its own (a shipped task, or the importable class it was
     compiled from); `load(path, program=MyProgram())` applies it to an instance you built, as DSPy's
     `program.load(path)` does, and refuses one whose predictors or signatures differ. `budget_usd=X` caps what
-    the loaded program may pay for uncached calls (pipelines.spend_cap)."""
+    the loaded program may pay for uncached calls; with `budget_url` (redis://, postgresql://) and `budget_key`
+    one cap for every replica, per UTC day or month with `budget_period` (pipelines.spend_cap)."""
     from pipelines.artifact import load_program
 
     if cache_url is not None or cache_ttl_s is not None:

@@ -208,7 +208,8 @@ def read(path: str | Path, *, require_signature: bool | None = None, key_env: st
 
 
 def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None, require_signature=None,
-                 key_env=None, semantic_dir=None, semantic=None, budget_usd=None):
+                 key_env=None, semantic_dir=None, semantic=None, budget_usd=None, budget_url=None, budget_key=None,
+                 budget_period=None):
     """Rebuild the program (or take `program`, an instance the caller built), check it is the one
     compiled, restore its state and policy: ready to call.
 
@@ -219,7 +220,11 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     ({"ttl_s": s, "max_entries": n, "threshold": t}) overrides those settings of every semantic cache the
     policy has (the search chose the threshold; freshness and size are production's choice); `budget_usd`
     caps what this loaded program may pay for uncached calls (pipelines.spend_cap: a call that could pass it
-    raises BudgetExceeded before it is paid; `program.spend_cap.spent_usd` says how much was paid)."""
+    raises BudgetExceeded before it is paid; `program.spend_cap.spent_usd` says how much was paid); with
+    `budget_url` (redis://, postgresql://) one cap for every replica loading with that URL and `budget_key`
+    (default: the artifact's file name), per UTC day or month with `budget_period`."""
+    from pipelines.spend_cap import spend_cap
+
     if isinstance(program, type):
         raise ConfigError(f"load {path}: program= takes an instance, {program.__name__}(), not the class")
     body = read(path, require_signature=require_signature, key_env=key_env)
@@ -232,8 +237,9 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     if expected != actual and expected not in {program_fingerprint(program, naming) for naming in NAMINGS[1:]}:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
+    cap = spend_cap(budget_usd, budget_url, budget_key, budget_period, default_key=Path(path).name)
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
-                             semantic_dir=semantic_dir, semantic=semantic, budget_usd=budget_usd)
+                             semantic_dir=semantic_dir, semantic=semantic, spend_cap=cap)
 
 
 SEMANTIC_OVERRIDES = ("ttl_s", "max_entries", "threshold")
@@ -267,13 +273,13 @@ def load_state(program, body: dict) -> None:
 
 
 def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None,
-                      semantic_dir=None, semantic=None, budget_usd=None):
-    """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied."""
+                      semantic_dir=None, semantic=None, spend_cap=None):
+    """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied;
+    `spend_cap` (pipelines.spend_cap) guards its tiers' uncached calls."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
     from pipelines.routing import InputRouter, Router
     from pipelines.runtime import Runtime
-    from pipelines.spend_cap import SpendCap
 
     try:
         catalog = Catalog.from_dict(body["catalog"])
@@ -292,7 +298,6 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
         raise ArtifactError(f"{where}: tier {unreachable[0]}")
     if semantic:
         override_semantic(policy, semantic)
-    spend_cap = SpendCap(budget_usd) if budget_usd is not None else None
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts,
                       guard=spend_cap.reserve if spend_cap else None)
     compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers, semantic_dir=semantic_dir)

@@ -280,6 +280,64 @@ class RedisStore:
         self.db.close()
 
 
+class RedisSpend:
+    """A spend counter in Redis shared by production replicas (pipelines.spend_cap.SharedSpendCap), with the
+    surface of SharedSpend: `reserve` is one script, atomic on the server, so two replicas cannot both fit
+    under the cap with one slot left. A reservation is a lease on the server's clock (a replica killed
+    mid-call stops holding the cap after `lease_s`); `expire_s` lets a period's counter go once it is over."""
+
+    RESERVE = """
+    local now = redis.call('TIME')
+    local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    for _, rid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)) do
+        redis.call('HDEL', KEYS[2], rid)
+        redis.call('ZREM', KEYS[3], rid)
+    end
+    local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+    local reserved = 0
+    for _, amount in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + tonumber(amount) end
+    local amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+    if cap >= 0 and spent + reserved + amount > cap then return {0, tostring(spent), tostring(reserved)} end
+    redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+    redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), ARGV[3])
+    if tonumber(ARGV[5]) > 0 then
+        for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+    end
+    return {1, tostring(spent), tostring(reserved)}
+    """
+    SETTLE = """
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    if tonumber(ARGV[2]) > 0 then
+        redis.call('INCRBY', KEYS[1], ARGV[2])
+        if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+    end
+    return 1
+    """
+
+    def __init__(self, store: RedisStore, key: str, lease_s: float = 600.0, expire_s: float | None = None):
+        self.store, self.lease_ms = store, int(lease_s * 1000)
+        self.expire_ms = int(expire_s * 1000) if expire_s else 0
+        base = f"tierwise:spend:{key}"
+        self.keys = [base, f"{base}:reserved", f"{base}:leases"]
+
+    def spent(self) -> int:
+        with self.store._reached():
+            return int(self.store.db.get(self.keys[0]) or 0)
+
+    def reserve(self, amount: int, cap: int | None) -> tuple[str | None, int, int]:
+        """(reservation id or None when it would pass `cap`, spent, reserved by calls in flight)."""
+        rid = uuid.uuid4().hex
+        with self.store._reached():
+            ok, spent, reserved = self.store.db.eval(self.RESERVE, 3, *self.keys, amount,
+                                                     -1 if cap is None else cap, rid, self.lease_ms, self.expire_ms)
+        return (rid if ok else None), int(float(spent)), int(float(reserved))
+
+    def settle(self, rid: str, cost: int) -> None:
+        with self.store._reached():
+            self.store.db.eval(self.SETTLE, 3, *self.keys, rid, cost, self.expire_ms)
+
+
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__

@@ -399,3 +399,149 @@ def test_a_redis_claim_outlives_its_lease_while_held_and_frees_soon_after_its_ho
     assert got.wait(5.0)
     assert time.monotonic() - killed < 1.5
     store.close()
+
+
+# --- a spend cap shared by production replicas (load(..., budget_url=...)) ----------------------------
+
+# One production replica: loads the artifact with the shared cap, serves its messages on 2 threads, prints what
+# it paid (its ledger) and how many requests the cap refused.
+REPLICA = """
+import json, sys
+sys.path.insert(0, "tests")
+from concurrent.futures import ThreadPoolExecutor
+from fakes import support_script
+from pipelines import load
+from pipelines.cache import CallCache
+from pipelines.errors import BudgetExceeded
+from pipelines.ledger import Ledger
+
+path, cache_dir, url, cap, messages = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), json.loads(sys.argv[5])
+ledger = Ledger()
+program = load(path, cache=CallCache(cache_dir), ledger=ledger, scripts={"*": support_script()}, budget_usd=cap,
+               budget_url=url, budget_key="support-prod")
+
+def one(message):
+    try:
+        program(message=message)
+        return 0
+    except BudgetExceeded:
+        return 1
+
+with ThreadPoolExecutor(2) as pool:
+    refused = sum(pool.map(one, messages))
+print(json.dumps({"paid": ledger.paid_usd, "calls": program.spend_cap.paid_calls, "refused": refused}))
+"""
+
+
+@pytest.mark.parametrize("server", ["postgres", "redis_server"])
+def test_replicas_sharing_a_budget_url_hold_one_cap_together(server, request, tmp_path):
+    """Two replicas, each with its own disk cache and its own requests: alone each would pay up to the cap; with
+    one budget_url and budget_key they pay at most the cap together, and the server's counter is what they paid."""
+    from test_artifact import compile_support, sample_messages
+
+    from pipelines.spend_cap import SharedSpendCap
+
+    found = request.getfixturevalue(server)
+    url = found.new_database() if server == "postgres" else found.url
+    from fakes import support_script
+
+    from pipelines import load
+    from pipelines.cache import CallCache
+    from pipelines.ledger import Ledger
+
+    path = compile_support(tmp_path)
+    messages = sample_messages(24)
+    uncapped = load(path, cache=CallCache(tmp_path / "uncapped"), ledger=Ledger(), scripts={"*": support_script()})
+    for message in messages:
+        uncapped(message=message)
+    total = uncapped.runtime.ledger.paid_usd  # what the replicas' requests cost together, uncapped
+    # A call reserves its upper bound (every input byte a token, every allowed output token: many times its real
+    # price); beyond one such bound the cap leaves 60% of what both replicas' requests cost: together they cannot
+    # all be served.
+    cap = load_catalog_bound(tmp_path, messages[0]) + 0.6 * total
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([PYTHON, "-c", REPLICA, str(path), str(tmp_path / f"cache{i}"), url, str(cap),
+                               json.dumps(messages[i::2])], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    results = [last_json_line(out) for out, _ in outs]
+    paid = sum(r["paid"] for r in results)
+    assert 0 < paid <= cap + 1e-12 and sum(r["refused"] for r in results) >= 1, results
+    assert all(r["calls"] >= 1 for r in results), results  # both replicas paid for some calls
+    counter = SharedSpendCap(cap, url, "support-prod")
+    assert counter.spent_usd == pytest.approx(paid, abs=1e-9)
+    assert SharedSpendCap(cap, url, "another-program").spent_usd == 0.0  # a cap is its key's
+    counter.close()
+
+
+def load_catalog_bound(tmp_path, message: str) -> float:
+    """The fake flagship's upper-bound price of one request (what a call reserves)."""
+    from fakes import write_tiers
+
+    from pipelines.tiers import load_catalog
+
+    return load_catalog(write_tiers(tmp_path)).flagship.cost_bound({"messages": [{"content": message * 4}]})
+
+
+@pytest.mark.parametrize("server", ["postgres", "redis_server"])
+def test_a_shared_cap_per_day_starts_again_each_day(server, request, monkeypatch):
+    from pipelines.errors import BudgetExceeded
+    from pipelines.spend_cap import SharedSpendCap
+
+    found = request.getfixturevalue(server)
+    url = found.new_database() if server == "postgres" else found.url
+    tier = fake_catalog("small")["small"]
+    payload = {"messages": [{"content": "x" * 400}]}
+    bound = tier.cost_bound(payload)
+    cap = SharedSpendCap(bound * 1.5, url, "daily-test", period="day")
+    monkeypatch.setattr(cap, "window", lambda: "2026-12-01")
+    cap.reserve(tier, payload)(bound)
+    with pytest.raises(BudgetExceeded, match=r"budget_key 'daily-test' \(day 2026-12-01 UTC\) have spent \$.*; the "
+                                             r"cap starts again with the next day"):
+        cap.reserve(tier, payload)
+    monkeypatch.setattr(cap, "window", lambda: "2026-12-02")
+    cap.reserve(tier, payload)(bound / 2)  # a new day, a new counter
+    assert cap.spent_usd == pytest.approx(bound / 2) and cap.paid_calls == 2
+    if server == "redis_server":  # a day's counter does not outlive its use by more than a few days
+        import redis
+
+        ttl = redis.Redis.from_url(url).pttl("tierwise:spend:daily-test:2026-12-02")
+        assert 0 < ttl <= 3 * 86400 * 1000
+    cap.close()
+
+
+def test_a_replica_killed_mid_call_stops_holding_the_redis_cap_after_its_lease(redis_server):
+    from pipelines.stores import RedisSpend, open_shared
+
+    store = open_shared(redis_server.url, "calls", "spend cap")
+    dead = RedisSpend(store, "lease-test", lease_s=0.3)
+    rid, spent, reserved = dead.reserve(900, 1000)  # reserved, never settled: its replica died
+    assert rid is not None and (spent, reserved) == (0, 0)
+    assert dead.reserve(200, 1000)[0] is None  # 900 held + 200 would pass 1000
+    time.sleep(0.4)
+    rid, spent, reserved = dead.reserve(200, 1000)
+    assert rid is not None and reserved == 0
+    dead.settle(rid, 150)
+    assert dead.spent() == 150
+    store.close()
+
+
+def test_budget_sharing_options_are_checked_before_any_call(tmp_path):
+    from test_artifact import compile_support
+
+    from pipelines import load
+    from pipelines.cache import CallCache
+    from pipelines.errors import ConfigError
+
+    path = compile_support(tmp_path)
+    for options, match in (
+        ({"budget_url": "redis://127.0.0.1:1/0"}, r"budget_url given without budget_usd: no cap to share"),
+        ({"budget_usd": 1, "budget_key": "x"}, r"budget_key and budget_period name a cap shared through budget_url"),
+        ({"budget_usd": 1, "budget_url": "redis://127.0.0.1:1/0", "budget_period": "week"},
+         r"budget_period must be one of day, month \(or None\), got 'week'"),
+        ({"budget_usd": 1, "budget_url": "redis://127.0.0.1:1/0", "budget_key": " "}, r"budget_key must be a non-empty"),
+        ({"budget_usd": 1, "budget_url": "mysql://u:secret@h/db"}, r"budget_url 'mysql://u@h/db': unknown store scheme"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            load(path, cache=CallCache(tmp_path / "c"), **options)
