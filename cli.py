@@ -193,12 +193,15 @@ def run(
     sign_key_env: Optional[str] = typer.Option(None, "--sign-key-env", metavar="VAR",
                                                help="environment variable holding the signing key "
                                                     "(default TIERWISE_SIGNING_KEY)"),
+    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0,
+                                               help="cap on uncached spend for this run: the requests before the "
+                                                    "one that could pass it are printed, then exit 3"),
 ):
     """Run a compiled pipeline on one input or a JSONL batch, with a cost/tier summary."""
     from pipelines.commands import run_artifact
 
     outputs = run_artifact(artifact_path, input_json, dataset, as_json, ledger_path, echo=typer.echo, task=task,
-                           require_signature=require_signature, key_env=sign_key_env)
+                           require_signature=require_signature, key_env=sign_key_env, budget_usd=budget_usd)
     if any(out["error"] for out in outputs):  # every request ran and is printed; a script must still see it
         raise typer.Exit(1)
 

@@ -6,7 +6,7 @@ import json
 import sys
 from collections import Counter
 
-from pipelines.errors import AllRungsFailed, ConfigError, one_line, reraise_ours
+from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, one_line, reraise_ours
 from pipelines.ledger import Ledger
 
 
@@ -27,12 +27,15 @@ def _inputs(input_json, dataset) -> list[dict]:
 
 
 def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None,
-                 require_signature=None, key_env=None) -> list[dict]:
+                 require_signature=None, key_env=None, budget_usd=None) -> list[dict]:
+    """Each request's output, error, cost and trail, printed. With `budget_usd`, the request whose next call could
+    pass it stops the run: the requests before it are printed, then BudgetExceeded is raised (exit 3)."""
     from pipelines.artifact import load_program
     from pipelines.tasks import input_converter, input_type_problem
 
     ledger = Ledger(ledger_path) if ledger_path else None  # refused here, before any call, if it cannot be written
-    program = load_program(path, task=task, ledger=ledger, require_signature=require_signature, key_env=key_env)
+    program = load_program(path, task=task, ledger=ledger, require_signature=require_signature, key_env=key_env,
+                           budget_usd=budget_usd)
     fields = _input_fields(program)
     rows = _inputs(input_json, dataset)
     where = f"{dataset}: row" if dataset else "input"
@@ -49,11 +52,15 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         from rich.progress import track
 
         iterator = track(rows, description="running", console=_stderr_console())
+    stopped = None
     for number, row in enumerate(iterator, 1):
         try:
             prediction = program(**typed_inputs({f: row[f] for f in fields}))
             result = {k: prediction[k] for k in prediction.keys() if k != "logprobs"}
             error = ""
+        except BudgetExceeded as e:  # the requests before it were paid for: print them, then stop
+            stopped = e
+            break
         except AllRungsFailed as e:
             result, error = None, str(e)
         except Exception as e:  # noqa: BLE001 - the program's own code raised on this request: the next one runs
@@ -82,6 +89,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
              + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items())
              + (f"  semantic cache: {summary['semantic_hits']} hits of {summary['semantic_lookups']} lookups"
                 if "semantic_lookups" in summary else ""))
+    if stopped is not None:
+        raise BudgetExceeded(f"{stopped}; {len(outputs)} of {len(rows)} requests ran (their calls are cached: a "
+                             "rerun pays only for the rest)") from stopped
     return outputs
 
 

@@ -670,6 +670,31 @@ def test_run_keeps_going_past_a_request_the_program_raises_on(tmp_path, monkeypa
     assert any(line.startswith("row2: FAILED program: KeyError") for line in printed), printed
 
 
+def test_run_with_a_budget_prints_what_ran_then_stops_with_exit_3(tmp_path, monkeypatch):
+    """`tierwise run --budget-usd`: the requests before the one that could pass the cap are printed (paid for,
+    cached), then the stop line and exit 3, as optimize's budget stop."""
+    from typer.testing import CliRunner
+
+    import cli
+    from pipelines import backends
+
+    paid: list = []
+    compiled = count_optimizer(tmp_path, paid).compile(Count(), trainset=count_trainset())
+    path = compiled.save(tmp_path / "count.tierwise.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(backends.SCRIPTED, "*", count_script(paid))
+    dataset = tmp_path / "requests.jsonl"
+    dataset.write_text("".join(f'{{"message": "{" ".join(["w"] * n)} fresh"}}\n' for n in range(1, 41)))
+    bound = compiled.runtime.catalog["big"].cost_bound({"messages": [{"content": "w " * 40 + "fresh"}]})
+    args = ["run", str(path), "--dataset", str(dataset), "--task", "test_tier_optimizer:Count"]
+    result = CliRunner().invoke(cli.app, [*args, "--budget-usd", str(3 * bound)])
+    assert result.exit_code == 3, result.output
+    answered = [line for line in result.stdout.splitlines() if re.match(r"row\d+: \{", line)]
+    assert 3 <= len(answered) < 40
+    assert re.search(rf"stopped: budget_usd reached: .*; {len(answered)} of 40 requests ran \(their calls are cached",
+                     result.stderr)
+
+
 class FollowUp(dspy.Signature):
     """Answer the latest question using the conversation so far."""
 
