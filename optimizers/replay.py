@@ -252,6 +252,12 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     notes.append(f"router input features: {block}{chosen}")
     if not has_text:
         notes.append("the table has no answer text: estimator 'agreement' unavailable, 'learned' sees inputs only")
+    if options.plugins:
+        notes.append(f"task-specific signals on (--signals {','.join(options.plugins)}): the learned confidence also "
+                     "reads them, on this table and wherever the policy is applied")
+    if not matrix.cost.any():
+        notes.append("every cost in the table is 0: there is nothing to save, so every policy ties on cost; give "
+                     "cost_usd, or prompt_tokens/completion_tokens of priced models")
 
     summary = build_summary(
         task=f"replay:{Path(matrix.source).name}", objective=objective.describe(reference_name),

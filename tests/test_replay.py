@@ -740,11 +740,21 @@ def test_cli_fit_with_score_max_plugins_and_feature_block(tmp_path):
     summary = json.loads(res.output)
     assert summary["baselines"]["big"]["dev"]["quality"] == 1.0  # 10 / 10
     assert "scores divided by --score-max 10" in summary["notes"]
+    assert any(n.startswith("task-specific signals on (--signals arithmetic)") for n in summary["notes"])
+    assert not any("every cost in the table is 0" in n for n in summary["notes"])
     body = artifact.read(tmp_path / "p.json")
     assert body["replay"]["plugins"] == ["arithmetic"] and body["replay"]["score_max"] == 10.0
     assert "any_arith_error" in body["replay"]["features"] and "predicted_score" in body["replay"]["features"]
     res = CliRunner().invoke(cli.app, [*args, "--score-max", "10", "--signals", "astrology"])
     assert res.exit_code == 2 and res.output.strip() == "error: unknown signal plug-in 'astrology'; one of ['arithmetic']"
+
+
+def test_a_table_whose_costs_are_all_zero_says_there_is_nothing_to_save(tmp_path):
+    table = write_csv(tmp_path / "free.csv", [{**r, "cost_usd": 0} for r in synthetic_rows(60)])
+    res = CliRunner().invoke(cli.app, ["replay", "fit", str(table), "--trials", "5", "--features", "hashed-words",
+                                       "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    assert "note: every cost in the table is 0: there is nothing to save" in res.output
 
 
 def test_a_pick_made_on_few_training_ids_says_so(fitted, tmp_path):
