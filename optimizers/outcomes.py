@@ -264,6 +264,11 @@ class OutcomeTable:
             wrote = example.get((name, common))
             said = f"; e.g. it wrote {' '.join(wrote.split())[:80]!r}" if wrote else ""
             unit = "calls" if name in several else "rows"
+            fine = [t for t in tier_names if t in by_tier and t not in failing and by_tier[t][0] == 0]
+            if "stopped at max_tokens" in common and fine:  # the limit fits the answer; this tier writes past it
+                said += (f"; {', '.join(fine)} answered every {unit[:-1]} within {'its' if len(fine) == 1 else 'their'}"
+                         f" limit, so {', '.join(failing)} may be writing past the answer: more tokens would make its "
+                         "calls dearer, not surely usable")
             notes.append(f"predictor {name!r} gave no usable answer on {shares} {unit}; most common ({n}x): "
                          f"{common.rstrip()}{said}")
         return notes

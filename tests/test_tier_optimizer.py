@@ -401,6 +401,32 @@ def test_each_call_of_a_predictor_called_per_item_is_its_own_cell(tmp_path):
     assert [s["call"] for s in steps] == [0, 1] * 6  # the trail says which call each step belongs to
 
 
+def test_a_tier_that_writes_past_the_limit_is_not_told_to_get_more_tokens(tmp_path):
+    """The cut-answer hint says to give the predictor more tokens; when the other tier answered every row within
+    its limit, the note says the failing tier is writing past the answer instead."""
+    def answer(tier, messages):
+        if tier == "small":
+            return " ".join(["well"] * 400), 0.9  # never stops
+        return str(len(messages[-1]["content"].split())), 0.9
+
+    optimizer = TierOptimizer(metric=count_metric, tiers=fake_catalog("small", "big", small={"max_tokens": 24}),
+                              trials=3, holdout=0.25, storage=f"sqlite:///{tmp_path}/studies.db", seed=0,
+                              work_dir=tmp_path / ".tierwise", scripts={"*": answer})
+    class TypedCount(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.count = dspy.Predict("message -> words: int")
+
+        def forward(self, message):
+            return self.count(message=message)
+
+    optimizer.compile(TypedCount(), trainset=count_trainset())
+    note = next(n for n in optimizer.summary_["notes"] if "no usable answer" in n)
+    assert "stopped at max_tokens=24" in note and "small 8 of 8 rows" in note
+    assert note.endswith("; big answered every row within its limit, so small may be writing past the answer: more "
+                         "tokens would make its calls dearer, not surely usable"), note
+
+
 def test_a_refine_program_compiles_with_its_feedback_step_priced_and_cached(tmp_path):
     """dspy.Refine under the search: its feedback step (a predictor it builds at run time) runs on the tier of
     the answer it reads (small-only stays small), counts in each row's cost, and its hint reaches the next
