@@ -217,8 +217,9 @@ class Catalog:
         if not tiers:
             raise ConfigError("tier catalog is empty")
         names = [t.name for t in tiers]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"tier catalog has duplicate names: {names}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"tier names must be unique; {', '.join(map(repr, repeated))} named twice (tiers: {names})")
         self.tiers = list(tiers)
         self._by_name = {t.name: t for t in tiers}
 
@@ -464,9 +465,7 @@ def load_catalog(path: str | Path | None) -> Catalog:
     if not isinstance(specs, list) or not specs:
         raise ConfigError(f"{path}: expected one or more [[tier]] tables, cheapest first")
     tiers = [tier_from_spec(spec, f"{path} [[tier]] #{i}") for i, spec in enumerate(specs, 1)]
-    names = [t.name for t in tiers]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"{path}: tier names must be unique; {', '.join(map(repr, repeated))} "
-                          f"named twice (tiers: {names})")
-    return Catalog(tiers)
+    try:
+        return Catalog(tiers)
+    except ConfigError as e:  # name the file
+        raise ConfigError(f"{path}: {e}") from None
