@@ -307,6 +307,26 @@ def test_a_replay_report_says_its_dev_figures_are_in_sample(tmp_path):
     assert f"out-of-fold dev quality was {result.summary['dev']['quality']:.3f}" in " ".join(report.meta["notes"])
 
 
+def test_an_answer_that_stood_because_the_rungs_after_it_failed_is_a_fallback_in_the_report(tmp_path):
+    """A ladder cheap > mid whose mid cell is absent keeps cheap's answer: the rung table counts that step as a
+    fallback (it read 'escalated', which counted it twice there)."""
+    from metrics.report import load_report
+
+    rows = [{**r, "score": "" if r["model"] == "mid" and int(r["id"][1:]) % 3 == 0 else r["score"]}
+            for r in synthetic_rows(60)]
+    table = write_csv(tmp_path / "gaps.csv", rows)
+    fitted = fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=5, storage=f"sqlite:///{tmp_path / 's.db'}",
+                               out=str(tmp_path / "p.json"), features="hashed-words"))
+    body = artifact.read(fitted.summary["artifact"])
+    # every id climbs from cheap (a threshold no confidence reaches) to mid, the ladder's top
+    body["policy"]["predictors"][PREDICTOR] = {**body["policy"]["predictors"][PREDICTOR], "ladder": ["cheap", "mid"],
+                                               "estimator": "learned", "thresholds": [1.0], "route": None}
+    artifact.save(body, tmp_path / "p.json")
+    steps = load_report(tmp_path / "p.json").tables["rungs"].set_index("tier")
+    absent = sum(1 for r in rows if r["model"] == "mid" and r["score"] == "")
+    assert steps.loc["mid", "failed"] == absent and steps.loc["cheap", "escalated"] == 60 - absent
+
+
 def test_a_replay_report_needs_the_table_it_was_fitted_on(tmp_path, monkeypatch):
     from metrics.report import load_report
 
