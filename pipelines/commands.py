@@ -60,6 +60,8 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             error = ""
         except BudgetExceeded as e:  # the requests before it were paid for: print them, then stop
             stopped = e
+            if hasattr(iterator, "close"):
+                iterator.close()  # the progress bar ends before the outputs print
             break
         except AllRungsFailed as e:
             result, error = None, str(e)
