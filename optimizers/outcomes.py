@@ -28,6 +28,7 @@ from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded, InputError, one_line, reraise_ours
 from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
+from pipelines.programs import call_program
 from pipelines.tasks import input_converter
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "
@@ -328,7 +329,7 @@ def _evaluate_rows(task, program, rows: list[dict]) -> list[RowResult]:
         tokens = [trail_var.set(trail), current_row.set(RowCalls(row))]
         prediction, score, error = None, 0.0, ""
         try:
-            prediction = program(**typed_inputs(task.inputs(row)))
+            prediction = call_program(program, **typed_inputs(task.inputs(row)))
             try:
                 score = task.metric(row, prediction)
                 if not math.isfinite(score):  # a NaN would make every trial's quality NaN, which Optuna refuses

@@ -527,9 +527,11 @@ class CompiledProgram(dspy.Module):
             raise InputError(f"{type(self.program).__name__}: {problem}; no call was made")
 
     def forward(self, **kwargs):
+        from pipelines.programs import call_program
+
         self._check_inputs(kwargs)
         with self._request() as trail:
-            return _with_trail(self.program(**kwargs), trail)
+            return _with_trail(call_program(self.program, **kwargs), trail)
 
     async def aforward(self, **kwargs):
         """`await program.acall(...)`: the program's own `aforward` when it has one (its predictors'

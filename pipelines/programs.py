@@ -13,6 +13,7 @@ with `.with_inputs(...)` and `metric(example, prediction, trace=None)` returning
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import importlib
@@ -165,11 +166,36 @@ class ExampleTask:
         return self.rows
 
 
+def entry_point(program_class):
+    """The method a call runs: `forward`, or for a program written only with `async def aforward` (DSPy's
+    async form) that one."""
+    found = getattr(program_class, "forward", None)
+    return found if callable(found) else getattr(program_class, "aforward", None)
+
+
+def call_program(program, **inputs):
+    """program(**inputs), also for a program with only `aforward`: run to completion on an event loop of its own
+    (a compile, `run`, a synchronous call)."""
+    if callable(getattr(type(program), "forward", None)):
+        return program(**inputs)
+    if not callable(getattr(type(program), "aforward", None)):
+        raise ConfigError(f"{type(program).__name__} has neither forward nor aforward: nothing to call")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(program.acall(**inputs))
+    raise ConfigError(f"{type(program).__name__} has only `async def aforward`: inside a running event loop call it "
+                      "with `await program.acall(...)`")
+
+
 def program_inputs(program) -> tuple[str, ...]:
     """The input names of a program: its `forward`'s named parameters (read from the class: dspy warns when an
-    instance's forward is touched outside a call), or for a forward taking only **kwargs (a bare dspy.Predict,
-    dspy.ChainOfThought) its predictors' signature inputs."""
-    params = inspect.signature(type(program).forward).parameters.items()
+    instance's forward is touched outside a call; `aforward`'s when it has only that), or for a forward taking
+    only **kwargs (a bare dspy.Predict, dspy.ChainOfThought) its predictors' signature inputs."""
+    method = entry_point(type(program))
+    if method is None:
+        raise ConfigError(f"{type(program).__name__} has neither forward nor aforward: nothing to call")
+    params = inspect.signature(method).parameters.items()
     named = tuple(name for name, p in params if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     fields: list[str] = []
     for _, predictor in program.named_predictors():

@@ -665,6 +665,37 @@ def test_a_predictor_given_a_value_its_signature_refuses_fails_that_row_only(tmp
         optimizer.summary_["notes"]
 
 
+class AsyncOnlyCount(dspy.Module):
+    """DSPy's async form, with no `forward` at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = dspy.Predict("message -> words")
+
+    async def aforward(self, message: str):
+        found = await self.count.acall(message=message)
+        return dspy.Prediction(words=int(found.words))
+
+
+def test_a_program_with_only_aforward_compiles_and_runs(tmp_path):
+    """`async def aforward` alone: the compile raised AttributeError 'forward' (a traceback from the command line);
+    it runs each row on an event loop of its own, and the compiled program answers sync and async."""
+    import asyncio
+
+    paid: list = []
+    compiled = count_optimizer(tmp_path, paid).compile(AsyncOnlyCount(), trainset=count_trainset())
+    message = list(GOLD)[0]
+    assert compiled(message=message).words == len(message.split())
+    assert asyncio.run(compiled.acall(message=message)).words == len(message.split())
+
+    async def inside_a_loop():
+        return compiled(message=message)
+
+    with pytest.raises(ConfigError, match=r"has only `async def aforward`: inside a running event loop call it with "
+                                          r"`await program.acall\(\.\.\.\)`"):
+        asyncio.run(inside_a_loop())
+
+
 class CountOrBoom(Count):
     """The same predictors as Count, whose own code raises on one request."""
 

@@ -235,8 +235,10 @@ def _forward_checks(program_class) -> tuple:
 
     import pydantic
 
+    from pipelines.programs import entry_point
+
     try:
-        hints = typing.get_type_hints(program_class.forward)
+        hints = typing.get_type_hints(entry_point(program_class))
     except Exception:  # noqa: BLE001 - an annotation that cannot be resolved checks nothing
         return ()
     checks = []
