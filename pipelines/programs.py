@@ -35,7 +35,9 @@ def factory_spec(program) -> str | None:
         return None
     spec = f"{cls.__module__}:{cls.__qualname__}"
     try:
-        required = [p for p in inspect.signature(cls).parameters.values()
+        # __init__'s own parameters: dspy's metaclass makes inspect.signature(cls) read (*args, **kwargs), so a bare
+        # dspy.ChainOfThought(Sig), which needs its signature, looked buildable
+        required = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
                     if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         return spec if not required and resolve_factory(spec) is cls else None
     except (ConfigError, ValueError, TypeError):
@@ -82,7 +84,11 @@ def build_from_factory(spec: str):
     target = resolve_factory(spec)
     if not (isinstance(target, type) and issubclass(target, dspy.Module)):
         raise ConfigError(f"program factory {spec!r} is not a dspy.Module class")
-    return target()
+    try:
+        return target()
+    except TypeError as e:  # a class that needs arguments (dspy.Predict(signature)): build it yourself
+        raise ConfigError(f"program factory {spec!r} cannot be built without arguments ({e}); pass the program you "
+                          "built: load(path, program=...)") from None
 
 
 def example_row(example, index: int) -> dict:

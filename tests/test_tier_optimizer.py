@@ -696,6 +696,28 @@ def test_a_program_with_only_aforward_compiles_and_runs(tmp_path):
         asyncio.run(inside_a_loop())
 
 
+def test_a_bare_dspy_module_compiled_from_python_asks_for_the_program_at_load(tmp_path):
+    """`compile(dspy.Predict(Sig))` (or ChainOfThought): the artifact named dspy's own class, which needs its
+    signature (a TypeError traceback at load and in `run --task`); it names no class, and load asks for program=."""
+    from pipelines import load
+    from pipelines.errors import ArtifactError
+    from pipelines.programs import build_from_factory
+
+    paid: list = []
+    compiled = count_optimizer(tmp_path, paid).compile(dspy.Predict("message -> words: int"),
+                                                       trainset=count_trainset())
+    path = compiled.save(tmp_path / "bare.tierwise.json")
+    assert compiled.artifact["program"]["task"] is None
+    with pytest.raises(ArtifactError, match=r"records no way to rebuild its program .*; pass one: load\(path, "
+                                            r"program=MyProgram\(\)\)"):
+        load(path)
+    again = load(path, program=dspy.Predict("message -> words: int"), scripts={"*": count_script(paid)})
+    assert again(message="one two three").words == 3
+    with pytest.raises(ConfigError, match=r"'dspy:ChainOfThought' cannot be built without arguments .*; pass the "
+                                          r"program you built: load\(path, program=\.\.\.\)"):
+        build_from_factory("dspy:ChainOfThought")
+
+
 class CountOrBoom(Count):
     """The same predictors as Count, whose own code raises on one request."""
 
