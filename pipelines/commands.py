@@ -56,7 +56,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
     for number, row in enumerate(iterator, 1):
         try:
             prediction = program(**typed_inputs({f: row[f] for f in fields}))
-            result = {k: prediction[k] for k in prediction.keys() if k != "logprobs"}
+            result = {k: _jsonable(prediction[k]) for k in prediction.keys() if k != "logprobs"}
             error = ""
         except BudgetExceeded as e:  # the requests before it were paid for: print them, then stop
             stopped = e
@@ -95,6 +95,17 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         raise BudgetExceeded(f"{stopped}; {len(outputs)} of {len(rows)} requests ran (their calls are cached: a "
                              "rerun pays only for the rest)") from stopped
     return outputs
+
+
+def _jsonable(value):
+    """An output as JSON data: a pydantic model as its fields (str() gave "name='Alice' age=30"), an Enum as its
+    value; what pydantic cannot serialize, as text."""
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except Exception:  # noqa: BLE001 - any other object prints as itself
+        return str(value)
 
 
 def _input_fields(program) -> list[str]:

@@ -873,6 +873,45 @@ class ShipIt(dspy.Signature):
     answer: str = dspy.OutputField()
 
 
+class Counted(pydantic.BaseModel):
+    words: int
+    first: str
+
+
+class CountModel(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.count = dspy.Predict("message -> counted: test_tier_optimizer.Counted")
+
+    def forward(self, message):
+        return self.count(message=message)
+
+
+def test_run_prints_a_pydantic_output_as_json_data(tmp_path, monkeypatch):
+    """`run --json` printed a model output as its repr ("words=2 first='one'"), which no JSON reader can use."""
+    import json
+
+    from pipelines import backends
+    from pipelines.commands import run_artifact
+
+    def answer(tier, messages):
+        words = messages[-1]["content"].split()
+        return json.dumps({"words": len(words), "first": words[0]}), 0.9
+
+    trainset_ = [dspy.Example(message=m, counted=Counted(words=len(m.split()), first=m.split()[0])).with_inputs("message")
+                 for m in list(GOLD)[:8]]
+    optimizer = TierOptimizer(metric=lambda e, p, trace=None: e.counted == p.counted, tiers=fake_catalog("small", "big"),
+                              trials=3, holdout=0.25, storage=f"sqlite:///{tmp_path}/s.db", seed=0,
+                              work_dir=tmp_path / ".tierwise", scripts={"*": answer})
+    path = optimizer.compile(CountModel(), trainset=trainset_).save(tmp_path / "model.tierwise.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(backends.SCRIPTED, "*", answer)
+    printed: list = []
+    run_artifact(path, json.dumps({"message": "one two"}), None, True, None, echo=printed.append,
+                 task="test_tier_optimizer:CountModel")
+    assert json.loads(printed[-1])["results"][0]["output"] == {"counted": {"words": 2, "first": "one"}}
+
+
 def test_a_structured_input_given_as_json_is_the_model_it_stands_for():
     """A dev set row or `--input` gives a pydantic-typed input as a dict: the program gets the model (dspy
     warned 'Type mismatch' on every call with the dict), and a dict that does not validate is named before
