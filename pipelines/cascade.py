@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import hashlib
 import json
 import uuid
@@ -526,16 +527,40 @@ class CompiledProgram(dspy.Module):
         if problem:
             raise InputError(f"{type(self.program).__name__}: {problem}; no call was made")
 
-    def forward(self, **kwargs):
+    def _keywords(self, args: tuple, kwargs: dict) -> dict:
+        """Positional inputs named as the program's own `forward` (or `aforward`) names them: `program("text")`
+        works on the compiled program as on yours."""
+        if not args:
+            return kwargs
+        from pipelines.programs import entry_point
+
+        try:
+            bound = inspect.signature(entry_point(type(self.program))).bind(self.program, *args, **kwargs)
+        except TypeError as e:
+            raise InputError(f"{type(self.program).__name__}: {e}; no call was made") from None
+        params, named = bound.signature.parameters, {}
+        for name, value in list(bound.arguments.items())[1:]:  # after self
+            kind = params[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL and value:
+                raise InputError(f"{type(self.program).__name__}: its forward takes *{name}; pass inputs by name")
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                named[name] = value
+        return named
+
+    def forward(self, *args, **kwargs):
         from pipelines.programs import call_program
 
+        kwargs = self._keywords(args, kwargs)
         self._check_inputs(kwargs)
         with self._request() as trail:
             return _with_trail(call_program(self.program, **kwargs), trail)
 
-    async def aforward(self, **kwargs):
+    async def aforward(self, *args, **kwargs):
         """`await program.acall(...)`: the program's own `aforward` when it has one (its predictors'
         `acall`s climb their ladders), else its `forward` in a worker thread."""
+        kwargs = self._keywords(args, kwargs)
         self._check_inputs(kwargs)
         with self._request() as trail:
             if callable(getattr(self.program, "aforward", None)):

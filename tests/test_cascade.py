@@ -392,6 +392,17 @@ def test_a_field_declared_without_a_type_takes_a_list_as_dspy_does(tmp_path):
     assert "must be a string, got list" in input_type_problem(typed, {"context": ["p"], "question": "q"})
 
 
+def test_a_compiled_program_takes_its_inputs_by_position_as_yours_does(tmp_path):
+    script, seen = by_tier(a=(answer(answer="from a"), 0.9))
+    program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script, program=QA("question: str -> answer"))
+    assert program("q1").answer == "from a" and asyncio.run(program.acall("q2")).answer == "from a"
+    with pytest.raises(InputError, match=r"QA: too many positional arguments; no call was made"):
+        program("q1", "q2")
+    with pytest.raises(InputError, match=r"QA: input field 'question' must be a string, got int"):
+        program(3)
+    assert seen == ["a", "a"]
+
+
 def test_policy_must_cover_every_predictor(tmp_path):
     with pytest.raises(ConfigError, match=r"no entry for predictors \['qa'\]"):
         compiled(tmp_path, Policy({"other": PredictorPolicy(["a"])}), by_tier()[0])
