@@ -388,6 +388,9 @@ def test_a_field_declared_without_a_type_takes_a_list_as_dspy_does(tmp_path):
     program, _ = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a"])}), script, program=RAG())
     assert program(context=["passage one", "passage two"], question="q").answer == "from a"
     assert program.qa(context=["p"], question="q").answer == "from a" and seen == ["a", "a"]
+    with pytest.raises(InputError, match=r"RAG: input field 'question' is None; no call was made"):
+        program(context=["p"], question=None)  # a request with no value: it would be sent as the text "None"
+    assert program.qa(context=None, question="q").answer == "from a"  # the program's own code may pass None
     typed = RAG("context: str, question -> answer")
     assert "must be a string, got list" in input_type_problem(typed, {"context": ["p"], "question": "q"})
 

@@ -176,6 +176,11 @@ def input_type_problem(program, values: dict) -> str | None:
         problem = signature_input_problem(predictor.signature, values)
         if problem:
             return problem
+        # A request or dataset row with no value: a field without a type would be sent as the text "None" (a
+        # program's own code may still pass None to one of its predictors on purpose)
+        empty = next((name for name in predictor.signature.input_fields if name in values and values[name] is None), None)
+        if empty:
+            return f"input field {empty!r} is None"
     return _forward_type_problem(program, values)
 
 
