@@ -16,8 +16,19 @@ from pipelines.signing import signing_key
 from pipelines.tiers import check_settings
 
 
+SEED_MAX = 2**32 - 1  # Optuna's samplers and numpy take seeds in [0, 2**32 - 1]
+
+
+def check_seed(seed) -> None:
+    """Before any work: Optuna refused a negative seed only when the study opened, after recording, and the
+    error read as the storage's."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+
+
 def check_options(options, task_name: str) -> None:
     """Flags: counts and fractions in range, the artifact path writable, the signing key present."""
+    check_seed(options.seed)
     if options.limit is not None and options.limit < defaults.LIMIT_MIN:
         raise ConfigError(f"--limit must be at least {defaults.LIMIT_MIN}, got {options.limit}")
     if not isinstance(options.trials, int) or options.trials < 1:

@@ -24,6 +24,7 @@ from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cr
                                     learned_confidence, run_ladder_vectorized)
 from optimizers.replay_signals import NONE, ReplayScorer, feature_names, feature_row, plugin, text_features
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
+from optimizers.preflight import check_seed
 from optimizers.routing import (answer_scores, cross_fitted_answer_scores, fit_answer_model,
                                 fit_cross_fitted_router, folds_of)
 from pipelines.routing import Router, default_block, input_features
@@ -130,6 +131,7 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     from optimizers.study import completed, open_study, run_search, write_trials
 
     objective = options.objective
+    check_seed(options.seed)
     for name in options.plugins:
         plugin(name)  # an unknown plug-in fails before any work
     matrix = load_outcomes(options.outcomes, options.score_max, options.clip_scores)

@@ -283,6 +283,8 @@ CASES: dict[str, Case] = {
     "budget nan": Case([*OPT, "--budget-usd", "nan"], r"Invalid value for '--budget-usd'"),
     "budget negative": Case([*OPT, "--budget-usd", "-1"], r"Invalid value for '--budget-usd'"),
     "seed a word": Case([*OPT, "--seed", "x"], r"Invalid value for '--seed'"),
+    "seed negative": Case([*OPT, "--seed", "-1"], r"--seed must be a whole number from 0 to 4294967295, got -1"),
+    "seed too large": Case([*OPT, "--seed", "4294967296"], r"--seed must be a whole number from 0 to 4294967295"),
     "budget inf": Case([*OPT, "--budget-usd", "inf"], r"--budget-usd must be a finite amount >= 0, got inf"),
     "two objectives": Case([*OPT, "--min-quality", "0.5", "--match-tier", "big"], r"give at most one of"),
     "out is a directory": Case([*OPT, "--out", "{T}/outdir"], r"--out .*outdir: is a directory", files={"outdir/keep": "x"}),
@@ -408,6 +410,8 @@ CASES: dict[str, Case] = {
     "outcome table a directory": Case(["replay", "fit", "{T}/tables"], r"tables: is a directory; expected an outcome table",
                                       files={"tables/a.csv": "id\n"}),
     "replay missing argument": Case(["replay", "fit"], r"Missing argument 'OUTCOMES'|Missing argument 'outcomes'"),
+    "replay seed negative": Case(["replay", "fit", "{T}/none.csv", "--seed", "-3"],
+                                 r"--seed must be a whole number from 0 to 4294967295, got -3"),
     # --- money ------------------------------------------------------------------------------
     "budget zero stops": Case([*OPT, "--budget-usd", "0"], r"^stopped: budget reached: this compile has spent \$0\.000000 "
                               r"of --budget-usd \$0\.000000 \(", code=3, opens_stores=True),
