@@ -233,7 +233,11 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     if program is None:
         program = _rebuild(path, body, source, explicit=task is not None)
     load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
-    expected, actual = body["program"]["fingerprint"], program_fingerprint(program)
+    try:
+        actual = program_fingerprint(program)
+    except Exception as e:  # noqa: BLE001 - state edited by hand (demos not a list of examples ...): the file's fault
+        raise ArtifactError(f"{path}: malformed program state ({type(e).__name__}: {e})") from None
+    expected = body["program"]["fingerprint"]
     if expected != actual and expected not in {program_fingerprint(program, naming) for naming in NAMINGS[1:]}:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")

@@ -14,6 +14,13 @@ ESTIMATORS = ("logprob_mean", "logprob_min", "agreement", "committee", "self_rep
 # (pipelines.cascade.run_ladder). "agreement" instead samples the same tier again.
 
 
+def _number(value, what: str) -> float:
+    """A number as the file holds it: a quoted "0.5" is an edit, not a threshold."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class PredictorPolicy:
     ladder: list[str]  # start tier first, then escalation tiers
@@ -82,12 +89,15 @@ class Policy:
     def from_dict(cls, data: dict) -> "Policy":
         try:
             predictors = {name: PredictorPolicy(list(p["ladder"]), p.get("estimator", "none"),
-                                                [float(t) for t in p.get("thresholds", [])], p.get("route"),
-                                                p.get("semantic"))
+                                                [_number(t, f"predictor {name!r}'s threshold")
+                                                 for t in p.get("thresholds", [])], p.get("route"), p.get("semantic"))
                           for name, p in data["predictors"].items()}
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"policy is malformed: {e}") from None
-        return cls(predictors, bool(data.get("fallback", True))).validate()
+        fallback = data.get("fallback", True)
+        if not isinstance(fallback, bool):
+            raise ConfigError(f"policy is malformed: fallback must be true or false, got {fallback!r}")
+        return cls(predictors, fallback).validate()
 
     @classmethod
     def uniform(cls, predictor_names, tier: str) -> "Policy":

@@ -254,7 +254,11 @@ class Catalog:
 
     @classmethod
     def from_dict(cls, rows: list[dict]) -> "Catalog":
-        return cls([Tier(**row) for row in rows])
+        tiers = [Tier(**row) for row in rows]
+        for tier in tiers:
+            if not all(p is None or (is_number(p) and p >= 0) for p in tier.prices()):
+                raise ConfigError(f"tier {tier.name}: prices must be finite numbers >= 0, got {tier.prices()}")
+        return cls(tiers)
 
 
 def _local_tier(name: str, key: str, settings: dict | None = None) -> Tier:

@@ -102,6 +102,24 @@ def test_tampered_file_fails_its_checksum(tmp_path):
         read(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda b: b["program"]["state"]["classify"].update(demos="notalist"), r"malformed program state \(AttributeError"),
+    (lambda b: b["policy"]["predictors"]["classify"].update(thresholds=["0.9"]),
+     r"policy is malformed: predictor 'classify'.s threshold must be a number, got '0\.9'"),
+    (lambda b: b["policy"].update(fallback="yes"), r"policy is malformed: fallback must be true or false, got 'yes'"),
+    (lambda b: b["catalog"][0].update(input_per_1m=-1.0), r"tier small: prices must be finite numbers >= 0"),
+])
+def test_an_artifact_edited_by_hand_is_one_line_even_with_its_checksum_redone(tmp_path, edit, match):
+    """The checksum catches accidents, not edits: a file re-saved with a fresh checksum is still read field by field
+    (demos that are not a list raised AttributeError from the fingerprint; a quoted threshold was taken)."""
+    path = compile_support(tmp_path)
+    body = read(path)
+    edit(body)
+    save(body, path)
+    with pytest.raises(ArtifactError, match=match):
+        load_program(path, scripts={"*": support_script()})
+
+
 def test_program_with_a_different_fingerprint_is_refused(tmp_path):
     path = compile_support(tmp_path)
     other = tmp_path / "support_v2.py"
