@@ -37,6 +37,13 @@ def load(path, program=None, cache_url=None, cache_ttl_s=None, **runtime_options
     return load_program(path, program=program, **runtime_options)
 
 
+def decompose(program):
+    """A copy of `program` with one predictor per output field, each tiered on its own (pipelines.decomposition)."""
+    from pipelines.decomposition import decompose as split
+
+    return split(program)
+
+
 def lm(tier: str = "flagship", tiers=None, cache_dir=None, ledger_path=None, **settings):
     """One tier as a plain dspy.LM through tierwise's cache and ledger (see pipelines.runtime.standalone_lm)."""
     from pipelines.runtime import standalone_lm

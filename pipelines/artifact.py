@@ -98,6 +98,8 @@ def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Po
           metrics: dict | None = None, summary: dict | None = None, extra: dict | None = None,
           routers: dict | None = None) -> dict:
     """The artifact's body (everything but the checksum)."""
+    from pipelines.decomposition import is_decomposed
+
     body = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
@@ -106,6 +108,8 @@ def build(*, task_source: str | None, program=None, catalog: Catalog, policy: Po
             "fingerprint": program_fingerprint(program) if program is not None else None,
             "predictors": [n for n, _ in program.named_predictors()] if program is not None else list(policy.predictors),
             "state": program.dump_state() if program is not None else None,
+            # compiled as decompose(YourProgram()): load splits the program it rebuilds or is given the same way
+            **({"decomposed": True} if program is not None and is_decomposed(program) else {}),
         },
         "catalog": catalog.to_dict(),
         "policy": policy.to_dict(),
@@ -232,6 +236,10 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
     if program is None:
         program = _rebuild(path, body, source, explicit=task is not None)
+    if body["program"].get("decomposed"):
+        from pipelines.decomposition import decompose
+
+        program = decompose(program)
     load_state(program, body)  # a fresh instance gets the compiled demos first, as DSPy's program.load does
     try:
         actual = program_fingerprint(program)

@@ -718,6 +718,60 @@ def test_a_bare_dspy_module_compiled_from_python_asks_for_the_program_at_load(tm
         build_from_factory("dspy:ChainOfThought")
 
 
+class Triage(dspy.Module):
+    """One predictor writes two fields: the intent (small gets it right) and the word count (only big does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.triage = dspy.Predict(dspy.Signature("message -> intent, words: int", "Triage a banking message."))
+
+    def forward(self, message):
+        return self.triage(message=message)
+
+
+def triage_script(paid: list):
+    def answer(tier, messages):
+        system, message = messages[0]["content"], messages[-1]["content"]
+        paid.append((tier, system))
+        if "Answer with the `intent` only" in system:
+            return GOLD[message], 0.95
+        return (str(len(message.split())) if tier == "big" else "several"), 0.9
+
+    return answer
+
+
+def test_a_decomposed_program_tiers_each_field_and_loads_decomposed(tmp_path):
+    """decompose(): one predictor per output field, so the easy field goes to the cheap tier; the artifact says so,
+    and load splits the program it rebuilds (or is given) the same way."""
+    from pipelines import decompose, load
+    from pipelines.cache import CallCache
+
+    trainset_ = [dspy.Example(message=m, intent=label, words=len(m.split())).with_inputs("message")
+                 for m, label in GOLD.items()]
+    paid: list = []
+    optimizer = TierOptimizer(metric=lambda e, p, trace=None: e.intent == p.intent and e.words == p.words,
+                              tiers=fake_catalog("small", "big"), trials=20, holdout=0.3,
+                              storage=f"sqlite:///{tmp_path}/s.db", seed=0, work_dir=tmp_path / ".tierwise",
+                              scripts={"*": triage_script(paid)})
+    compiled = optimizer.compile(decompose(Triage()), trainset=trainset_)
+    policy = optimizer.summary_["policy"]
+    assert set(policy) == {"triage.intent", "triage.words"}
+    assert policy["triage.intent"]["ladder"][0] == "small" and policy["triage.words"]["ladder"][-1] == "big", policy
+    assert optimizer.summary_["holdout"]["quality"] == 1.0 and optimizer.summary_["savings_pct"] > 0
+    path = compiled.save(tmp_path / "triage.tierwise.json")
+    assert compiled.artifact["program"]["decomposed"] is True
+    for program in (None, Triage()):  # rebuilt from its importable class, or given: split the same way
+        again = load(path, program=program, cache=CallCache(tmp_path / "cache2"), scripts={"*": triage_script(paid)})
+        found = again(message="I lost my card")
+        assert (found.intent, found.words) == ("card_lost", 4)
+        final = {s.predictor: s.tier for s in again.last_trail if s.decision == "accepted"}
+        assert final == {"triage.intent": "small", "triage.words": "big"}, again.last_trail
+    assert [n for n, _ in decompose(decompose(Triage())).named_predictors()] == ["triage.intent", "triage.words"]
+    assert [n for n, _ in Triage().named_predictors()] == ["triage"]  # your program is untouched
+    assert [n for n, _ in decompose(dspy.ChainOfThought("q -> a, b")).named_predictors()] == ["predict"]  # one reasoning
+    assert [n for n, _ in decompose(dspy.Predict("q -> a, b")).named_predictors()] == ["a", "b"]
+
+
 class CountOrBoom(Count):
     """The same predictors as Count, whose own code raises on one request."""
 
