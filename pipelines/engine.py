@@ -172,11 +172,19 @@ class TierEngine:
                                       f"{root_cause(error)}{type(error).__name__}: {error}"[:500]) from error
             raise
         self.health.succeeded()
-        if settle is not None:
-            settle(self._price(fresh))
-        self.cache.put(key, fresh)
-        return self._finish(fresh, hit=False, latency=time.perf_counter() - started, payload=payload,
+        # The call is paid: cache it, settle its price and log it, each even if another fails (a cache or budget
+        # server lost at this moment), so the answer is never paid for again and the ledger always shows it.
+        lost = []
+        for step in (lambda: self.cache.put(key, fresh), lambda: settle and settle(self._price(fresh))):
+            try:
+                step()
+            except Exception as error:  # noqa: BLE001 - the first store error is raised once the call is logged
+                lost.append(error)
+        call = self._finish(fresh, hit=False, latency=time.perf_counter() - started, payload=payload,
                             request_key=request_key)
+        if lost:
+            raise lost[0]
+        return call
 
     def _call_backend(self, payload: dict) -> dict:
         retries = int(self.tier.setting("retries") or 0)

@@ -126,9 +126,15 @@ class PostgresStore:
     def _reachable(self):
         """A server gone mid-run is one line naming the URL, not a driver traceback (everything stored so
         far stays in the database)."""
+        if self.db.closed:  # lost earlier (a server restart, a failover): this operation reconnects
+            with self._lock:
+                if self.db.closed:
+                    self.db = self._connect()
         try:
             yield
         except self._psycopg.OperationalError as e:
+            if not self.db.closed and self.db.broken:
+                self.db.close()  # the next operation opens a fresh connection
             raise StoreError(f"{redact(self.url)}: lost the {self.what} ({_first_line(e)})") from None
 
     def get(self, key: str, default=None):
@@ -180,18 +186,25 @@ class SharedSpend:
 
     def __init__(self, store: PostgresStore, key: str):
         self.store, self.key = store, key
-        with store._lock:
-            self.owner = f"{store.db.execute('SELECT pg_backend_pid()').fetchone()[0]}|{uuid.uuid4().hex}"
+        self.tag = f"|{uuid.uuid4().hex}"  # after the connection's pid (the server's, read per reservation)
+        with store._reachable(), store._lock:
             store.db.execute("INSERT INTO tierwise_spend (key) VALUES (%s) ON CONFLICT DO NOTHING", (key,))
 
+    @contextmanager
+    def _transaction(self):
+        """One transaction on the store's connection as it is now (reopened after a server restart)."""
+        with self.store._reachable(), self.store._lock:
+            db = self.store.db
+            with db.transaction():
+                yield db
+
     def spent(self) -> int:
-        with self.store._lock:
+        with self.store._reachable(), self.store._lock:
             return self.store.db.execute("SELECT spent FROM tierwise_spend WHERE key = %s", (self.key,)).fetchone()[0]
 
     def reserve(self, amount: int, cap: int | None) -> tuple[int | None, int, int]:
         """(reservation id or None when it would pass `cap`, spent, reserved by calls in flight)."""
-        db = self.store.db
-        with self.store._reachable(), self.store._lock, db.transaction():
+        with self._transaction() as db:
             spent = db.execute("SELECT spent FROM tierwise_spend WHERE key = %s FOR UPDATE", (self.key,)).fetchone()[0]
             db.execute("DELETE FROM tierwise_reservations r WHERE key = %s AND NOT EXISTS (SELECT 1 FROM "
                        "pg_stat_activity a WHERE a.pid = split_part(r.owner, '|', 1)::int)", (self.key,))
@@ -199,16 +212,18 @@ class SharedSpend:
                                   (self.key,)).fetchone()[0]
             if cap is not None and spent + reserved + amount > cap:
                 return None, spent, int(reserved)
-            rid = db.execute("INSERT INTO tierwise_reservations (key, amount, owner) VALUES (%s, %s, %s) RETURNING id",
-                             (self.key, amount, self.owner)).fetchone()[0]
+            rid = db.execute("INSERT INTO tierwise_reservations (key, amount, owner) VALUES (%s, %s, "
+                             "pg_backend_pid()::text || %s) RETURNING id", (self.key, amount, self.tag)).fetchone()[0]
         return rid, spent, int(reserved)
 
     def settle(self, rid: int, cost: int) -> None:
-        db = self.store.db
-        with self.store._reachable(), self.store._lock, db.transaction():
+        with self._transaction() as db:
             db.execute("DELETE FROM tierwise_reservations WHERE id = %s", (rid,))
             if cost:
                 db.execute("UPDATE tierwise_spend SET spent = spent + %s WHERE key = %s", (cost, self.key))
+
+
+REDIS_TIMEOUT_S = 10.0
 
 
 class RedisStore:
@@ -221,7 +236,8 @@ class RedisStore:
 
         self.url, self.prefix, self.what, self.lease_s = url, f"tierwise:{table}:", what, lease_s
         self._redis = redis
-        self.db = redis.Redis.from_url(url, socket_connect_timeout=10)
+        # A read timeout too: a server that accepts and never answers (or is paused) must fail, not hang a request.
+        self.db = redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=REDIS_TIMEOUT_S)
         try:
             self.db.ping()
         except redis.RedisError as e:

@@ -127,3 +127,31 @@ def test_failed_call_releases_its_reservation(tmp_path):
     with pytest.raises(ValueError):
         engine.call({"messages": _messages("x"), "config": {"max_tokens": 4}})
     assert (budget.reserved_usd, budget.spent_usd, budget.paid_calls) == (0.0, 0.0, 0)
+
+
+def test_a_paid_call_is_cached_and_logged_even_when_settling_its_price_fails(tmp_path):
+    """The budget (or cache) server lost at the moment a call was paid: the answer was dropped, not logged, and the
+    rerun paid it again. It is stored and logged first; the store error is raised after."""
+    from conftest import answer, fake_catalog, make_runtime
+    from pipelines.errors import StoreError
+
+    calls = []
+
+    def script(tier, messages):
+        calls.append(tier)
+        return answer(intent="billing")
+
+    def guard(tier, payload):
+        def settle(cost_usd):
+            if cost_usd is not None:
+                raise StoreError("redis://127.0.0.1:1: lost the spend cap (Connection refused)")
+        return settle
+
+    runtime = make_runtime(tmp_path, fake_catalog("small"), script)
+    runtime.guard = guard
+    payload = {"messages": [{"role": "user", "content": "hi"}], "config": {}}
+    with pytest.raises(StoreError, match="lost the spend cap"):
+        runtime.engine("small").call(payload)
+    assert len(runtime.ledger.records) == 1 and not runtime.ledger.records[0].cache_hit
+    again = runtime.engine("small").call(payload)
+    assert again.record.cache_hit and calls == ["small"]

@@ -545,3 +545,44 @@ def test_budget_sharing_options_are_checked_before_any_call(tmp_path):
     ):
         with pytest.raises(ConfigError, match=match):
             load(path, cache=CallCache(tmp_path / "c"), **options)
+
+
+def test_a_postgresql_spend_cap_reconnects_after_its_connection_is_dropped(postgres):
+    """A server restart or failover ends the connection: that operation fails with one line, the next one opens a
+    fresh connection (every later call failed with 'the connection is lost' until the process restarted)."""
+    import psycopg
+
+    from pipelines.errors import StoreError
+    from pipelines.spend_cap import SharedSpendCap
+
+    url = postgres.new_database()
+    tier = fake_catalog("small")["small"]
+    payload = {"messages": [{"content": "x" * 100}]}
+    cap = SharedSpendCap(1.0, url, "restart-test")
+    cap.reserve(tier, payload)(0.25)
+    with psycopg.connect(url, autocommit=True) as admin:  # what `pg_ctl restart` does to every session
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                      "AND datname = current_database()")
+    with pytest.raises(StoreError, match="lost the spend cap"):
+        cap.spent_usd
+    cap.reserve(tier, payload)(0.25)  # reconnected
+    assert cap.spent_usd == pytest.approx(0.5)
+    cap.close()
+
+
+def test_a_redis_that_accepts_and_never_answers_fails_within_its_timeout(monkeypatch):
+    """A server that takes the connection and never replies (or is paused) hung load() and every request."""
+    import socket
+
+    from pipelines import stores
+    from pipelines.errors import StoreError
+
+    monkeypatch.setattr(stores, "REDIS_TIMEOUT_S", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"cannot open the call cache \(Timeout"):
+        stores.open_shared(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", "calls", "call cache")
+    assert time.monotonic() - started < 5
+    silent.close()
