@@ -159,7 +159,11 @@ def run_ladder(name: str, pp: PredictorPolicy, answer: Callable[[str], RungOutco
     for i, tier in enumerate(pp.ladder):
         if i < start:
             continue
-        outcome = answer(tier)
+        try:
+            outcome = answer(tier)
+        except BudgetExceeded as error:  # the rungs already paid for are still recorded by the caller
+            error.trail = trail
+            raise
         threshold = pp.thresholds[i] if i < last else None
         if not outcome.ok:
             trail.append((outcome, _step(name, i, outcome, None, threshold, "failed")))
@@ -361,8 +365,8 @@ class CascadeForward:
         try:
             outcome, trail = run_ladder(self.name, self.pp, answer, self.tier_names, self.fallback, self.scorer,
                                         predicted, priors)
-        except AllRungsFailed as error:
-            self._record(error.trail, call)
+        except (AllRungsFailed, BudgetExceeded) as error:
+            self._record(getattr(error, "trail", []), call)
             raise
         self._record(trail, call)
         if request is not None and outcome.ok:

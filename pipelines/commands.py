@@ -58,11 +58,12 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             prediction = program(**typed_inputs({f: row[f] for f in fields}))
             result = {k: _jsonable(prediction[k]) for k in prediction.keys() if k != "logprobs"}
             error = ""
-        except BudgetExceeded as e:  # the requests before it were paid for: print them, then stop
-            stopped = e
-            if hasattr(iterator, "close"):
-                iterator.close()  # the progress bar ends before the outputs print
-            break
+        except BudgetExceeded as e:
+            # From the first refusal on, only cached answers: a later request must not pay its cheap rung and then
+            # be refused its next one (money spent on no answer)
+            stopped = stopped or e
+            program.spend_cap.closed = True
+            result, error = None, "REFUSED: --budget-usd reached"
         except AllRungsFailed as e:
             result, error = None, str(e)
         except Exception as e:  # noqa: BLE001 - the program's own code raised on this request: the next one runs
@@ -80,21 +81,34 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
     else:
         for out in outputs:
             path_text = " ; ".join(f"{s['predictor']}:{s['tier']}({s['decision']})" for s in out["trail"])
-            echo(f"{out['id']}: {json.dumps(out['output'], default=str) if out['output'] else 'FAILED ' + out['error']}")
+            shown = json.dumps(out["output"], default=str) if out["output"] else \
+                out["error"] if out["error"].startswith("REFUSED") else "FAILED " + out["error"]
+            echo(f"{out['id']}: {shown}")
             echo(f"    ${out['cost_usd']:.7f}  {path_text}")
             for step in out["trail"]:  # why a rung failed (an outage, a refused key): the fallback hides it otherwise
                 if step.get("error"):
                     echo(f"    {step['predictor']}:{step['tier']} failed: {one_line(step['error'])[:200]}")
-        failed = f"{summary['failed']} FAILED  " if summary["failed"] else ""
+        failed = (f"{summary['failed']} FAILED  " if summary["failed"] else "") + \
+            (f"{summary['refused']} REFUSED  " if summary["refused"] else "")
         echo(f"{summary['requests']} requests  {failed}cost ${summary['cost_usd']:.7f} "
              f"(paid now ${summary['paid_usd']:.7f}, {summary['cache_hits']} cache hits)  answered by: "
              + ", ".join(f"{k} {v}" for k, v in summary["final_tiers"].items())
              + (f"  semantic cache: {summary['semantic_hits']} hits of {summary['semantic_lookups']} lookups"
                 if "semantic_lookups" in summary else ""))
     if stopped is not None:
-        raise BudgetExceeded(f"{stopped}; {len(outputs)} of {len(rows)} requests ran (their calls are cached: a "
-                             "rerun pays only for the rest)") from stopped
+        raise BudgetExceeded(_budget_stop(program.spend_cap, stopped, outputs)) from stopped
     return outputs
+
+
+def _budget_stop(cap, first: BudgetExceeded, outputs: list[dict]) -> str:
+    refused = sum(o["error"].startswith("REFUSED") for o in outputs)
+    bound = getattr(first, "bound_usd", None)
+    too_small = (f"; the cap is below one call's upper bound (${bound:.6f}: every input byte a token, every allowed "
+                 "output token), so no uncached call could fit" if cap.paid_calls == 0 and bound and
+                 bound > cap.cap_usd else "")
+    return (f"--budget-usd {cap.cap_usd:g} reached: spent ${cap.spent_usd:.6f} in {cap.paid_calls} paid calls; "
+            f"{refused} of {len(outputs)} requests refused (each shown as REFUSED), the others answered{too_small}. "
+            "Answered calls are cached: a rerun with a larger --budget-usd pays only for the rest")
 
 
 def _jsonable(value):
@@ -123,7 +137,8 @@ def _summary(outputs, ledger) -> dict:
     return {"requests": len(outputs), "cost_usd": sum(o["cost_usd"] for o in outputs),
             "paid_usd": ledger.total_cost() if ledger is not None else 0.0,
             "cache_hits": ledger.cache_hits if ledger is not None else 0,  # the exact call cache
-            "failed": sum(1 for o in outputs if o["error"]), "final_tiers": dict(final),
+            "failed": sum(1 for o in outputs if o["error"] and not o["error"].startswith("REFUSED")),
+            "refused": sum(1 for o in outputs if o["error"].startswith("REFUSED")), "final_tiers": dict(final),
             **_lookups(outputs)}
 
 

@@ -18,6 +18,13 @@ from pipelines.tiers import is_number
 STILL_SERVED = "Cached answers are still served"
 
 
+def refused(message: str, bound_usd: float) -> BudgetExceeded:
+    """The refusal, with the refused call's upper-bound price (`bound_usd`) for callers that explain it."""
+    error = BudgetExceeded(message)
+    error.bound_usd = bound_usd
+    return error
+
+
 def _checked_cap(cap_usd) -> float:
     if not (is_number(cap_usd) and cap_usd >= 0):
         raise ConfigError(f"budget_usd must be a finite amount >= 0, got {cap_usd!r}")
@@ -48,6 +55,7 @@ class _Bookkeeping:
 class SpendCap(_Bookkeeping):
     def __init__(self, cap_usd: float):
         self.cap_usd = _checked_cap(cap_usd)
+        self.closed = False  # set by `run` after its first refusal: only cached answers from then on
         self.spent_usd = 0.0
         self.reserved_usd = 0.0
         self.paid_calls = 0
@@ -57,6 +65,8 @@ class SpendCap(_Bookkeeping):
     def reserve(self, tier, payload: dict):
         """The engine's guard (pipelines.engine.Guard): refuse, or reserve and return settle(cost_usd | None)."""
         bound = tier.cost_bound(payload)
+        if self.closed:
+            raise refused(f"budget_usd reached earlier: only cached answers are served now ({tier.name})", bound)
         with self._lock:
             # Calls in flight hold their upper bound, several times their real price: wait for them to settle
             # while they alone stand in the way, so concurrency does not refuse calls the cap has room for.
@@ -64,12 +74,12 @@ class SpendCap(_Bookkeeping):
                     self.spent_usd + self.reserved_usd + bound:
                 self._lock.wait(timeout=1.0)
             if self.spent_usd + self.reserved_usd + bound > self.cap_usd:
-                raise BudgetExceeded(
+                raise refused(
                     f"budget_usd reached: this program has spent ${self.spent_usd:.6f} of ${self.cap_usd:.6f} in "
                     f"{self.paid_calls} paid calls" + (f" (${self.reserved_usd:.6f} reserved by calls in flight)"
                                                        if self.in_flight else "")
                     + f"; the next call ({tier.name}, at most ${bound:.6f}) could pass it. {STILL_SERVED}; load "
-                    "again with a larger budget_usd to continue")
+                    "again with a larger budget_usd to continue", bound)
             self.reserved_usd += bound
             self.in_flight += 1
 
@@ -148,12 +158,12 @@ class SharedSpendCap(_Bookkeeping):
                 time.sleep(0.05)  # calls in flight alone stand in the way: they settle far below their bound
                 continue
             where = f" ({self.period} {window} UTC)" if window else ""
-            raise BudgetExceeded(
+            raise refused(
                 f"budget_usd reached: the replicas sharing budget_key {self.key!r}{where} have spent "
                 f"${spent / self.UNITS:.6f} of ${self.cap_usd:.6f}"
                 + (f" (${reserved / self.UNITS:.6f} reserved by calls in flight)" if reserved else "")
                 + f"; the next call ({tier.name}, at most ${bound:.6f}) could pass it. {STILL_SERVED}"
-                + ("; the cap starts again with the next " + self.period if self.period else ""))
+                + ("; the cap starts again with the next " + self.period if self.period else ""), bound)
         with self._lock:
             self.in_flight += 1
         return self._settler(lambda cost_usd: counter.settle(rid, round((cost_usd or 0.0) * self.UNITS)))

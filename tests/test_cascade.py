@@ -406,6 +406,24 @@ def test_a_compiled_program_takes_its_inputs_by_position_as_yours_does(tmp_path)
     assert seen == ["a", "a"]
 
 
+def test_a_request_refused_mid_ladder_still_records_the_rungs_it_paid_for(tmp_path):
+    """The cap refuses the escalation: the cheap rung was paid, and its ledger line had no rung and no decision."""
+    from pipelines.errors import BudgetExceeded
+    from pipelines.spend_cap import SpendCap
+
+    script, seen = by_tier(a=(answer(answer="from a"), 0.1), b=(answer(answer="from b"), 0.9))
+    program, runtime = compiled(tmp_path, Policy({"qa": PredictorPolicy(["a", "b"], "logprob_mean", [0.9])}), script)
+    payload_bound = runtime.catalog["a"].cost_bound({"messages": [{"content": "q" * 2000}]})
+    cap = SpendCap(payload_bound)  # room for a's call, not for b's after it
+    for engine in (runtime.engine("a"), runtime.engine("b")):
+        engine.guard = cap.reserve
+    with pytest.raises(BudgetExceeded):
+        program(question="q")
+    assert seen == ["a"]
+    [record] = runtime.ledger.records
+    assert (record.tier, record.rung, record.decision) == ("a", 0, "escalated")
+
+
 def test_policy_must_cover_every_predictor(tmp_path):
     with pytest.raises(ConfigError, match=r"no entry for predictors \['qa'\]"):
         compiled(tmp_path, Policy({"other": PredictorPolicy(["a"])}), by_tier()[0])

@@ -818,14 +818,21 @@ def test_run_with_a_budget_prints_what_ran_then_stops_with_exit_3(tmp_path, monk
     monkeypatch.setitem(backends.SCRIPTED, "*", count_script(paid))
     dataset = tmp_path / "requests.jsonl"
     dataset.write_text("".join(f'{{"message": "{" ".join(["w"] * n)} fresh"}}\n' for n in range(1, 41)))
+    (tmp_path / "one.jsonl").write_text('{"message": "never seen before"}\n')
     bound = compiled.runtime.catalog["big"].cost_bound({"messages": [{"content": "w " * 40 + "fresh"}]})
     args = ["run", str(path), "--dataset", str(dataset), "--task", "test_tier_optimizer:Count"]
     result = CliRunner().invoke(cli.app, [*args, "--budget-usd", str(3 * bound)])
     assert result.exit_code == 3, result.output
     answered = [line for line in result.stdout.splitlines() if re.match(r"row\d+: \{", line)]
-    assert 3 <= len(answered) < 40
-    assert re.search(rf"stopped: budget_usd reached: .*; {len(answered)} of 40 requests ran \(their calls are cached",
-                     result.stderr)
+    refused = [line for line in result.stdout.splitlines() if re.match(r"row\d+: REFUSED: --budget-usd reached", line)]
+    assert 3 <= len(answered) < 40 and len(answered) + len(refused) == 40
+    assert re.search(rf"stopped: --budget-usd {3 * bound:g} reached: spent \$[\d.]+ in \d+ paid calls; "
+                     rf"{len(refused)} of 40 requests refused", result.stderr), result.stderr
+    # a rerun with the same cap: the answered requests come from the cache, nothing new fits once refused
+    again = CliRunner().invoke(cli.app, [*args, "--budget-usd", str(3 * bound)])
+    assert [line for line in again.stdout.splitlines() if re.match(r"row\d+: \{", line)][:len(answered)] == answered
+    tiny = CliRunner().invoke(cli.app, [*args[:3], str(tmp_path / "one.jsonl"), *args[4:], "--budget-usd", "1e-9"])
+    assert tiny.exit_code == 3 and "the cap is below one call's upper bound" in tiny.stderr, tiny.output
 
 
 class FollowUp(dspy.Signature):
