@@ -226,7 +226,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     caps what this loaded program may pay for uncached calls (pipelines.spend_cap: a call that could pass it
     raises BudgetExceeded before it is paid; `program.spend_cap.spent_usd` says how much was paid); with
     `budget_url` (redis://, postgresql://) one cap for every replica loading with that URL and `budget_key`
-    (default: the artifact's file name), per UTC day or month with `budget_period`."""
+    (default: the artifact's file name and program fingerprint), per UTC day or month with `budget_period`."""
     from pipelines.spend_cap import spend_cap
 
     if isinstance(program, type):
@@ -249,7 +249,9 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     if expected != actual and expected not in {program_fingerprint(program, naming) for naming in NAMINGS[1:]}:
         raise ArtifactError(f"{path}: compiled for a different program (fingerprint {expected}, {made_by} "
                             f"{actual}): predictor names or signatures changed; recompile")
-    cap = spend_cap(budget_usd, budget_url, budget_key, budget_period, default_key=Path(path).name)
+    # default cap name: the artifact's file and its program, so two services whose files share a name do not share one
+    cap = spend_cap(budget_usd, budget_url, budget_key, budget_period,
+                    default_key=f"{Path(path).name}:{body['program']['fingerprint']}")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
                              semantic_dir=semantic_dir, semantic=semantic, spend_cap=cap)
 

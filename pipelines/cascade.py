@@ -580,6 +580,7 @@ class CompiledProgram(dspy.Module):
         results, _, errors = out
         ours = next((e for e in errors if isinstance(e, TierwiseError) and not isinstance(e, AllRungsFailed)), None)
         if ours is not None:
+            ours.results = results  # the rows that were answered (paid for) before the stop: None for the others
             raise ours
         self._last_trail.set([step for prediction in results if prediction is not None
                               for step in trail_of(prediction)])

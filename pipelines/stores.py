@@ -60,9 +60,13 @@ def check_url(url: str, what: str, named: str = "") -> None:
     if not url.startswith(SQL_SCHEMES + REDIS_SCHEMES):
         raise ConfigError(f"{where}: unknown store scheme for the {what}; use postgresql://... or redis://...")
     try:
-        urlsplit(url).port  # noqa: B018 - parsed only when read
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed only when read
     except ValueError:
         raise ConfigError(f"{where}: the port is not a number") from None
+    database = parts.path.strip("/")
+    if url.startswith(("redis://", "rediss://")) and database and not database.isdigit():
+        raise ConfigError(f"{where}: the Redis database {database!r} is not a number (redis://host:6379/0)")
 
 
 def open_shared(url: str, table: str, what: str):

@@ -353,8 +353,9 @@ def test_an_input_of_the_wrong_type_is_refused_before_any_call(tmp_path):
     assert program(question="fine").answer == "from a" and seen == ["a"]
     # dspy's batch turned it into a None row (and logged the signature); a tierwise stop is raised there too
     rows = [dspy.Example(question=q).with_inputs("question") for q in ("fine", None)]
-    with pytest.raises(InputError, match="must be a string, got NoneType"):
+    with pytest.raises(InputError, match="must be a string, got NoneType") as stop:
         program.batch(rows, disable_progress_bar=True)
+    assert [r.answer if r is not None else None for r in stop.value.results] == ["from a", None]  # what was paid
     assert [p.answer for p in program.batch(rows[:1], disable_progress_bar=True)] == ["from a"]
 
 

@@ -472,6 +472,9 @@ def test_replicas_sharing_a_budget_url_hold_one_cap_together(server, request, tm
     counter = SharedSpendCap(cap, url, "support-prod")
     assert counter.spent_usd == pytest.approx(paid, abs=1e-9)
     assert SharedSpendCap(cap, url, "another-program").spent_usd == 0.0  # a cap is its key's
+    default = load(path, cache=CallCache(tmp_path / "d"), budget_usd=cap, budget_url=url,
+                   scripts={"*": support_script()}).spend_cap
+    assert default.key.startswith("support.tierwise.json:") and len(default.key) > len("support.tierwise.json:")
     counter.close()
 
 
@@ -542,6 +545,7 @@ def test_budget_sharing_options_are_checked_before_any_call(tmp_path):
          r"budget_period must be one of day, month \(or None\), got 'week'"),
         ({"budget_usd": 1, "budget_url": "redis://127.0.0.1:1/0", "budget_key": " "}, r"budget_key must be a non-empty"),
         ({"budget_usd": 1, "budget_url": "mysql://u:secret@h/db"}, r"budget_url 'mysql://u@h/db': unknown store scheme"),
+        ({"budget_usd": 1, "budget_url": "redis://127.0.0.1:6390/abc"}, r"the Redis database 'abc' is not a number"),
     ):
         with pytest.raises(ConfigError, match=match):
             load(path, cache=CallCache(tmp_path / "c"), **options)
