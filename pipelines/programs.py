@@ -175,17 +175,17 @@ class ExampleTask:
 def entry_point(program_class):
     """The method a call runs: `forward`, or for a program written only with `async def aforward` (DSPy's
     async form) that one."""
-    found = getattr(program_class, "forward", None)
-    return found if callable(found) else getattr(program_class, "aforward", None)
+    for name in ("forward", "aforward"):
+        if callable(getattr(program_class, name, None)):
+            return getattr(program_class, name)
+    raise ConfigError(f"{program_class.__name__} has neither forward nor aforward: nothing to call")
 
 
 def call_program(program, **inputs):
     """program(**inputs), also for a program with only `aforward`: run to completion on an event loop of its own
     (a compile, `run`, a synchronous call)."""
-    if callable(getattr(type(program), "forward", None)):
+    if entry_point(type(program)) is getattr(type(program), "forward", None):
         return program(**inputs)
-    if not callable(getattr(type(program), "aforward", None)):
-        raise ConfigError(f"{type(program).__name__} has neither forward nor aforward: nothing to call")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -198,10 +198,7 @@ def program_inputs(program) -> tuple[str, ...]:
     """The input names of a program: its `forward`'s named parameters (read from the class: dspy warns when an
     instance's forward is touched outside a call; `aforward`'s when it has only that), or for a forward taking
     only **kwargs (a bare dspy.Predict, dspy.ChainOfThought) its predictors' signature inputs."""
-    method = entry_point(type(program))
-    if method is None:
-        raise ConfigError(f"{type(program).__name__} has neither forward nor aforward: nothing to call")
-    params = inspect.signature(method).parameters.items()
+    params = inspect.signature(entry_point(type(program))).parameters.items()
     named = tuple(name for name, p in params if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     fields: list[str] = []
     for _, predictor in program.named_predictors():
