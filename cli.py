@@ -194,8 +194,8 @@ def run(
                                                help="environment variable holding the signing key "
                                                     "(default TIERWISE_SIGNING_KEY)"),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0,
-                                               help="cap on uncached spend for this run: the requests before the "
-                                                    "one that could pass it are printed, then exit 3"),
+                                               help="cap on uncached spend for this run: once reached, only cached "
+                                                    "answers (the rest print as REFUSED), then exit 3"),
 ):
     """Run a compiled pipeline on one input or a JSONL batch, with a cost/tier summary."""
     from pipelines.commands import run_artifact

@@ -27,8 +27,8 @@ from pipelines.cache import open_store
 from pipelines.confidence import LogisticScorer, ladder_features, same_answer
 from pipelines.engine import UNAVAILABLE
 from pipelines.errors import AllRungsFailed, BudgetExceeded, InputError, one_line, reraise_ours
-from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
 from pipelines.programs import call_program
+from pipelines.stores import PostgresStore, SharedSpend, is_sql_url, open_shared
 from pipelines.tasks import input_converter
 
 OUTCOMES_RECOVERY = ("Kept: every paid call (.tierwise/cache) and the studies. To recover, move the folder aside "

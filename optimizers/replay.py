@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from optimizers.preflight import check_seed
 from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cross_fitted_confidence,
                                     learned_confidence, run_ladder_vectorized)
 from optimizers.replay_signals import NONE, ReplayScorer, feature_names, feature_row, plugin, text_features
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
-from optimizers.preflight import check_seed
 from optimizers.routing import (answer_scores, cross_fitted_answer_scores, fit_answer_model,
                                 fit_cross_fitted_router, folds_of)
 from pipelines.routing import Router, default_block, input_features

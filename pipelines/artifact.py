@@ -251,7 +251,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
                             f"{actual}): predictor names or signatures changed; recompile")
     # default cap name: the artifact's file and its program, so two services whose files share a name do not share one
     cap = spend_cap(budget_usd, budget_url, budget_key, budget_period,
-                    default_key=f"{Path(path).name}:{body['program']['fingerprint']}")
+                    default_key=f"{Path(path).name}:{expected}")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
                              semantic_dir=semantic_dir, semantic=semantic, spend_cap=cap)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import hashlib
+import inspect
 import json
 import uuid
 from dataclasses import dataclass, field

@@ -9,6 +9,8 @@ from collections import Counter
 from pipelines.errors import AllRungsFailed, BudgetExceeded, ConfigError, one_line, reraise_ours
 from pipelines.ledger import Ledger
 
+REFUSED = "REFUSED: --budget-usd reached"  # a request `run --budget-usd` did not pay for
+
 
 def _inputs(input_json, dataset) -> list[dict]:
     if bool(input_json) == bool(dataset):
@@ -28,8 +30,9 @@ def _inputs(input_json, dataset) -> list[dict]:
 
 def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, task=None,
                  require_signature=None, key_env=None, budget_usd=None) -> list[dict]:
-    """Each request's output, error, cost and trail, printed. With `budget_usd`, the request whose next call could
-    pass it stops the run: the requests before it are printed, then BudgetExceeded is raised (exit 3)."""
+    """Each request's output, error, cost and trail, printed. With `budget_usd`, from the first request whose next
+    call could pass it on, only cached answers are served (the others print as REFUSED); after printing,
+    BudgetExceeded is raised (exit 3)."""
     from pipelines.artifact import load_program
     from pipelines.tasks import input_converter, input_type_problem
 
@@ -63,7 +66,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             # be refused its next one (money spent on no answer)
             stopped = stopped or e
             program.spend_cap.closed = True
-            result, error = None, "REFUSED: --budget-usd reached"
+            result, error = None, REFUSED
         except AllRungsFailed as e:
             result, error = None, str(e)
         except Exception as e:  # noqa: BLE001 - the program's own code raised on this request: the next one runs
@@ -82,7 +85,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
         for out in outputs:
             path_text = " ; ".join(f"{s['predictor']}:{s['tier']}({s['decision']})" for s in out["trail"])
             shown = json.dumps(out["output"], default=str) if out["output"] else \
-                out["error"] if out["error"].startswith("REFUSED") else "FAILED " + out["error"]
+                out["error"] if out["error"] == REFUSED else "FAILED " + out["error"]
             echo(f"{out['id']}: {shown}")
             echo(f"    ${out['cost_usd']:.7f}  {path_text}")
             for step in out["trail"]:  # why a rung failed (an outage, a refused key): the fallback hides it otherwise
@@ -101,7 +104,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
 
 
 def _budget_stop(cap, first: BudgetExceeded, outputs: list[dict]) -> str:
-    refused = sum(o["error"].startswith("REFUSED") for o in outputs)
+    refused = sum(o["error"] == REFUSED for o in outputs)
     bound = getattr(first, "bound_usd", None)
     too_small = (f"; the cap is below one call's upper bound (${bound:.6f}: every input byte a token, every allowed "
                  "output token), so no uncached call could fit" if cap.paid_calls == 0 and bound and
@@ -137,8 +140,8 @@ def _summary(outputs, ledger) -> dict:
     return {"requests": len(outputs), "cost_usd": sum(o["cost_usd"] for o in outputs),
             "paid_usd": ledger.total_cost() if ledger is not None else 0.0,
             "cache_hits": ledger.cache_hits if ledger is not None else 0,  # the exact call cache
-            "failed": sum(1 for o in outputs if o["error"] and not o["error"].startswith("REFUSED")),
-            "refused": sum(1 for o in outputs if o["error"].startswith("REFUSED")), "final_tiers": dict(final),
+            "failed": sum(1 for o in outputs if o["error"] not in ("", REFUSED)),
+            "refused": sum(1 for o in outputs if o["error"] == REFUSED), "final_tiers": dict(final),
             **_lookups(outputs)}
 
 

@@ -107,7 +107,7 @@ class SharedSpendCap(_Bookkeeping):
     UNITS = 10**12  # whole picodollars: the servers count integers
 
     def __init__(self, cap_usd: float, url: str, key: str, period: str | None = None):
-        from pipelines.stores import check_url
+        from pipelines.stores import check_url, open_shared
 
         self.cap_usd = _checked_cap(cap_usd)
         if not isinstance(key, str) or not key.strip():
@@ -118,7 +118,7 @@ class SharedSpendCap(_Bookkeeping):
             raise ConfigError(f"budget_url must be a redis:// or postgresql:// URL, got {url!r}")
         check_url(url, "spend cap", "budget_url")
         self.url, self.key, self.period = url, key, period
-        self.store = _open_store(url)
+        self.store = open_shared(url, "calls", "spend cap")
         self.paid_calls = 0  # by this process
         self.in_flight = 0
         self._counters: dict = {}
@@ -170,12 +170,6 @@ class SharedSpendCap(_Bookkeeping):
 
     def close(self) -> None:
         self.store.close()
-
-
-def _open_store(url: str):
-    from pipelines.stores import open_shared
-
-    return open_shared(url, "calls", "spend cap")
 
 
 def spend_cap(budget_usd, budget_url=None, budget_key=None, budget_period=None, default_key: str = ""):

@@ -335,7 +335,7 @@ class RedisSpend:
     return 1
     """
 
-    def __init__(self, store: RedisStore, key: str, lease_s: float = 600.0, expire_s: float | None = None):
+    def __init__(self, store: RedisStore, key: str, lease_s: float, expire_s: float | None = None):
         self.store, self.lease_ms = store, int(lease_s * 1000)
         self.expire_ms = int(expire_s * 1000) if expire_s else 0
         base = f"tierwise:spend:{key}"
