@@ -151,6 +151,9 @@ def optimize(
     semantic_cache: bool = typer.Option(False, "--semantic-cache",
                                         help="also search a semantic cache (and its threshold) for the predictors the "
                                              "task declares; adds the task's paraphrase groups to its default dev set"),
+    decompose: bool = typer.Option(False, "--decompose",
+                                   help="split every predictor that writes several output fields into one predictor "
+                                        "per field, each with its own tier (pipelines.decompose)"),
 ):
     """Compile TASK: record outcomes per tier, search ladders and thresholds, write the artifact."""
     from optimizers.live import OptimizeOptions
@@ -164,7 +167,7 @@ def optimize(
                               budget_usd=budget_usd, objective=Objective(min_quality, match_tier, max_cost_per_1k),
                               holdout=holdout, storage=storage, out=str(out) if out else None, limit=limit,
                               concurrency=concurrency, sign_key_env=sign_key_env, semantic_cache=semantic_cache,
-                              allow_incomplete=allow_incomplete)
+                              allow_incomplete=allow_incomplete, decompose=decompose)
     with LiveProgress(enabled=sys.stderr.isatty() or not as_json) as progress:
         summary = run_optimize(options, progress)
     typer.echo(_json(summary) if as_json else render_text(summary))

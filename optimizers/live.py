@@ -10,6 +10,7 @@ from optimizers import defaults, preflight, semantic_search
 from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import artifact, paths
+from pipelines.decomposition import DecomposedTask
 from pipelines.errors import ConfigError
 from pipelines.tasks import DATASETS_DIR, check_row, load_task, read_task_rows
 from pipelines.tiers import load_catalog
@@ -34,6 +35,7 @@ class OptimizeOptions:
     sign_key_env: str | None = None  # sign the artifact with the key in this environment variable
     semantic_cache: bool = False  # search a semantic cache too (predictors the task declares; optimizers.semantic_search)
     allow_incomplete: bool = False  # compile on the rows every tier answered when a tier had an outage
+    decompose: bool = False  # compile the task's program decomposed: one predictor per output field
 
 
 def check_unique_ids(rows: list[dict], where: str) -> list[dict]:
@@ -83,6 +85,8 @@ def load_all_rows(task, options: OptimizeOptions) -> list[dict]:
 def optimize(options: OptimizeOptions, progress=None) -> dict:
     """Compile the task, write the artifact, return the summary."""
     task = load_task(options.task)
+    if options.decompose:
+        task = DecomposedTask(task)
     catalog = load_catalog(options.tiers)
     preflight.check_options(options, task.name)
     preflight.check_stores(options)

@@ -9,15 +9,19 @@ cheap tier and only the hard one to the flagship; on small models a one-field qu
 Each sub-task re-reads the inputs, so a decomposed program pays for the input once per field: whether that pays
 off is the compile's to measure (compile both forms on the same trainset and compare). Predictors that reason
 first (dspy.ChainOfThought) stay whole: their fields share one line of reasoning.
+
+`optimize TASK --decompose` compiles a task's program decomposed (DecomposedTask).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 
 import dspy
 
 from pipelines.confidence import REASONING_FIELDS
+from pipelines.errors import ConfigError
 
 
 class Decomposed(dspy.Module):
@@ -66,21 +70,59 @@ def splittable(predictor) -> bool:
 
 def decompose(program: dspy.Module) -> dspy.Module:
     """A copy of `program` with every several-field dspy.Predict split into one predictor per field (nested
-    modules included; a ChainOfThought and a predictor kept in a list stay whole). Decomposing twice changes
-    nothing; your program is untouched."""
+    modules, lists and dicts of predictors included; a ChainOfThought, and a predictor in a tuple, stay whole).
+    Decomposing twice changes nothing; your program is untouched."""
     program = copy.deepcopy(program)
     if splittable(program):
         return Decomposed(program)
     for name, predictor in list(program.named_predictors()):
-        if not splittable(predictor) or "[" in name:
-            continue
-        *path, last = name.split(".")
-        parent = program
-        for part in path:
-            parent = getattr(parent, part)
-        setattr(parent, last, Decomposed(predictor))
+        if splittable(predictor):
+            _replace(program, name, Decomposed(predictor))
     return program
+
+
+# dspy's parameter names: `a.b` for attributes, `steps[0]` for a list's items, `tools['search']` for a dict's
+_NAME_PART = re.compile(r"\.?(\w+)|\[(\d+)\]|\['([^']*)'\]")
+
+
+def _replace(program: dspy.Module, name: str, module: dspy.Module) -> None:
+    """Put `module` where dspy's parameter `name` is."""
+    parts = [(attr, index, key) for attr, index, key in _NAME_PART.findall(name)]
+    parent = program
+    for attr, index, key in parts[:-1]:
+        parent = getattr(parent, attr) if attr else parent[_slot(parent, index, key)]
+    attr, index, key = parts[-1]
+    if attr:
+        setattr(parent, attr, module)
+    elif isinstance(parent, (list, dict)):
+        parent[_slot(parent, index, key)] = module
+    # an item of a tuple cannot be replaced: that predictor stays whole
+
+
+def _slot(container, index: str, key: str):
+    """The list index or dict key a name part spells (dspy writes every dict key as text: `d['1']` for 1)."""
+    if index:
+        return int(index)
+    return key if key in container else next(k for k in container if str(k) == key)
 
 
 def is_decomposed(program: dspy.Module) -> bool:
     return isinstance(program, Decomposed) or any(isinstance(m, Decomposed) for _, m in program.named_sub_modules())
+
+
+class DecomposedTask:
+    """A task (pipelines.tasks.Task, or a DSPy-style task file's) whose program is compiled decomposed:
+    `optimize TASK --decompose`. The artifact records it, so `load` and `run` split the program the same way."""
+
+    def __init__(self, task):
+        self._task = task
+        program = task.build_program()
+        if not is_decomposed(decompose(program)):
+            raise ConfigError(f"--decompose: no predictor of task {task.name} writes several output fields (a "
+                              "dspy.Predict with two or more outputs; a ChainOfThought stays whole): nothing to split")
+
+    def build_program(self):
+        return decompose(self._task.build_program())
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)

@@ -3,6 +3,7 @@ dspy.Example trainsets and a DSPy metric, compiled on scripted tiers; the artifa
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -770,6 +771,65 @@ def test_a_decomposed_program_tiers_each_field_and_loads_decomposed(tmp_path):
     assert [n for n, _ in Triage().named_predictors()] == ["triage"]  # your program is untouched
     assert [n for n, _ in decompose(dspy.ChainOfThought("q -> a, b")).named_predictors()] == ["predict"]  # one reasoning
     assert [n for n, _ in decompose(dspy.Predict("q -> a, b")).named_predictors()] == ["a", "b"]
+
+
+TRIAGE_TASK_FILE = """
+import dspy
+
+GOLD = {gold!r}
+
+
+class Steps(dspy.Module):
+    \"\"\"The two-field predictor is kept in a list, as programs that loop over steps keep theirs.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.steps = [dspy.Predict(dspy.Signature("message -> intent, words: int", "Triage a banking message."))]
+
+    def forward(self, message):
+        return self.steps[0](message=message)
+
+
+program = Steps()
+trainset = [dspy.Example(message=m, intent=label, words=len(m.split())).with_inputs("message")
+            for m, label in GOLD.items()]
+
+
+def metric(example, prediction, trace=None):
+    return example.intent == prediction.intent and example.words == prediction.words
+"""
+
+
+def test_optimize_decompose_splits_a_task_file_predictor_kept_in_a_list(tmp_path, monkeypatch):
+    """`optimize TASK --decompose`: the task's program compiled decomposed, a predictor held in a list included
+    (it stayed whole before); `run` rebuilds the split program from the artifact alone."""
+    from typer.testing import CliRunner
+
+    import cli
+    from pipelines import backends
+    from tests.fakes import write_tiers
+
+    monkeypatch.chdir(tmp_path)
+    paid: list = []
+    monkeypatch.setitem(backends.SCRIPTED, "*", triage_script(paid))
+    task = tmp_path / "steps_task.py"
+    task.write_text(TRIAGE_TASK_FILE.format(gold=GOLD))
+    tiers = str(write_tiers(tmp_path))
+    result = CliRunner().invoke(cli.app, ["optimize", str(task), "--tiers", tiers, "--trials", "20", "--decompose",
+                                          "--out", "steps.json", "--json"])
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    summary = json.loads(result.stdout)
+    assert set(summary["policy"]) == {"steps[0].intent", "steps[0].words"}, summary["policy"]
+    assert summary["policy"]["steps[0].intent"]["ladder"][0] == "small"
+    assert summary["policy"]["steps[0].words"]["ladder"][-1] == "big"
+    assert json.loads((tmp_path / "steps.json").read_text())["program"]["decomposed"] is True
+    ran = CliRunner().invoke(cli.app, ["run", "steps.json", "--task", str(task), "--json",
+                                       "--input", json.dumps({"message": "I lost my card"})])
+    assert ran.exit_code == 0, (ran.stdout, ran.stderr, ran.exception)
+    assert {"intent": "card_lost", "words": 4}.items() <= json.loads(ran.stdout)["results"][0]["output"].items()
+    nothing = CliRunner().invoke(cli.app, ["optimize", "support", "--tiers", tiers, "--decompose"])
+    assert nothing.exit_code == 2 and "--decompose: no predictor of task support writes several output fields" \
+        in nothing.stderr, nothing.stderr
 
 
 class CountOrBoom(Count):
