@@ -3,10 +3,11 @@ can be compared), and answer-level features (length, refusals, hedges, whether i
 
 answer_key reads, in order: a choice letter ("(B)", "Answer: B", "the answer is b", "\\boxed{B}", an
 answer that is just a letter), the last fenced code block (whitespace and comments dropped), a final
-number ("#### 12", "\\boxed{12}", else the last number; currency signs and thousands separators
-dropped), else the normalized text (lowercased, punctuation dropped, whitespace collapsed). Two answers
-agree when their keys are equal; an empty answer has no key and agrees with nothing.
-Nothing here can raise on text: numbers too large for a float are not numbers.
+number standing alone ("#### 12", "\\boxed{12}", else the last number; currency signs and thousands separators
+dropped; compared digit by digit, so long ids stay apart; the digits inside A12345 are not a number), else the
+normalized text (lowercased, punctuation dropped, whitespace collapsed). Two answers agree when their keys are
+equal; an empty answer has no key and agrees with nothing. Nothing here can raise on text: for features, numbers
+too large for a float are not numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 import re
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+# a number standing alone: the digits of an id such as A12345 or a size such as 12kg are not the answer's number
+_LONE_NUMBER = re.compile(r"(?<![A-Za-z0-9.])-?\d+(?:\.\d+)?(?![A-Za-z0-9])")
 HEDGES = re.compile(r"\b(maybe|perhaps|probably|possibly|not sure|unsure|unclear|assum\w*|approximately|"
                     r"roughly|i think|i believe|cannot|can't|however|mistake|wait|re-?evaluat\w*)\b", re.I)
 _REFUSAL = re.compile(r"\b(i'?m sorry|i am sorry|i apologi[sz]e|as an ai|i (?:cannot|can't|am unable to|won't) "
@@ -41,23 +44,43 @@ def plain(text: str) -> str:
     return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.replace("$", ""))
 
 
-def _finite(found: list[str]) -> list[float]:
-    return [x for x in map(float, found) if math.isfinite(x)]
-
-
 def final_number(text: str) -> float | None:
     """The stated final answer: the number after the last '####' marker or in the last \\boxed{}, else the
     last number; None when there is none (or it is too large for a float)."""
+    return _final(text, NUMBER, _finite_float)
+
+
+def _final(text: str, pattern: re.Pattern, convert):
+    """The last match of `pattern` that `convert` accepts: after the last '####', in the last \\boxed{}, else
+    anywhere; converted."""
     text = plain(text)
+
+    def found_in(part: str) -> list:
+        return [v for v in map(convert, pattern.findall(part)) if v is not None]
+
     boxed = _BOXED.findall(text)
     if "####" in text:
-        tail = text.rsplit("####", 1)[1]
-        found = _finite(NUMBER.findall(tail)) or _finite(NUMBER.findall(text))
-    elif boxed and _finite(NUMBER.findall(boxed[-1])):
-        found = _finite(NUMBER.findall(boxed[-1]))
+        found = found_in(text.rsplit("####", 1)[1]) or found_in(text)
+    elif boxed and found_in(boxed[-1]):
+        found = found_in(boxed[-1])
     else:
-        found = _finite(NUMBER.findall(text))
+        found = found_in(text)
     return found[-1] if found else None
+
+
+def _finite_float(token: str) -> float | None:
+    x = float(token)
+    return x if math.isfinite(x) else None
+
+
+def _exact_number(token: str) -> str:
+    """A number as an exact key: '2.50' and '2.5' are one, 1234567891 and 1234567892 two (a float's 9 or 17
+    digits would merge long ids, phone and account numbers)."""
+    sign, digits = ("-", token[1:]) if token.startswith("-") else ("", token)
+    whole, _, fraction = digits.partition(".")
+    whole, fraction = whole.lstrip("0") or "0", fraction.rstrip("0")
+    key = whole + (f".{fraction}" if fraction else "")
+    return key if key == "0" else sign + key
 
 
 def normalized(text: str) -> str:
@@ -82,9 +105,9 @@ def answer_key(text: str) -> str | None:
     if code:
         lines = [re.sub(r"\s+", " ", line.split("#", 1)[0]).strip() for line in code[-1].splitlines()]
         return "code:" + "\n".join(line for line in lines if line)
-    number = final_number(text)
+    number = _final(text, _LONE_NUMBER, _exact_number)
     if number is not None:
-        return f"number:{number:.9g}"
+        return f"number:{number}"
     return "text:" + normalized(text)
 
 

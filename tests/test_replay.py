@@ -130,6 +130,10 @@ def test_agreement_compares_final_numbers_then_text():
     assert answers_agree("Paris!", "paris") and not answers_agree("Paris", "Lyon")
     assert not answers_agree("", "")  # no text: nothing to agree on
     assert not answers_agree("#### 3", "three")
+    # digit by digit: a float's 9 significant digits merged long ids, phone and account numbers
+    assert not answers_agree("Order 1234567891", "Order 1234567892")
+    assert answers_agree("#### 2.50", "The price is $2.5") and answers_agree("-0.0", "0")
+    assert not answers_agree("It is A12345", "It is B12345")  # an id's digits are not its number
 
 
 def test_arithmetic_claims_are_rechecked_exactly():
@@ -735,7 +739,7 @@ def test_no_answer_text_crashes_feature_code():
             row = text_features(question, text, ("arithmetic",))
             assert len(row) == len(arithmetic_features("q", "a")) + 12 and all(np.isfinite(row))
             answer_key(text)
-    assert answer_key(f"#### {huge}").startswith("text:")  # not a number a float can hold: compared as text
+    assert answer_key(f"#### {huge}") == f"number:{huge}"  # compared digit by digit, no float in between
 
 
 def test_answer_keys_compare_choices_numbers_and_code():
