@@ -268,17 +268,26 @@ def replay_apply(
     policy: Path = typer.Argument(..., help="policy artifact written by `replay fit`"),
     outcomes: Path = typer.Argument(..., help="outcome table to replay the policy on"),
     decisions: Optional[Path] = typer.Option(None, "--decisions", help="write one decision per id to this CSV"),
+    score_max: Optional[float] = typer.Option(None, "--score-max",
+                                              help="divide this table's scores by this (default: as when fitted)"),
 ):
-    """Replay a fitted policy on an outcome table: per-id decisions, quality and cost per 1k."""
-    from optimizers.replay import apply, decision_stats, write_decisions
+    """Replay a fitted policy on an outcome table: per-id decisions, quality, cost per 1k and the saving against
+    the model the fit compared it to."""
+    from optimizers.replay import apply, decision_stats, reference_comparison, write_decisions
     from pipelines.artifact import check_destination
 
     if decisions:
         check_destination(decisions, flag="--decisions", example="decisions.csv")
-    applied = apply(policy, outcomes)
+    applied = apply(policy, outcomes, score_max)
     written = write_decisions(applied, decisions) if decisions else None  # before printing: a closed pipe loses nothing
     stats = decision_stats(applied.decisions)
     typer.echo(f"ids: {stats['n']}   quality {stats['quality']:.4f}   cost/1k ${stats['cost_per_1k']:.6f}")
+    versus = reference_comparison(applied)
+    if versus:
+        saving = "" if versus["saving_pct"] is None else f"   saving {versus['saving_pct']:.1f}%"
+        typer.echo(f"vs {versus['reference']} alone on the {versus['n']} ids it answered: quality "
+                   f"{versus['quality']:.4f} vs {versus['reference_quality']:.4f}   cost/1k "
+                   f"${versus['cost_per_1k']:.6f} vs ${versus['reference_cost_per_1k']:.6f}{saving}")
     if applied.fitted_holdout:
         h = decision_stats(applied.fitted_holdout)
         typer.echo(f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}")

@@ -139,6 +139,9 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                                           example="table.replay.tierwise.json")
     if len(matrix.models) < 2:
         raise ConfigError(f"{matrix.source}: one model ({matrix.models[0]}): a policy chooses among two or more")
+    if not (matrix.present.sum(axis=1) >= 2).any():
+        raise DatasetError(f"{matrix.source}: no id has scored answers from two models, so there is nothing to "
+                           "compare: every model's rows must use the same ids for the same query")
     digest = table_digest(matrix)  # of the table as given: `apply` on it recognizes the fitted holdout
     if objective.match_tier is not None and objective.match_tier not in matrix.models:
         raise ConfigError(f"--match-tier {objective.match_tier!r} is not a model of {matrix.source}; "
@@ -232,16 +235,18 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     notes = list(matrix.notes) + few_rows_note(len(dev_idx), len(hold_idx), "training ids")
     if options.score_max is not None:
         notes.append(f"scores divided by --score-max {options.score_max:g}")
+        notes.extend(scale_note(matrix, options.score_max))
     if not info["feasible"]:
         notes.append("no searched policy met the objective on the training rows; the closest one was chosen")
     if guarded and objective.min_quality is not None:
         notes.append(f"quality floor checked against training quality minus {options.safety_z:g} paired standard "
                      f"error(s) of the gap to {reference_name}-only and the selection optimism "
-                     f"{info.get('optimism', 0.0):.4f} (chosen policy: -{info.get('margin', 0.0):.4f})")
+                     f"{info.get('optimism', 0.0):.4f} (the chosen policy: {dev_run.score.mean():.4f} on training "
+                     f"ids, {info.get('margin', 0.0):.4f} subtracted, floor {objective.min_quality:g})")
     elif guarded:
         notes.append(f"'at {reference_name}'s quality' = the paired training gap minus {options.safety_z:g} standard "
                      f"error(s) and the selection optimism {info.get('optimism', 0.0):.4f} is >= -{options.tolerance:g} "
-                     f"(chosen policy's margin {info.get('margin', 0.0):.4f})")
+                     f"({info.get('margin', 0.0):.4f} subtracted for the chosen policy)")
     gap = paired_gap(hold_run.score, hold.score[:, ref], options.seed)
     if len(hold_idx):
         notes.append(gap_note(gap, reference_name, info["noise"], "training"))
@@ -299,6 +304,7 @@ class Decision:
     models_called: list[str]
     cost_usd: float
     score: float
+    without_row: list[str] = field(default_factory=list)  # models called that the table has no answer of
 
 
 def read_replay_artifact(path) -> tuple[dict, Policy, ReplayScorer | None]:
@@ -340,15 +346,18 @@ class Applied:
         return [d for d in self.decisions if d.id in held]
 
 
-def apply(policy_path, outcomes_path) -> Applied:
+def apply(policy_path, outcomes_path, score_max: float | None = None) -> Applied:
     """Each id climbs the policy's ladder through pipelines.cascade.run_ladder itself; a cell the table lacks
-    is a failed rung, and an id whose every rung failed scores 0 with final_model ''."""
+    is a failed rung, and an id whose every rung failed scores 0 with final_model ''. `score_max` divides this
+    table's scores (default: what the policy was fitted with)."""
     from pipelines.cascade import RungOutcome, run_ladder
     from pipelines.errors import AllRungsFailed
     from optimizers.replay_signals import answers_agree
 
     body, policy, scorer = read_replay_artifact(policy_path)
     replay = body["replay"]
+    if score_max is not None:
+        replay = {**replay, "score_max_fitted": replay.get("score_max"), "score_max": score_max}
     pp = policy[replay["predictor"]]
     plugins = tuple(replay.get("plugins") or ())
     matrix = load_outcomes(outcomes_path, replay.get("score_max"), bool(replay.get("clip_scores")))
@@ -356,6 +365,11 @@ def apply(policy_path, outcomes_path) -> Applied:
     if missing:
         raise DatasetError(f"{outcomes_path}: the policy's ladder needs models {missing}, which the table lacks "
                            f"(it has {', '.join(matrix.models)})")
+    judged = [matrix.models.index(m) for m in pp.ladder[:-1]]  # the rungs whose answers a confidence reads
+    if pp.estimator == "agreement" and judged and not any(row[j].strip() for row in matrix.outputs for j in judged):
+        raise DatasetError(f"{outcomes_path}: the policy escalates when two models' answers disagree, and this table "
+                           f"has no answer text on {', '.join(pp.ladder[:-1])}: every id would climb to "
+                           f"{pp.ladder[-1]}; add an output column")
     column = {m: j for j, m in enumerate(matrix.models)}
     position = {m: j for j, m in enumerate(replay["models"])}  # the scorer's and router's model positions
     predicted = _router_predictions(replay, matrix.inputs, policy_path)
@@ -392,9 +406,28 @@ def apply(policy_path, outcomes_path) -> Applied:
         except AllRungsFailed:
             tier, score = "", 0.0
         decisions.append(Decision(rid, tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
-                                  score))
+                                  score, [t for t in called if not matrix.present[q, column[t]]]))
     notes = list(matrix.notes) + _apply_notes(replay, pp, matrix, decisions)
     return Applied(decisions, body, notes, replay.get("table_digest") == table_digest(matrix), matrix)
+
+
+def reference_comparison(applied: Applied) -> dict | None:
+    """The policy against its reference model alone (the model the fit compared it to) on the ids that model
+    answered: both qualities, both costs per 1k and the saving. None when the table lacks that model."""
+    matrix, reference = applied.matrix, applied.body.get("summary", {}).get("reference")
+    if matrix is None or reference not in matrix.models:
+        return None
+    j = matrix.models.index(reference)
+    rows = [(q, d) for q, d in enumerate(applied.decisions) if matrix.present[q, j]]
+    if not rows:
+        return None
+    ref_cost = float(np.mean([matrix.cost[q, j] for q, _ in rows]))
+    policy_cost = float(np.mean([d.cost_usd for _, d in rows]))
+    return {"reference": reference, "n": len(rows),
+            "quality": float(np.mean([d.score for _, d in rows])), "cost_per_1k": 1000 * policy_cost,
+            "reference_quality": float(np.mean([matrix.score[q, j] for q, _ in rows])),
+            "reference_cost_per_1k": 1000 * ref_cost,
+            "saving_pct": 100 * (1 - policy_cost / ref_cost) if ref_cost > 0 else None}
 
 
 # Estimators whose confidence reads the answer's text (replay_eval): without it they see the input alone.
@@ -404,11 +437,13 @@ READS_ANSWER_TEXT = ("agreement", "learned")
 def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decision]) -> list[str]:
     notes = []
     if replay.get("score_max") is not None:
-        notes.append(f"scores divided by --score-max {replay['score_max']:g}, as when the policy was fitted")
-        top = matrix.score[matrix.present].max(initial=0.0)
-        if replay["score_max"] > 1 and 0 < top <= 1 / replay["score_max"] + 1e-12:
-            notes.append(f"every score of this table was at most 1 before that division: if it is already on "
-                         f"[0, 1], these qualities are {replay['score_max']:g} times too low")
+        fitted = replay.get("score_max_fitted", replay["score_max"])
+        if fitted == replay["score_max"]:
+            notes.append(f"scores divided by --score-max {fitted:g}, as when the policy was fitted")
+        else:
+            notes.append(f"scores divided by --score-max {replay['score_max']:g}, given here (the policy was fitted "
+                         + (f"with --score-max {fitted:g})" if fitted is not None else "on scores in [0, 1])"))
+        notes.extend(scale_note(matrix, replay["score_max"]))
     unanswered = sum(not d.final_model for d in decisions)
     if unanswered:
         notes.append(f"{unanswered} of {len(decisions)} ids had no scored answer on any rung the policy called: "
@@ -423,6 +458,16 @@ def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decisi
         notes.append(f"the policy's '{pp.estimator}' confidence reads answer text, which this table lacks on "
                      f"{', '.join(pp.ladder[:-1])}: it judges the inputs alone{fitted_with}; add an output column")
     return notes
+
+
+def scale_note(matrix: OutcomeMatrix, score_max: float) -> list[str]:
+    """--score-max on a table already on [0, 1]: every quality, and the 0.01 of a parity tie, shrink by it."""
+    top = matrix.score[matrix.present].max(initial=0.0)
+    if score_max > 1 and 0 < top <= 1 / score_max + 1e-12:
+        return [f"every score of this table was at most 1 before the division by --score-max {score_max:g}: if it "
+                f"is already on [0, 1], these qualities are {score_max:g} times too low (and a 0.01 tie "
+                f"{score_max:g} times looser); leave --score-max out"]
+    return []
 
 
 def table_digest(matrix: OutcomeMatrix) -> str:
@@ -456,8 +501,8 @@ def write_decisions(applied: Applied, path) -> Path:
     segment = dict(zip(applied.matrix.ids, applied.matrix.segments))
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "final_model", "models_called", "cost_usd", "score", "segment"])
+        writer.writerow(["id", "final_model", "models_called", "models_without_row", "cost_usd", "score", "segment"])
         for d in applied.decisions:
-            writer.writerow([d.id, d.final_model, ";".join(d.models_called), repr(d.cost_usd), repr(d.score),
-                             segment[d.id]])
+            writer.writerow([d.id, d.final_model, ";".join(d.models_called), ";".join(d.without_row), repr(d.cost_usd),
+                             repr(d.score), segment[d.id]])
     return path

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     first_seen: dict[tuple[str, str], str] = {}
     info: dict[str, dict] = {}  # id -> input, segment
     priced_models: set[str] = set()
-    unscored = unpriced = 0
+    unscored = unpriced = repeated = 0
     clipped = [0]
     for label, row in _rows(path):
         where = f"{path}: {label}"
@@ -208,22 +209,25 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
                 raise DatasetError(f"{where}: missing {column}")
         if "score" not in row:
             raise DatasetError(f"{where}: missing score (the table needs a score column)")
-        rid, model = str(row["id"]).strip(), str(row["model"]).strip()
+        rid, model = _id_text(row["id"]), str(row["model"]).strip()
         for column, value in (("id", rid), ("model", model)):
             if any(ord(c) < 32 for c in value):
                 raise DatasetError(f"{where}: {column} {value!r} holds a control character")
         score = None if _no_number(row.get("score")) else \
             _score(row["score"], score_max, where, clipped if clip_scores else None)
         unscored += score is None
-        if (rid, model) in cells:
-            raise DatasetError(f"{where}: duplicate row for id {rid!r} and model {model!r} "
-                               f"(first at {first_seen[(rid, model)]})")
         if score is None and all(_no_number(row.get(c)) for c in ("cost_usd", "prompt_tokens", "completion_tokens")):
             cost, unpriced = 0.0, unpriced + 1  # a failed call logged without a price: a failed rung costs nothing
         else:
             cost = _cost(row, model, where, pricer, priced_models)
-        cells[(rid, model)] = {"score": score, "cost": cost,
-                               "output": "" if _blank(row.get("output")) else str(row["output"])}
+        cell = {"score": score, "cost": cost, "output": "" if _blank(row.get("output")) else str(row["output"])}
+        if (rid, model) in cells:
+            if cells[(rid, model)] == cell:  # the same call logged twice (a retried write): one cell
+                repeated += 1
+                continue
+            raise DatasetError(f"{where}: two different rows for id {rid!r} and model {model!r} (first at "
+                               f"{first_seen[(rid, model)]}): keep one per id and model")
+        cells[(rid, model)] = cell
         first_seen[(rid, model)] = label
         info.setdefault(rid, {"input": "" if _blank(row.get("input")) else str(row["input"]),
                               "segment": "all" if _blank(row.get("segment")) else str(row["segment"])})
@@ -237,6 +241,9 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     if twins:
         matrix.notes.append(f"model names that differ only in case are different models: {twins[0]}"
                             + (f" and {len(twins) - 1} more" if len(twins) > 1 else ""))
+    if repeated:
+        matrix.notes.append(f"{repeated} rows repeated an earlier row exactly (same id, model, score, cost and "
+                            "answer): each read once")
     if clipped[0]:
         matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
     if unscored:
@@ -247,6 +254,15 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
 
 # --clip-scores is for a metric that strays a little outside [0, 1]; a score further out is another scale.
 CLIP_REACH = 0.5
+
+
+def _id_text(value) -> str:
+    """An id as text. A whole number written as a float (0.0, as pandas writes an integer column that had a
+    blank) is that number: another model's row for id 0 is the same query."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text.split(".")[0] if re.fullmatch(r"-?\d+\.0+", text) else text
 
 
 def _score(value, score_max: float | None, where: str, clipped: list | None) -> float:
@@ -271,7 +287,9 @@ def _cost(row: dict, model: str, where: str, pricer: _Pricer, priced_models: set
     else:
         if _no_number(row.get("prompt_tokens")) or _no_number(row.get("completion_tokens")):
             given = "a blank cost_usd" if "cost_usd" in row else "no cost_usd"
-            raise DatasetError(f"{where}: {given} and no prompt_tokens/completion_tokens to price it from")
+            others = [k for k in row if k != "cost_usd" and re.search(r"cost|price|usd|spend", str(k), re.I)]
+            hint = f" (is {others[0]!r} the cost? name that column cost_usd)" if others else ""
+            raise DatasetError(f"{where}: {given} and no prompt_tokens/completion_tokens to price it from{hint}")
         price = pricer(model)
         if price is None:
             raise DatasetError(f"{where}: no cost_usd and no known price for model {model!r} in the price map; "

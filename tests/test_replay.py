@@ -100,7 +100,9 @@ def test_costs_priced_from_tokens_and_price_map(tmp_path):
     ("id,model,score,cost_usd\na,x,1,0.1\nb,,1,0.1\n", "row 2 (line 3): missing model"),
     ("id,model,score,cost_usd\na,x,1,0.1\nb,x,high,0.1\n", "row 2 (line 3): score 'high' is not a number"),
     ("id,model,score,cost_usd\na,x,1,0.1\nb,x,1,0.1\na,x,0,0.2\n",
-     "row 3 (line 4): duplicate row for id 'a' and model 'x' (first at row 1 (line 2))"),
+     "row 3 (line 4): two different rows for id 'a' and model 'x' (first at row 1 (line 2)): keep one per id and model"),
+    ("id,model,score,cost\na,x,1,0.1\n", "row 1 (line 2): no cost_usd and no prompt_tokens/completion_tokens to price "
+                                        "it from (is 'cost' the cost? name that column cost_usd)"),
     ("id,model,score,prompt_tokens,completion_tokens\na,no-such-model-zz,1,5,5\n",
      "row 1 (line 2): no cost_usd and no known price for model 'no-such-model-zz'"),
 ])
@@ -657,10 +659,66 @@ def test_apply_says_when_a_table_looks_already_scaled(tmp_path):
     judged = write_csv(tmp_path / "judged.csv", [{**r, "score": r["score"] * 10} for r in rows])
     fitted = fit(ReplayOptions(str(judged), Objective(), holdout=0.3, trials=3, score_max=10.0, features="hashed-words",
                                storage=f"sqlite:///{tmp_path / 's.db'}", out=str(tmp_path / "p.json")))
-    warning = "every score of this table was at most 1 before that division"
+    warning = "every score of this table was at most 1 before the division by --score-max 10"
     assert not any(warning in n for n in apply(fitted.summary["artifact"], judged).notes)
-    scaled = apply(fitted.summary["artifact"], write_csv(tmp_path / "scaled.csv", rows)).notes
-    assert any(warning in n and "these qualities are 10 times too low" in n for n in scaled)
+    scaled = write_csv(tmp_path / "scaled.csv", rows)
+    assert any(warning in n and "these qualities are 10 times too low" in n
+               for n in apply(fitted.summary["artifact"], scaled).notes)
+    # the same table given on its own scale: --score-max 1 here, and the note says the fit used another
+    again = apply(fitted.summary["artifact"], scaled, score_max=1.0)
+    assert [d.score for d in again.decisions] == [d.score for d in apply(fitted.summary["artifact"], judged).decisions]
+    assert "scores divided by --score-max 1, given here (the policy was fitted with --score-max 10)" in again.notes
+    assert not any(warning in n for n in again.notes)
+    # and fit warns the same way: a 0/1 table divided by 10 makes every quality and the parity tie 10 times off
+    wrong = fit(ReplayOptions(str(scaled), Objective(), holdout=0.3, trials=3, score_max=10.0, features="hashed-words",
+                              storage=f"sqlite:///{tmp_path / 's2.db'}", out=str(tmp_path / "p2.json")))
+    assert any(warning in n and "a 0.01 tie 10 times looser" in n for n in wrong.summary["notes"])
+
+
+def test_repeated_rows_are_read_once_and_float_ids_are_the_same_query(tmp_path):
+    """A retried log write repeats a row exactly: one cell, noted (it stopped the fit). pandas writes an integer id
+    column with a blank as floats: id 0.0 is query 0, not a query no other model answered."""
+    rows = [{"id": i, "model": m, "score": 1, "cost_usd": c} for i in range(3) for m, c in (("a", 0.1), ("b", 0.2))]
+    rows = [{**r, "id": float(r["id"])} if r["model"] == "b" else r for r in rows] + rows[:2]
+    m = load_outcomes(write_jsonl(tmp_path / "t.jsonl", rows))
+    assert m.ids == ["0", "1", "2"] and m.present.all()
+    assert "2 rows repeated an earlier row exactly (same id, model, score, cost and answer): each read once" in m.notes
+    apart = [{"id": f"{r['model']}{r['id']}", **{k: v for k, v in r.items() if k != "id"}} for r in rows[:6]]
+    with pytest.raises(DatasetError, match=r"no id has scored answers from two models, so there is nothing to compare"):
+        fit(ReplayOptions(str(write_jsonl(tmp_path / "apart.jsonl", apart)), Objective(), holdout=0.3, trials=3,
+                          storage=f"sqlite:///{tmp_path / 's.db'}", out=str(tmp_path / "p.json")))
+
+
+def test_apply_prints_the_saving_and_refuses_agreement_without_answers(fitted, tmp_path):
+    """apply compares the policy with its reference model alone on the same ids (it printed quality and cost only);
+    a policy that escalates on disagreement cannot run on a table without answers (every id climbed to the top,
+    costing more than the reference, with exit 0); the decisions name the models the table had no row of."""
+    from optimizers.replay import reference_comparison
+
+    _, table, result = fitted
+    policy = result.summary["artifact"]
+    applied = apply(policy, table)
+    versus = reference_comparison(applied)
+    big = result.matrix.models.index("big")
+    assert versus["reference"] == "big" and versus["n"] == 240
+    assert versus["reference_cost_per_1k"] == pytest.approx(1000 * COSTS["big"])
+    assert versus["reference_quality"] == pytest.approx(result.matrix.score[:, big].mean())
+    assert versus["saving_pct"] == pytest.approx(100 * (1 - versus["cost_per_1k"] / versus["reference_cost_per_1k"]))
+    res = CliRunner().invoke(cli.app, ["replay", "apply", policy, str(table)])
+    assert f"vs big alone on the 240 ids it answered: quality {versus['quality']:.4f} vs " \
+           f"{versus['reference_quality']:.4f}" in res.output and f"saving {versus['saving_pct']:.1f}%" in res.output
+    agreeing = _tampered(tmp_path, policy, lambda b: b["policy"]["predictors"]["answer"].update(
+        estimator="agreement", thresholds=[0.5] * (len(b["policy"]["predictors"]["answer"]["ladder"]) - 1)))
+    bare = write_csv(tmp_path / "bare.csv", [{**r, "output": ""} for r in synthetic_rows()])
+    res = CliRunner().invoke(cli.app, ["replay", "apply", str(agreeing), str(bare)])
+    assert res.exit_code == 2 and "the policy escalates when two models' answers disagree, and this table has no " \
+        "answer text on" in res.stderr and "add an output column" in res.stderr, res.output
+    sparse = write_csv(tmp_path / "sparse.csv", [r for r in synthetic_rows() if (r["id"], r["model"]) != ("q000", "cheap")])
+    out = tmp_path / "d.csv"
+    assert CliRunner().invoke(cli.app, ["replay", "apply", policy, str(sparse), "--decisions", str(out)]).exit_code == 0
+    with out.open() as f:
+        first = next(r for r in csv.DictReader(f) if r["id"] == "q000")
+    assert first["models_called"].startswith("cheap") and first["models_without_row"] == "cheap"
 
 
 def test_model_names_differing_in_case_are_noted(tmp_path):
