@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 import re
 from typing import Literal
 
@@ -816,14 +817,15 @@ def test_optimize_decompose_splits_a_task_file_predictor_kept_in_a_list(tmp_path
     task.write_text(TRIAGE_TASK_FILE.format(gold=GOLD))
     tiers = str(write_tiers(tmp_path))
     result = CliRunner().invoke(cli.app, ["optimize", str(task), "--tiers", tiers, "--trials", "20", "--decompose",
-                                          "--out", "steps.json", "--json"])
+                                          "--json"])
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     summary = json.loads(result.stdout)
+    assert summary["artifact"].endswith(".decomposed.tierwise.json")  # beside the whole form's, not over it
     assert set(summary["policy"]) == {"steps[0].intent", "steps[0].words"}, summary["policy"]
     assert summary["policy"]["steps[0].intent"]["ladder"][0] == "small"
     assert summary["policy"]["steps[0].words"]["ladder"][-1] == "big"
-    assert json.loads((tmp_path / "steps.json").read_text())["program"]["decomposed"] is True
-    ran = CliRunner().invoke(cli.app, ["run", "steps.json", "--task", str(task), "--json",
+    assert json.loads(Path(summary["artifact"]).read_text())["program"]["decomposed"] is True
+    ran = CliRunner().invoke(cli.app, ["run", summary["artifact"], "--task", str(task), "--json",
                                        "--input", json.dumps({"message": "I lost my card"})])
     assert ran.exit_code == 0, (ran.stdout, ran.stderr, ran.exception)
     assert {"intent": "card_lost", "words": 4}.items() <= json.loads(ran.stdout)["results"][0]["output"].items()
