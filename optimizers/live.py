@@ -38,11 +38,6 @@ class OptimizeOptions:
     decompose: bool = False  # compile the task's program decomposed: one predictor per output field
 
 
-def default_out(task_name: str, options: OptimizeOptions) -> str:
-    """TASK.tierwise.json; decomposed, TASK.decomposed.tierwise.json, so both forms can be compiled and compared."""
-    return f"{task_name}.decomposed.tierwise.json" if options.decompose else f"{task_name}.tierwise.json"
-
-
 def check_unique_ids(rows: list[dict], where: str) -> list[dict]:
     ids = [str(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
@@ -98,7 +93,7 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
     if options.semantic_cache and not semantic_search.declared(task):
         raise ConfigError(f"--semantic-cache: task {task.name} declares no predictors for it "
                           "(SEMANTIC_CACHE = {\"predictors\": [...]} in its module)")
-    out_path = Path(options.out or default_out(task.name, options))
+    out_path = Path(options.out or defaults.artifact_name(task.name, options.decompose))
     all_rows = load_all_rows(task, options)
     rows = sample_rows(all_rows, options)
     job = Job(task=task, rows=rows, catalog=catalog, rows_available=len(all_rows),

@@ -38,8 +38,7 @@ def check_options(options, task_name: str) -> None:
                           "rows the search never saw")
     if options.budget_usd is not None and not (math.isfinite(options.budget_usd) and options.budget_usd >= 0):
         raise ConfigError(f"--budget-usd must be a finite amount >= 0, got {options.budget_usd}")
-    artifact.check_destination(options.out or (f"{task_name}.decomposed.tierwise.json"
-                                                if getattr(options, "decompose", False) else f"{task_name}.tierwise.json"))
+    artifact.check_destination(options.out or defaults.artifact_name(task_name, options.decompose))
     if getattr(options, "sign_key_env", None):
         signing_key(options.sign_key_env)
 
