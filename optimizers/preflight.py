@@ -19,25 +19,38 @@ from pipelines.tiers import check_settings
 SEED_MAX = 2**32 - 1  # Optuna's samplers and numpy take seeds in [0, 2**32 - 1]
 
 
-def check_seed(seed) -> None:
+# What each setting is called where the user wrote it: a flag on the command line, a parameter in Python.
+CLI_NAMES = {"seed": "--seed", "trials": "--trials", "holdout": "--holdout", "budget_usd": "--budget-usd"}
+PYTHON_NAMES = {"seed": "seed=", "trials": "trials=", "holdout": "holdout=", "budget_usd": "budget_usd="}
+
+
+def check_seed(seed, names: dict = CLI_NAMES) -> None:
     """Before any work: Optuna refused a negative seed only when the study opened, after recording, and the
     error read as the storage's."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+        raise ConfigError(f"{names['seed']} must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+
+
+def check_search_numbers(seed, trials, holdout, budget_usd, names: dict = CLI_NAMES) -> None:
+    """Seed, trial count, holdout share and budget in range: a NaN budget would cap nothing and a negative one
+    stop the first call; a holdout of 0 leaves no row to check the chosen policy on."""
+    check_seed(seed, names)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"{names['trials']} must be a whole number of at least 1, got {trials!r}")
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not (
+            math.isfinite(holdout) and 0 < holdout < 1):
+        raise ConfigError(f"{names['holdout']} must lie in (0, 1), got {holdout!r}: the chosen policy is checked on "
+                          "rows the search never saw")
+    if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float)) or not (
+            math.isfinite(budget_usd) and budget_usd >= 0)):
+        raise ConfigError(f"{names['budget_usd']} must be a finite amount >= 0, got {budget_usd!r}")
 
 
 def check_options(options, task_name: str) -> None:
     """Flags: counts and fractions in range, the artifact path writable, the signing key present."""
-    check_seed(options.seed)
+    check_search_numbers(options.seed, options.trials, options.holdout, options.budget_usd)
     if options.limit is not None and options.limit < defaults.LIMIT_MIN:
         raise ConfigError(f"--limit must be at least {defaults.LIMIT_MIN}, got {options.limit}")
-    if not isinstance(options.trials, int) or options.trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {options.trials}")
-    if not (math.isfinite(options.holdout) and 0 < options.holdout < 1):
-        raise ConfigError(f"--holdout must lie in (0, 1), got {options.holdout}: the chosen policy is checked on "
-                          "rows the search never saw")
-    if options.budget_usd is not None and not (math.isfinite(options.budget_usd) and options.budget_usd >= 0):
-        raise ConfigError(f"--budget-usd must be a finite amount >= 0, got {options.budget_usd}")
     artifact.check_destination(options.out or defaults.artifact_name(task_name, options.decompose))
     if getattr(options, "sign_key_env", None):
         signing_key(options.sign_key_env)

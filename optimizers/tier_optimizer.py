@@ -20,7 +20,7 @@ from dspy.teleprompt import Teleprompter
 
 from optimizers import defaults
 from optimizers.live import check_rows, check_unique_ids
-from optimizers.preflight import check_seed
+from optimizers.preflight import PYTHON_NAMES, check_search_numbers
 from optimizers.semantic_search import check_declaration
 from optimizers.select import Objective
 from optimizers.stages import Job, run
@@ -63,8 +63,8 @@ class TierOptimizer(Teleprompter):
         self.metric = metric
         self.tiers = tiers
         self.objective = Objective(min_quality, match_tier, max_cost_per_1k)  # validates the combination
+        check_search_numbers(seed, trials, holdout, budget_usd, PYTHON_NAMES)  # before any call, as the CLI does
         self.trials, self.budget_usd, self.holdout = trials, budget_usd, holdout
-        check_seed(seed)
         self.storage, self.seed = storage, seed
         self.predictor_correct = predictor_correct
         self.work_dir = paths.work_dir(work_dir)

@@ -8,6 +8,8 @@
 
     from pipelines import lm
     dspy.configure(lm=lm("flagship"))   # a tier as a plain dspy.LM (DSPy's optimizers on the local tiers)
+
+    from pipelines import BudgetExceeded, TierwiseError   # what it raises (pipelines.errors): catch these
 """
 
 import os
@@ -15,6 +17,10 @@ import os
 # Both dspy and litellm try to download a price map on first use; the shipped snapshot is enough
 # and nothing may reach the network unless a user configured an API model.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from pipelines.errors import (  # noqa: E402 - plain exception classes, no imports of their own
+    AllRungsFailed, ArtifactError, BudgetExceeded, ConfigError, DatasetError, InputError, LedgerError,
+    MissingExtraError, ModelFileError, StoreError, TierwiseError)
 
 
 def load(path, program=None, cache_url=None, cache_ttl_s=None, **runtime_options):
@@ -66,4 +72,6 @@ def cost_of(prediction) -> float:
     return cost(prediction)
 
 
-__all__ = ["cost_of", "lm", "load", "trail_of"]
+__all__ = ["cost_of", "decompose", "lm", "load", "trail_of",
+           "AllRungsFailed", "ArtifactError", "BudgetExceeded", "ConfigError", "DatasetError", "InputError",
+           "LedgerError", "MissingExtraError", "ModelFileError", "StoreError", "TierwiseError"]

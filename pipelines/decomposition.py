@@ -71,14 +71,21 @@ def splittable(predictor) -> bool:
 def decompose(program: dspy.Module) -> dspy.Module:
     """A copy of `program` with every several-field dspy.Predict split into one predictor per field (nested
     modules, lists and dicts of predictors included; a ChainOfThought, and a predictor in a tuple, stay whole).
-    Decomposing twice changes nothing; your program is untouched."""
+    Decomposing twice changes nothing; your program is untouched. A program with nothing to split is a
+    ConfigError: compiling it "decomposed" would silently compile the whole form."""
     program = copy.deepcopy(program)
     if splittable(program):
         return Decomposed(program)
     for name, predictor in list(program.named_predictors()):
         if splittable(predictor):
             _replace(program, name, Decomposed(predictor))
+    if not is_decomposed(program):
+        raise ConfigError(f"decompose: no predictor of {type(program).__name__} writes several output fields "
+                          f"({NOTHING_TO_SPLIT}")
     return program
+
+
+NOTHING_TO_SPLIT = "a dspy.Predict with two or more outputs; a ChainOfThought stays whole): nothing to split"
 
 
 # dspy's parameter names: `a.b` for attributes, `steps[0]` for a list's items, `tools['search']` for a dict's
@@ -116,10 +123,11 @@ class DecomposedTask:
 
     def __init__(self, task):
         self._task = task
-        program = task.build_program()
-        if not is_decomposed(decompose(program)):
+        try:
+            decompose(task.build_program())
+        except ConfigError:
             raise ConfigError(f"--decompose: no predictor of task {task.name} writes several output fields (a "
-                              "dspy.Predict with two or more outputs; a ChainOfThought stays whole): nothing to split")
+                              f"{NOTHING_TO_SPLIT}") from None
 
     def build_program(self):
         return decompose(self._task.build_program())

@@ -117,3 +117,14 @@ def test_no_import_cycles_between_files_or_packages():
 
 def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_production_code_catches_tierwise_errors_from_the_package_it_imports():
+    """`from pipelines import BudgetExceeded` failed: the classes lived only in pipelines.errors."""
+    import pipelines
+    from pipelines import errors
+
+    named = {name for name, value in vars(errors).items() if isinstance(value, type)
+             and issubclass(value, errors.TierwiseError)}
+    assert named <= set(pipelines.__all__) and all(getattr(pipelines, n) is getattr(errors, n) for n in named)
+    assert len(named) >= 10

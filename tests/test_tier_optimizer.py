@@ -167,6 +167,21 @@ def test_examples_without_inputs_and_a_bad_objective_are_refused():
         TierOptimizer(metric=None)
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"budget_usd": float("nan")}, r"^budget_usd= must be a finite amount >= 0, got nan$"),
+    ({"budget_usd": -1.0}, r"^budget_usd= must be a finite amount >= 0, got -1\.0$"),
+    ({"holdout": 0}, r"^holdout= must lie in \(0, 1\), got 0:"),
+    ({"holdout": 1.0}, r"^holdout= must lie in \(0, 1\), got 1\.0:"),
+    ({"trials": 0}, r"^trials= must be a whole number of at least 1, got 0$"),
+    ({"trials": 2.5}, r"^trials= must be a whole number of at least 1, got 2\.5$"),
+    ({"seed": -1}, r"^seed= must be a whole number from 0 to 4294967295, got -1$"),
+])
+def test_out_of_range_settings_are_refused_by_their_python_names_before_any_call(settings, message):
+    """A NaN budget capped nothing, -1 stopped the first call, holdout=0 printed nan notes: refused at once."""
+    with pytest.raises(ConfigError, match=message):
+        TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), **settings)
+
+
 class ImportableBank(dspy.Module):  # importable: the artifact records it as the factory
     def __init__(self):
         super().__init__()
@@ -770,7 +785,11 @@ def test_a_decomposed_program_tiers_each_field_and_loads_decomposed(tmp_path):
         assert final == {"triage.intent": "small", "triage.words": "big"}, again.last_trail
     assert [n for n, _ in decompose(decompose(Triage())).named_predictors()] == ["triage.intent", "triage.words"]
     assert [n for n, _ in Triage().named_predictors()] == ["triage"]  # your program is untouched
-    assert [n for n, _ in decompose(dspy.ChainOfThought("q -> a, b")).named_predictors()] == ["predict"]  # one reasoning
+    with pytest.raises(ConfigError, match=r"^decompose: no predictor of ChainOfThought writes several output fields "
+                       r"\(a dspy\.Predict .*ChainOfThought stays whole\): nothing to split$"):
+        decompose(dspy.ChainOfThought("q -> a, b"))  # one reasoning: nothing to split, said rather than compiled whole
+    with pytest.raises(ConfigError, match="no predictor of Predict writes several"):
+        decompose(dspy.Predict("q -> a"))
     assert [n for n, _ in decompose(dspy.Predict("q -> a, b")).named_predictors()] == ["a", "b"]
 
 
