@@ -48,7 +48,7 @@ def ladder_text(policy: dict) -> str:
     for name, entry in policy.items():
         how = entry.get("estimator") or ""
         routed = " routed" if entry.get("route_lambda") is not None else ""
-        escalated = f" by {how}" if how and len(entry["ladder"]) > 1 else ""
+        escalated = f" by {how}" if how not in ("", "none") and len(entry["ladder"]) > 1 else ""
         parts.append(f"{name}: {' > '.join(entry['ladder'])}{routed}{escalated}")
     return "; ".join(parts)
 

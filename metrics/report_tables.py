@@ -24,10 +24,12 @@ Z_FLAG = 1.96  # routing-fairness flag: a segment's gap beyond 1.96 standard err
 
 TITLES = {
     "savings": "Savings: chosen policy against flagship-only and the cheapest tier",
-    "operating_points": "Operating points (per split)",
+    "operating_points": "Operating points (per split; fallback_rows: queries a tier outside the policy's ladder "
+                        "answered, counted in its quality)",
     "segments": "Per segment: routing-fairness audit (flag = worse than flagship-only beyond 1.96 SE)",
     "predictors": "Per predictor: tier mix of final answers, escalation, cost share",
-    "rungs": "Per rung: escalation and confidence quantiles",
+    "rungs": "Per rung: escalation and confidence quantiles (rung -1: the deterministic fallback, a tier outside "
+             "the ladder that answered after every rung failed or was malformed)",
     "tier_quality": "Per predictor quality by tier (every recorded cell)",
     "pareto": "Pareto front (dev), uniform baselines and the chosen point",
     "trials": "All trials (dev quality and cost per 1k queries)",
@@ -46,7 +48,7 @@ def uniform_tier(policy: dict | None) -> str | None:
 
 def trials_table(trials: pd.DataFrame, chosen: str | None = None) -> pd.DataFrame:
     """Trials with their policy flattened per predictor (`<predictor>.ladder` / `.estimator` /
-    `.thresholds`) and marks: `baseline` (the uniform tier), `chosen`, `on_front`."""
+    `.thresholds` / `.route_lambda`, and `.semantic_threshold` when the search tried a semantic cache) and marks: `baseline` (the uniform tier), `chosen`, `on_front`."""
     out = trials[["number", "quality", "cost_per_1k"]].copy()
     out["baseline"] = [uniform_tier(p) or "" for p in trials["policy"]]
     out["chosen"] = out["number"].astype(str) == str(chosen) if chosen is not None else False
@@ -59,6 +61,8 @@ def trials_table(trials: pd.DataFrame, chosen: str | None = None) -> pd.DataFram
             row[f"{name}.estimator"] = p.get("estimator", "none") if len(p["ladder"]) > 1 else ""
             row[f"{name}.thresholds"] = ",".join(f"{t:.3f}" for t in p.get("thresholds", []))
             row[f"{name}.route_lambda"] = float(p["route"]["lambda"]) if p.get("route") else np.nan
+            if p.get("semantic"):  # --semantic-cache: the trial's lookup threshold (NaN where it had none)
+                row[f"{name}.semantic_threshold"] = float(p["semantic"]["threshold"])
         flat.append(row)
     return pd.concat([out.reset_index(drop=True), pd.DataFrame(flat)], axis=1).sort_values("number",
                                                                                             ignore_index=True)
@@ -236,11 +240,15 @@ def operating_points(rows: pd.DataFrame, steps_by_policy: dict[str, pd.DataFrame
     tokens per query and tokens of answers escalation discarded (token waste)."""
     out = []
     for (split, policy), g in rows.groupby(["split", "policy"], sort=False):
-        steps = steps_by_policy.get(policy, pd.DataFrame(columns=["query_id", "decision", "tokens", "cost_usd"]))
+        steps = steps_by_policy.get(policy, pd.DataFrame(columns=["query_id", "rung", "decision", "tokens",
+                                                                  "cost_usd"]))
         steps = steps[steps["query_id"].isin(set(g["row_id"]))]
         waste = steps[steps["decision"] == "escalated"]
+        fell_back = steps[(steps["rung"] == -1) & (steps["decision"] == "fallback")]
         n = len(g)
         out.append({"split": split, "policy": policy, "n": n, "quality": g["score"].mean(),
+                    # queries a tier outside the ladder answered: a one-tier baseline's quality counts them too
+                    "fallback_rows": fell_back["query_id"].nunique(),
                     "cost_per_1k": g["cost_usd"].mean() * 1000, "avg_latency_s": g["latency_s"].mean(),
                     "tokens_per_query": steps["tokens"].sum() / n,
                     "wasted_tokens_per_query": waste["tokens"].sum() / n,
@@ -263,7 +271,7 @@ def savings_table(points: pd.DataFrame, flagship: str, cheapest: str) -> pd.Data
                 continue
             o = by.loc[other]
             rows.append({"split": split, "against": label, "quality": c["quality"], "other_quality": o["quality"],
-                         "quality_diff": c["quality"] - o["quality"],
+                         "quality_diff": c["quality"] - o["quality"], "other_fallback_rows": o["fallback_rows"],
                          "cost_per_1k": c["cost_per_1k"], "other_cost_per_1k": o["cost_per_1k"],
                          "cost_saving_pct": savings_pct(c["cost_per_1k"], o["cost_per_1k"]),
                          "avg_latency_s": c["avg_latency_s"], "other_avg_latency_s": o["avg_latency_s"],

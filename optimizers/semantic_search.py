@@ -129,6 +129,16 @@ def without_quality_loss(policy: Policy, evaluate_rows) -> tuple[Policy, list[st
     return without_cache(policy), notes + ["semantic cache turned off: thresholds kept losing dev quality"]
 
 
+def unchosen_notes(policy: Policy, settings: dict, notes: list[str]) -> list[str]:
+    """--semantic-cache asked for a cache the chosen point does without: say so, or the user reads silence as
+    a cache in place."""
+    said = " ".join(notes)
+    return [f"semantic cache of {name!r} not chosen: the chosen point answers every dev row through its ladder "
+            "(no cache threshold reached the objective at a lower cost)"
+            for name in settings.get("predictors", ()) if name in policy.predictors
+            and policy.predictors[name].semantic is None and f"semantic cache of {name!r} turned off" not in said]
+
+
 def with_cache_choice(suggest, settings: dict):
     """A search space's `suggest` with the declared predictors' cache choice added."""
     def suggest_with_cache(trial, *args):

@@ -317,6 +317,10 @@ def choose_point(session: Session, baseline_rows: dict, searched: Searched) -> C
     # A semantic threshold under which a dev row scores lower than the ladder's own answer is not kept.
     chosen.policy, info["semantic_notes"] = semantic_search.without_quality_loss(
         chosen.policy, lambda policy: run_searched(session, searched, policy, session.dev))
+    job = session.job
+    if job.semantic_cache:
+        declared = job.semantic_settings or semantic_search.declared(job.task)
+        info["semantic_notes"] += semantic_search.unchosen_notes(chosen.policy, declared, info["semantic_notes"])
     return Chosen(chosen, info, reference_name)
 
 
@@ -389,6 +393,12 @@ def rung_confidences(session: Session, searched: Searched, name: str, tier: str,
     return out
 
 
+def fallback_rows(results: list[RowResult]) -> int:
+    """Rows on which a tier outside the ladder answered (the deterministic fallback, rung -1, after every rung
+    failed or was malformed): a one-tier baseline's quality counts those answers too."""
+    return sum(any(s.rung == -1 and s.decision == "fallback" for s in r.steps) for r in results)
+
+
 def check_holdout(session: Session, baseline_rows: dict, searched: Searched, chosen: Chosen) -> Checked:
     """The chosen point on the holdout rows, beside every uniform baseline, with the paired gap to the
     reference and its bootstrap CI."""
@@ -398,8 +408,10 @@ def check_holdout(session: Session, baseline_rows: dict, searched: Searched, cho
     baselines = {}
     for tier, results in baseline_rows.items():
         d, h = session.split(results)
-        baselines[tier] = {"dev": block([r.score for r in d], [r.cost_usd for r in d]),
-                           "holdout": block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed)}
+        baselines[tier] = {"dev": {**block([r.score for r in d], [r.cost_usd for r in d]),
+                                   "fallback_rows": fallback_rows(d)},
+                           "holdout": {**block([r.score for r in h], [r.cost_usd for r in h], with_ci=True, seed=seed),
+                                       "fallback_rows": fallback_rows(h)}}
     notes = (session.notes + session.table.failure_notes(session.job.catalog.names)
              + list(chosen.info.get("semantic_notes", []))
              + few_rows_note(len(session.dev), len(session.hold)))

@@ -119,6 +119,9 @@ def render_text(summary: dict) -> str:
     for name, b in summary["baselines"].items():
         mark = "  <- reference" if name == summary["reference"] else ""
         shown = b[split]
+        fell_back = shown.get("fallback_rows", 0)
+        mark += (f"  ({fell_back} of {shown['n']} rows answered by a fallback tier: {name}'s answer failed or was "
+                 "malformed)") if fell_back else ""
         lines.append(f"  {name:<{width}} quality {shown['quality']:.3f}   cost/1k ${shown['cost_per_1k']:.6f}{mark}")
     saving = summary["savings_pct"] if split == "holdout" else \
         savings_pct(d["cost_per_1k"], summary["baselines"][summary["reference"]]["dev"]["cost_per_1k"])

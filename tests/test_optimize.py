@@ -20,7 +20,7 @@ from pipelines.artifact import load_program
 from pipelines.cache import CallCache
 from pipelines.errors import BudgetExceeded
 from pipelines.ledger import Ledger
-from tests.fakes import support_rows, support_script, write_tiers
+from tests.fakes import _message, support_rows, support_script, write_tiers
 
 LIMIT = 20
 FULL_MATRIX = LIMIT * 2 * 2  # rows x predictors (classify, extract) x tiers (small, big)
@@ -320,3 +320,34 @@ def test_a_limit_above_the_dataset_says_every_row_was_used(tmp_path):
     summary = optimize(options(tmp_path, [], dataset=str(path), limit=50, trials=3))
     assert "--limit 50: the dataset has 10 rows; all of them were used" in summary["notes"]
     assert summary["dev"]["n"] + summary["holdout"]["n"] == 10
+
+
+def test_a_baseline_answered_partly_by_the_fallback_says_on_how_many_rows(tmp_path):
+    """The cheap-only baseline's quality counted the fallback tier's answers where cheap's were malformed, and
+    nothing said so: the summary counts those rows per baseline and the printed line names them."""
+    from optimizers.live import load_all_rows, sample_rows
+    from optimizers.summary import render_text
+    from pipelines.tasks import load_task
+
+    base = support_script()
+    rows = support_rows()
+
+    def script(tier, messages):
+        if tier == "small" and rows[_message(messages)]["difficulty"] != "simple":
+            return "I am not sure what you mean.", 0.3  # no field markers: a malformed answer
+        return base(tier, messages)
+
+    log: list = []
+    opts = options(tmp_path, log, scripts={"*": script}, trials=5)
+    summary = optimize(opts)
+    sampled = sample_rows(load_all_rows(load_task("support"), opts), opts)
+    hard = sum(r["difficulty"] != "simple" for r in sampled)
+    small, big = summary["baselines"]["small"], summary["baselines"]["big"]
+    assert 0 < hard < LIMIT
+    assert small["dev"]["fallback_rows"] + small["holdout"]["fallback_rows"] == hard
+    assert big["dev"]["fallback_rows"] == big["holdout"]["fallback_rows"] == 0
+    line = next(x for x in render_text(summary).splitlines() if x.startswith("  small "))
+    n = small["holdout"]["fallback_rows"]
+    assert (f"({n} of {small['holdout']['n']} rows answered by a fallback tier: small's answer failed or was "
+            "malformed)" in line) == (n > 0)
+    assert "fallback" not in next(x for x in render_text(summary).splitlines() if x.startswith("  big "))

@@ -157,10 +157,42 @@ def test_on_front_marks_every_trial_on_a_front_point_and_no_other():
     assert rt.non_dominated(q, c).tolist() == [True, True, True, True, False, False, False]
 
 
+def test_trials_table_shows_each_trials_semantic_threshold():
+    """trials.csv lacked the semantic cache's threshold: a --semantic-cache study's trials read as ladders only."""
+    plain = {"predictors": {"classify": {"ladder": ["big"]}}}
+    cached = {"predictors": {"classify": {"ladder": ["small", "big"], "estimator": "logprob_mean",
+                                          "thresholds": [0.5], "semantic": {"threshold": 0.91}}}}
+    trials = pd.DataFrame({"number": [0, 1], "quality": [0.9, 0.88], "cost_per_1k": [2.0, 1.0],
+                           "policy": [plain, cached]})
+    table = rt.trials_table(trials)
+    assert table["classify.semantic_threshold"].isna().tolist() == [True, False]
+    assert table["classify.semantic_threshold"].iloc[1] == 0.91
+    assert "classify.semantic_threshold" not in rt.trials_table(trials.iloc[:1]).columns  # no cache searched
+
+
 def _steps(rows):
     cols = ["query_id", "segment", "predictor", "rung", "tier", "confidence", "threshold", "decision", "cost_usd",
             "tokens"]
     return pd.DataFrame(rows, columns=cols).assign(split="dev")
+
+
+def test_operating_points_and_savings_count_the_baselines_fallback_answers():
+    """small-only's quality counted big's answers where small's failed (rung -1), and no table said how often."""
+    small_steps = _steps([
+        ("q1", "a", "classify", 0, "small", None, None, "failed", 1.0, 10),
+        ("q1", "a", "classify", -1, "big", None, None, "fallback", 10.0, 20),
+        ("q1", "a", "extract", 0, "small", None, None, "failed", 1.0, 10),
+        ("q1", "a", "extract", -1, "big", None, None, "fallback", 10.0, 20),  # one query, however many predictors
+        ("q2", "b", "classify", 0, "small", 0.2, 0.5, "fallback", 1.0, 5),  # a ladder's own best answer: not rung -1
+        ("q3", "b", "classify", 0, "small", 0.9, None, "accepted", 1.0, 5),
+    ])
+    chosen_steps = _steps([(q, "a", "classify", 0, "big", 0.9, None, "accepted", 10.0, 20) for q in ("q1", "q2", "q3")])
+    rows = pd.DataFrame([{"policy": p, "split": "dev", "row_id": q, "score": 1.0, "cost_usd": 0.01, "latency_s": 1.0}
+                         for p in ("chosen", "small", "big") for q in ("q1", "q2", "q3")])
+    points = rt.operating_points(rows, {"chosen": chosen_steps, "small": small_steps, "big": chosen_steps})
+    assert points.set_index("policy")["fallback_rows"].to_dict() == {"chosen": 0, "small": 1, "big": 0}
+    savings = rt.savings_table(points, "big", "small").set_index("against")
+    assert savings["other_fallback_rows"].to_dict() == {"big-only": 0, "small-only": 1}
 
 
 def test_predictor_and_rung_tables_by_hand():

@@ -281,6 +281,23 @@ def test_search_finds_a_cache_and_keeps_no_threshold_that_loses_dev_quality(comp
     assert hits > 0 and sum(r.cost_usd for r in with_cache) < sum(r.cost_usd for r in plain)
 
 
+def test_each_declared_predictor_without_a_chosen_cache_is_named_in_the_notes(compiled):
+    """--semantic-cache never said when the search chose no cache: silence read as a cache in place."""
+    from optimizers.semantic_search import unchosen_notes
+    from pipelines.policy import Policy
+
+    result = compiled[0]
+    for name in ("classify", "extract"):
+        said = any(f"semantic cache of {name!r} not chosen" in n for n in result.summary["notes"])
+        assert said == (result.policy.predictors[name].semantic is None), result.summary["notes"]
+    plain = Policy.uniform(["classify", "extract"], "big")
+    declared = {"predictors": ["classify", "extract"]}
+    assert [n.split(":")[0] for n in unchosen_notes(plain, declared, [])] == [
+        "semantic cache of 'classify' not chosen", "semantic cache of 'extract' not chosen"]
+    turned_off = ["semantic cache of 'extract' turned off: a hit at similarity 0.9100 scored lower on dev"]
+    assert len(unchosen_notes(plain, declared, turned_off)) == 1  # said once, not twice
+
+
 def test_compiled_artifact_answers_the_second_order_number(compiled):
     """Done when: FIRST then SECOND through the compiled support artifact, cache on (at the searched
     threshold, or 0.8 where the search turned it off), answers B99999."""
