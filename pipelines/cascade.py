@@ -485,6 +485,19 @@ def _with_trail(prediction, trail: list[Step]):
     return prediction
 
 
+class _BatchHandle:
+    """The compiled program as a batch row calls it; dspy logs a failed row with the repr of its callable."""
+
+    def __init__(self, program):
+        self._program = program
+
+    def __call__(self, **inputs):
+        return self._program(**inputs)
+
+    def __repr__(self) -> str:
+        return f"<tierwise compiled {type(self._program.program).__name__}>"
+
+
 class CompiledProgram(dspy.Module):
     """A user's program with its policy applied. Calling it returns the program's prediction; the
     tier trail and cost of the last call (in this thread, or this asyncio task for `await acall(...)`)
@@ -575,8 +588,13 @@ class CompiledProgram(dspy.Module):
         """dspy's `batch`. Its rows run in worker threads, each with its own `last_trail`; here the
         batch is the last call: `last_trail` / `last_cost_usd` hold all of its calls, row by row. dspy turns a
         row's exception into a None row; tierwise's own stops (a spend cap reached, an input of the wrong
-        type) are raised instead, as a call raises them."""
-        out = super().batch(examples, num_threads, max_errors, True, **kwargs)
+        type) are raised instead, as a call raises them. dspy logs each failed row as `Error for (program,
+        inputs)`: the rows run through a handle whose repr is one line, not the whole program's."""
+        from dspy.predict.parallel import Parallel
+
+        pairs = [(_BatchHandle(self), example.inputs()) for example in examples]
+        out = Parallel(num_threads=num_threads, max_errors=max_errors, return_failed_examples=True,
+                       **kwargs).forward(pairs)
         results, _, errors = out
         ours = next((e for e in errors if isinstance(e, TierwiseError) and not isinstance(e, AllRungsFailed)), None)
         if ours is not None:

@@ -5,6 +5,7 @@ ChainOfThought, threads) without rewriting them."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import threading
@@ -338,6 +339,24 @@ def test_the_compiled_program_reads_through_to_the_users_program(tmp_path):
         pickle.dumps(program)
 
 
+class LogLines(logging.Handler):
+    """The messages one logger emits inside a `with` block (dspy's loggers do not reach pytest's caplog)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.logger, self.lines = logging.getLogger(name), []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+
+
 def test_an_input_of_the_wrong_type_is_refused_before_any_call(tmp_path):
     """dspy only warns on a dict for a `str` field, and the request was paid for; `run` refuses it, so does
     the compiled program (a ValueError, as users catch it)."""
@@ -353,8 +372,12 @@ def test_an_input_of_the_wrong_type_is_refused_before_any_call(tmp_path):
     assert program(question="fine").answer == "from a" and seen == ["a"]
     # dspy's batch turned it into a None row (and logged the signature); a tierwise stop is raised there too
     rows = [dspy.Example(question=q).with_inputs("question") for q in ("fine", None)]
-    with pytest.raises(InputError, match="must be a string, got NoneType") as stop:
+    logged = LogLines("dspy.utils.parallelizer")
+    with logged, pytest.raises(InputError, match="must be a string, got NoneType") as stop:
         program.batch(rows, disable_progress_bar=True)
+    # dspy logs the failed row with its callable's repr: one line naming the program, not its whole repr
+    assert len(logged.lines) == 1 and logged.lines[0].startswith("Error for (<tierwise compiled QA>, Example("), \
+        logged.lines
     assert [r.answer if r is not None else None for r in stop.value.results] == ["from a", None]  # what was paid
     assert [p.answer for p in program.batch(rows[:1], disable_progress_bar=True)] == ["from a"]
 
