@@ -155,8 +155,20 @@ def predictor_table(steps: pd.DataFrame, n_queries: int, tiers: list[str], ladde
     })
     table = table.join(mix).fillna({c: 0.0 for c in mix.columns})
     if ladders:
-        table.insert(0, "ladder", [describe_ladder(ladders[p]) if p in ladders else "" for p in table.index])
+        table.insert(0, "ladder", [describe_ladder(summary_form(ladders[p])) if p in ladders else ""
+                                   for p in table.index])
     return table.rename_axis("predictor").reset_index()
+
+
+def summary_form(entry: dict) -> dict:
+    """An artifact's policy entry (`route`: {lambda, costs}, `semantic`: {threshold, ...}) in the summary's shape
+    that describe_ladder reads (`route_lambda`, `semantic_threshold`): a routed policy read as a plain ladder."""
+    out = {k: v for k, v in entry.items() if k not in ("route", "semantic")}
+    if entry.get("route"):
+        out["route_lambda"] = float(entry["route"]["lambda"])
+    if entry.get("semantic"):
+        out["semantic_threshold"] = float(entry["semantic"]["threshold"])
+    return out
 
 
 def rung_table(steps: pd.DataFrame) -> pd.DataFrame:

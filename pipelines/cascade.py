@@ -399,7 +399,8 @@ class CascadeForward:
         sink = trail_var.get()
         if sink is not None:
             sink.append(Step(self.name, -1, SEMANTIC_TIER, found.similarity, found.threshold, decision, 0.0,
-                             latency_s=found.latency_s, matched=matched, call=call))
+                             latency_s=found.latency_s, matched=matched, call=call,
+                             matched_text=found.entry.text if found.entry is not None else ""))
         if self.ledger is not None:
             from pipelines.embeddings import MODEL_NAME
             from pipelines.ledger import CallRecord

@@ -73,7 +73,7 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             reraise_ours(e)
             result, error = None, f"program: {one_line(e)}"
         trail = [{"predictor": s.predictor, "tier": s.tier, "decision": s.decision,
-                  "confidence": s.confidence, "cost_usd": s.cost_usd, **({"matched": s.matched} if s.matched else {}),
+                  "confidence": s.confidence, "cost_usd": s.cost_usd, **({"matched": s.matched, "matched_text": s.matched_text} if s.matched else {}),
                   **({"error": s.error} if s.error else {})}
                  for s in program.last_trail]
         outputs.append({"id": row.get("id", number), "output": result, "error": error,
@@ -89,6 +89,9 @@ def run_artifact(path, input_json, dataset, as_json, ledger_path, echo=print, ta
             echo(f"{out['id']}: {shown}")
             echo(f"    ${out['cost_usd']:.7f}  {path_text}")
             for step in out["trail"]:  # why a rung failed (an outage, a refused key): the fallback hides it otherwise
+                if step["decision"] == "semantic_hit":  # whose answer was reused: the stored request, as written
+                    echo(f"    {step['predictor']}: semantic cache hit (similarity {step['confidence']:.3f}) on "
+                         f"{json.dumps(one_line(step['matched_text'])[:160])}")
                 if step.get("error"):
                     echo(f"    {step['predictor']}:{step['tier']} failed: {one_line(step['error'])[:200]}")
         failed = (f"{summary['failed']} FAILED  " if summary["failed"] else "") + \

@@ -21,7 +21,8 @@ class Step:
     error: str = ""
     tokens: int = 0
     latency_s: float = 0.0
-    matched: str = ""  # a semantic-cache lookup: the stored request that answered (or the nearest one)
+    matched: str = ""  # a semantic-cache lookup: the id of the stored request that answered (or the nearest one)
+    matched_text: str = ""  # and that request's text, which a reader can compare with this one
     call: int = 0  # which call of its predictor in the request (a program may call one per item of a list)
 
 

@@ -326,6 +326,16 @@ def test_routed_policies_read_as_routes_in_the_summary_and_the_front():
     policies = [Policy({"p": p}).to_dict() for p in (router, routed, cascade)]
     trials = pd.DataFrame({"number": [0, 1, 2], "quality": [0.7, 0.8, 0.9], "cost_per_1k": [1.0, 2.0, 3.0],
                            "policy": policies})
+    # the report's per-predictor table reads the artifact's stored entries (route: {lambda, costs})
+    steps = _steps([("q1", "a", "p", 0, "cheap", None, None, "accepted", 1.0, 5)])
+    for stored, text in zip(policies, ["route to cheap | mid | flagship by the input router (lambda 0.300)",
+                                       "route to cheap | flagship by the input router (lambda 1.500), then climb when "
+                                       "learned < 0.620", "cheap > flagship  (escalate when learned < 0.620)"]):
+        table = rt.predictor_table(steps, 1, ["cheap", "mid", "flagship"], stored["predictors"])
+        assert table["ladder"].tolist() == [text]
+    cached = {"ladder": ["cheap"], "estimator": "none", "thresholds": [], "semantic": {"threshold": 0.9}}
+    assert rt.predictor_table(steps, 1, ["cheap"], {"p": cached})["ladder"].tolist() == [
+        "semantic cache (similarity >= 0.900) > cheap"]
     front = rt.pareto_table(rt.trials_table(trials))
     assert front["policy"].tolist() == [
         "p: route to cheap | mid | flagship by the input router (lambda 0.300)",

@@ -179,7 +179,7 @@ def test_hit_costs_nothing_and_the_ledger_names_the_stored_request(tmp_path):
     assert program.last_cost_usd == 0 and len(calls) == 2  # no model call for the paraphrase
     hits = [s for s in program.last_trail if s.decision == "semantic_hit"]
     assert [s.tier for s in hits] == [SEMANTIC_TIER] * 2 and all(s.confidence > 0.95 for s in hits)
-    assert all(s.matched == first_request for s in hits)
+    assert all(s.matched == first_request and s.matched_text == FIRST for s in hits)  # whose answer, and its words
     frame = Ledger.read_frame(tmp_path / "ledger.jsonl")
     lookups = frame[frame.tier == SEMANTIC_TIER]
     assert list(lookups.decision) == ["semantic_miss"] * 2 + ["semantic_hit"] * 2
@@ -423,3 +423,8 @@ def test_cli_optimize_with_semantic_cache_then_run_shows_lookups(tmp_path, monke
     assert report["summary"]["semantic_lookups"] == 6 and report["summary"]["semantic_hits"] == 2
     third = [s for s in report["results"][2]["trail"] if s["decision"] == "semantic_hit"]
     assert len(third) == 2 and all(s["matched"] and s["confidence"] > 0.95 for s in third)
+    assert all(s["matched_text"] == FIRST for s in third)
+    shown = CliRunner().invoke(cli.app, ["run", out, "--dataset", str(dataset)])
+    assert shown.exit_code == 0, shown.stderr
+    hit_lines = [line for line in shown.stdout.splitlines() if "semantic cache hit" in line]
+    assert len(hit_lines) == 2 and all(line.endswith(json.dumps(FIRST)) for line in hit_lines), shown.stdout
