@@ -126,6 +126,10 @@ def render_text(summary: dict) -> str:
     saving = summary["savings_pct"] if split == "holdout" else \
         savings_pct(d["cost_per_1k"], summary["baselines"][summary["reference"]]["dev"]["cost_per_1k"])
     lines.append(f"savings vs {summary['reference']}: {saving:.1f}% of {split} cost")
+    if summary.get("whole_form"):  # optimize --decompose (optimizers.whole_form)
+        from optimizers.whole_form import render_line
+
+        lines.append(render_line(summary["whole_form"]))
     on_demand = summary.get("cells_recorded", 0) - summary["full_matrix_calls"]  # calls only cascades ask for
     matrix = f"full matrix {summary['full_matrix_calls']}" + (f" + {on_demand} asked for by the search"
                                                              if on_demand > 0 else "")

@@ -129,6 +129,11 @@ class DecomposedTask:
             raise ConfigError(f"--decompose: no predictor of task {task.name} writes several output fields (a "
                               f"{NOTHING_TO_SPLIT}") from None
 
+    @property
+    def whole(self):
+        """The task as written (its program not split)."""
+        return self._task
+
     def build_program(self):
         return decompose(self._task.build_program())
 

@@ -752,6 +752,12 @@ def triage_script(paid: list):
         paid.append((tier, system))
         if "Answer with the `intent` only" in system:
             return GOLD[message], 0.95
+        if "`words` only" not in system:  # the whole form, both fields in one answer
+            from tests.fakes import _message
+
+            message = _message(messages)
+            words = str(len(message.split())) if tier == "big" else "several"
+            return f"[[ ## intent ## ]]\n{GOLD[message]}\n\n[[ ## words ## ]]\n{words}\n\n[[ ## completed ## ]]", 0.9
         return (str(len(message.split())) if tier == "big" else "several"), 0.9
 
     return answer
@@ -844,6 +850,18 @@ def test_optimize_decompose_splits_a_task_file_predictor_kept_in_a_list(tmp_path
     assert summary["policy"]["steps[0].intent"]["ladder"][0] == "small"
     assert summary["policy"]["steps[0].words"]["ladder"][-1] == "big"
     assert json.loads(Path(summary["artifact"]).read_text())["program"]["decomposed"] is True
+    # its saving is against its own flagship-only; beside it, the program as written on big, same holdout rows
+    whole = summary["whole_form"]
+    assert whole["tier"] == "big" and whole["holdout"]["n"] == summary["holdout"]["n"] > 0
+    whole_calls = [system for tier, system in paid if "`intent` only" not in system and "`words` only" not in system]
+    assert whole["paid_calls"] == len(whole_calls) == summary["holdout"]["n"]  # one whole-form call per row
+    assert whole["savings_pct"] == pytest.approx(
+        100 * (1 - summary["holdout"]["cost_per_1k"] / whole["holdout"]["cost_per_1k"]))
+    assert whole["gap"]["delta"] == pytest.approx(summary["holdout"]["quality"] - whole["holdout"]["quality"])
+    again = CliRunner().invoke(cli.app, ["optimize", str(task), "--tiers", tiers, "--trials", "20", "--decompose"])
+    assert again.exit_code == 0, again.stderr
+    line = next(x for x in again.stdout.splitlines() if x.startswith("vs the whole form (not decomposed) on big:"))
+    assert "paid calls" not in line and f"saving {whole['savings_pct']:.1f}% of holdout cost" in line  # cached
     ran = CliRunner().invoke(cli.app, ["run", summary["artifact"], "--task", str(task), "--json",
                                        "--input", json.dumps({"message": "I lost my card"})])
     assert ran.exit_code == 0, (ran.stdout, ran.stderr, ran.exception)

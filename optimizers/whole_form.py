@@ -1,0 +1,41 @@
+"""A decomposed compile against the program as written. `optimize --decompose` reports its saving against its
+own flagship-only, which asks one question per field; whether splitting pays is the chosen policy against the
+whole form on the reference tier, on the same holdout rows. Those calls are paid once and cached: a compile of
+the whole form later reads them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from optimizers.select import savings_pct
+from optimizers.stages import Job, prepare
+from optimizers.summary import block, paired_gap
+from pipelines.policy import Policy
+
+
+def whole_form_reference(job: Job, whole_task, summary: dict, chosen_scores: dict[str, float]) -> dict:
+    """The whole form's program, every predictor on `summary`'s reference tier, on the compile's holdout rows
+    (the same split: same rows, seed and share); with the chosen policy's saving and paired gap against it
+    (`chosen_scores`: the chosen policy's score per holdout row id)."""
+    reference = summary["reference"]
+    session = prepare(replace(job, task=whole_task, notes=[], out=None))
+    try:
+        results = session.evaluate(Policy.uniform(session.predictors, reference), session.hold)
+        paid = session.table.budget.paid_calls
+    finally:
+        session.runtime.close()
+    scores, costs = [r.score for r in results], [r.cost_usd for r in results]
+    holdout = block(scores, costs, with_ci=True, seed=job.seed)
+    out = {"tier": reference, "holdout": holdout, "paid_calls": int(paid),
+           "savings_pct": savings_pct(summary["holdout"]["cost_per_1k"], holdout["cost_per_1k"])}
+    out["gap"] = paired_gap([chosen_scores[r.row_id] for r in results], scores, seed=job.seed)
+    return out
+
+
+def render_line(compare: dict) -> str:
+    h = compare["holdout"]
+    return (f"vs the whole form (not decomposed) on {compare['tier']}: quality {h['quality']:.3f}   cost/1k "
+            f"${h['cost_per_1k']:.6f}   saving {compare['savings_pct']:.1f}% of holdout cost"
+            + f"; quality gap {compare['gap']['delta']:+.3f} [{compare['gap']['delta_ci'][0]:+.3f}, "
+              f"{compare['gap']['delta_ci'][1]:+.3f}]"
+            + (f" ({compare['paid_calls']} paid calls to measure it)" if compare["paid_calls"] else ""))
