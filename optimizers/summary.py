@@ -127,9 +127,7 @@ def render_text(summary: dict) -> str:
         savings_pct(d["cost_per_1k"], summary["baselines"][summary["reference"]]["dev"]["cost_per_1k"])
     lines.append(f"savings vs {summary['reference']}: {saving:.1f}% of {split} cost")
     if summary.get("whole_form"):  # optimize --decompose (optimizers.whole_form)
-        from optimizers.whole_form import render_line
-
-        lines.append(render_line(summary["whole_form"]))
+        lines.append(whole_form_line(summary["whole_form"]))
     on_demand = summary.get("cells_recorded", 0) - summary["full_matrix_calls"]  # calls only cascades ask for
     matrix = f"full matrix {summary['full_matrix_calls']}" + (f" + {on_demand} asked for by the search"
                                                              if on_demand > 0 else "")
@@ -142,3 +140,13 @@ def render_text(summary: dict) -> str:
     for note in summary.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def whole_form_line(compare: dict) -> str:
+    """A decomposed compile against the program as written (optimizers.whole_form)."""
+    h = compare["holdout"]
+    return (f"vs the whole form (not decomposed) on {compare['tier']}: quality {h['quality']:.3f}   cost/1k "
+            f"${h['cost_per_1k']:.6f}   saving {compare['savings_pct']:.1f}% of holdout cost"
+            + f"; quality gap {compare['gap']['delta']:+.3f} [{compare['gap']['delta_ci'][0]:+.3f}, "
+              f"{compare['gap']['delta_ci'][1]:+.3f}]"
+            + (f" ({compare['paid_calls']} paid calls to measure it)" if compare["paid_calls"] else ""))

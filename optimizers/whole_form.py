@@ -31,11 +31,3 @@ def whole_form_reference(job: Job, whole_task, summary: dict, chosen_scores: dic
     out["gap"] = paired_gap([chosen_scores[r.row_id] for r in results], scores, seed=job.seed)
     return out
 
-
-def render_line(compare: dict) -> str:
-    h = compare["holdout"]
-    return (f"vs the whole form (not decomposed) on {compare['tier']}: quality {h['quality']:.3f}   cost/1k "
-            f"${h['cost_per_1k']:.6f}   saving {compare['savings_pct']:.1f}% of holdout cost"
-            + f"; quality gap {compare['gap']['delta']:+.3f} [{compare['gap']['delta_ci'][0]:+.3f}, "
-              f"{compare['gap']['delta_ci'][1]:+.3f}]"
-            + (f" ({compare['paid_calls']} paid calls to measure it)" if compare["paid_calls"] else ""))
