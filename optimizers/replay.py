@@ -365,8 +365,7 @@ def apply(policy_path, outcomes_path, score_max: float | None = None) -> Applied
     if missing:
         raise DatasetError(f"{outcomes_path}: the policy's ladder needs models {missing}, which the table lacks "
                            f"(it has {', '.join(matrix.models)})")
-    judged = [matrix.models.index(m) for m in pp.ladder[:-1]]  # the rungs whose answers a confidence reads
-    if pp.estimator == "agreement" and judged and not any(row[j].strip() for row in matrix.outputs for j in judged):
+    if pp.estimator == "agreement" and judged_without_text(pp, matrix):
         raise DatasetError(f"{outcomes_path}: the policy escalates when two models' answers disagree, and this table "
                            f"has no answer text on {', '.join(pp.ladder[:-1])}: every id would climb to "
                            f"{pp.ladder[-1]}; add an output column")
@@ -430,8 +429,11 @@ def reference_comparison(applied: Applied) -> dict | None:
             "saving_pct": 100 * (1 - policy_cost / ref_cost) if ref_cost > 0 else None}
 
 
-# Estimators whose confidence reads the answer's text (replay_eval): without it they see the input alone.
-READS_ANSWER_TEXT = ("agreement", "learned")
+def judged_without_text(pp, matrix: OutcomeMatrix) -> bool:
+    """The ladder has rungs whose answers a confidence reads (all but the top), and the table holds no answer
+    text on any of them."""
+    judged = [matrix.models.index(m) for m in pp.ladder[:-1]]
+    return bool(judged) and not any(row[j].strip() for row in matrix.outputs for j in judged)
 
 
 def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decision]) -> list[str]:
@@ -451,9 +453,8 @@ def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decisi
     if replay.get("router") and not any(text.strip() for text in matrix.inputs):
         notes.append("the policy's router reads each query's input text, which this table lacks: it routes every "
                      "query as an empty input; add an input column")
-    judged = [matrix.models.index(m) for m in pp.ladder[:-1]]  # the rungs whose answers a confidence reads
-    if pp.estimator in READS_ANSWER_TEXT and judged and not any(row[j].strip() for row in matrix.outputs
-                                                                  for j in judged):
+    # 'learned' reads answer text with the input (replay_eval); 'agreement' without text was refused in apply
+    if pp.estimator == "learned" and judged_without_text(pp, matrix):
         fitted_with = " (it was fitted on a table with answer text)" if replay.get("answer_text") else ""
         notes.append(f"the policy's '{pp.estimator}' confidence reads answer text, which this table lacks on "
                      f"{', '.join(pp.ladder[:-1])}: it judges the inputs alone{fitted_with}; add an output column")

@@ -32,7 +32,15 @@ def _checked_cap(cap_usd) -> float:
 
 
 class _Bookkeeping:
-    """What a cap counts in this process: calls in flight and paid calls, each call settled once."""
+    """What a cap counts in this process: calls in flight and paid calls, each call settled once; and whether it
+    is closed (`run` closes it at its first refusal: from then on only cached answers, so a later request does
+    not pay its cheap rung and then get refused its next one)."""
+
+    closed = False
+
+    def check_open(self, tier, bound: float) -> None:
+        if self.closed:
+            raise refused(f"budget_usd reached earlier: only cached answers are served now ({tier.name})", bound)
 
     def _settler(self, then):
         """settle(cost_usd | None), once: the call leaves the calls in flight (a paid one counts), then `then(cost_usd)`,
@@ -55,7 +63,6 @@ class _Bookkeeping:
 class SpendCap(_Bookkeeping):
     def __init__(self, cap_usd: float):
         self.cap_usd = _checked_cap(cap_usd)
-        self.closed = False  # set by `run` after its first refusal: only cached answers from then on
         self.spent_usd = 0.0
         self.reserved_usd = 0.0
         self.paid_calls = 0
@@ -65,8 +72,7 @@ class SpendCap(_Bookkeeping):
     def reserve(self, tier, payload: dict):
         """The engine's guard (pipelines.engine.Guard): refuse, or reserve and return settle(cost_usd | None)."""
         bound = tier.cost_bound(payload)
-        if self.closed:
-            raise refused(f"budget_usd reached earlier: only cached answers are served now ({tier.name})", bound)
+        self.check_open(tier, bound)
         with self._lock:
             # Calls in flight hold their upper bound, several times their real price: wait for them to settle
             # while they alone stand in the way, so concurrency does not refuse calls the cap has room for.
@@ -147,6 +153,7 @@ class SharedSpendCap(_Bookkeeping):
     def reserve(self, tier, payload: dict):
         """The engine's guard: refuse, or reserve on the server and return settle(cost_usd | None)."""
         bound = tier.cost_bound(payload)
+        self.check_open(tier, bound)
         units, cap = int(bound * self.UNITS) + 1, round(self.cap_usd * self.UNITS)  # a bound rounded up stays one
         counter, window = self._counter()
         deadline = time.monotonic() + WAIT_FOR_OTHERS_S

@@ -506,6 +506,10 @@ def test_a_shared_cap_per_day_starts_again_each_day(server, request, monkeypatch
     monkeypatch.setattr(cap, "window", lambda: "2026-12-02")
     cap.reserve(tier, payload)(bound / 2)  # a new day, a new counter
     assert cap.spent_usd == pytest.approx(bound / 2) and cap.paid_calls == 2
+    cap.closed = True  # as `run` closes a cap at its first refusal: only cached answers from then on (it was ignored)
+    with pytest.raises(BudgetExceeded, match=r"budget_usd reached earlier: only cached answers are served now"):
+        cap.reserve(tier, payload)
+    assert cap.in_flight == 0 and cap.spent_usd == pytest.approx(bound / 2)
     if server == "redis_server":  # a day's counter does not outlive its use by more than a few days
         import redis
 
