@@ -19,31 +19,26 @@ from pipelines.tiers import check_settings
 SEED_MAX = 2**32 - 1  # Optuna's samplers and numpy take seeds in [0, 2**32 - 1]
 
 
-# What each setting is called where the user wrote it: a flag on the command line, a parameter in Python.
-CLI_NAMES = {"seed": "--seed", "trials": "--trials", "holdout": "--holdout", "budget_usd": "--budget-usd"}
-PYTHON_NAMES = {"seed": "seed=", "trials": "trials=", "holdout": "holdout=", "budget_usd": "budget_usd="}
-
-
-def check_seed(seed, names: dict = CLI_NAMES) -> None:
+def check_seed(seed) -> None:
     """Before any work: Optuna refused a negative seed only when the study opened, after recording, and the
     error read as the storage's."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"{names['seed']} must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
 
 
-def check_search_numbers(seed, trials, holdout, budget_usd, names: dict = CLI_NAMES) -> None:
+def check_search_numbers(seed, trials, holdout, budget_usd) -> None:
     """Seed, trial count, holdout share and budget in range: a NaN budget would cap nothing and a negative one
     stop the first call; a holdout of 0 leaves no row to check the chosen policy on."""
-    check_seed(seed, names)
+    check_seed(seed)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ConfigError(f"{names['trials']} must be a whole number of at least 1, got {trials!r}")
+        raise ConfigError(f"--trials must be a whole number of at least 1, got {trials!r}")
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not (
             math.isfinite(holdout) and 0 < holdout < 1):
-        raise ConfigError(f"{names['holdout']} must lie in (0, 1), got {holdout!r}: the chosen policy is checked on "
+        raise ConfigError(f"--holdout must lie in (0, 1), got {holdout!r}: the chosen policy is checked on "
                           "rows the search never saw")
     if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float)) or not (
             math.isfinite(budget_usd) and budget_usd >= 0)):
-        raise ConfigError(f"{names['budget_usd']} must be a finite amount >= 0, got {budget_usd!r}")
+        raise ConfigError(f"--budget-usd must be a finite amount >= 0, got {budget_usd!r}")
 
 
 def check_options(options, task_name: str) -> None:

@@ -13,21 +13,23 @@ The trainset is a list of `dspy.Example` with `.with_inputs(...)`, the metric DS
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import re
 
 from dspy.teleprompt import Teleprompter
 
 from optimizers import defaults
 from optimizers.live import check_rows, check_unique_ids
-from optimizers.preflight import PYTHON_NAMES, check_search_numbers
+from optimizers.preflight import check_search_numbers
 from optimizers.semantic_search import check_declaration
 from optimizers.select import Objective
 from optimizers.stages import Job, run
 from pipelines import paths
 from pipelines.artifact import load_state, program_from_body
 from pipelines.cache import CallCache
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, TierwiseError
 from pipelines.programs import ExampleTask, example_row, factory_spec, input_keys_of
 from pipelines.tiers import Catalog, load_catalog
 
@@ -62,8 +64,9 @@ class TierOptimizer(Teleprompter):
             raise ConfigError("metric must be a callable metric(example, prediction, trace=None)")
         self.metric = metric
         self.tiers = tiers
-        self.objective = Objective(min_quality, match_tier, max_cost_per_1k)  # validates the combination
-        check_search_numbers(seed, trials, holdout, budget_usd, PYTHON_NAMES)  # before any call, as the CLI does
+        with python_names():  # checked before any call, as the CLI does
+            self.objective = Objective(min_quality, match_tier, max_cost_per_1k)  # validates the combination
+            check_search_numbers(seed, trials, holdout, budget_usd)
         self.trials, self.budget_usd, self.holdout = trials, budget_usd, holdout
         self.storage, self.seed = storage, seed
         self.predictor_correct = predictor_correct
@@ -78,6 +81,10 @@ class TierOptimizer(Teleprompter):
 
     def compile(self, student, *, trainset, valset=None, teacher=None):
         """A compiled copy of `student`: a pipelines.cascade.CompiledProgram, called like the program."""
+        with python_names():
+            return self._compile(student, trainset, valset, teacher)
+
+    def _compile(self, student, trainset, valset, teacher):
         if teacher is not None:
             raise ConfigError("TierOptimizer takes no teacher: it assigns tiers, it does not bootstrap demos")
         task = ExampleTask.from_examples(student, self.metric, list(trainset), source=factory_spec(student),
@@ -119,6 +126,25 @@ class TierOptimizer(Teleprompter):
         load_state(program, result.body)
         return program_from_body(result.body, program, "compiled program",
                                  cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts)
+
+
+# The compile's messages name the command line's flags; from Python they name this class's parameters.
+FLAG_PARAMETERS = {"--min-quality": "min_quality=", "--match-tier": "match_tier=",
+                   "--max-cost-per-1k": "max_cost_per_1k=", "--holdout": "holdout=", "--budget-usd": "budget_usd=",
+                   "--trials": "trials=", "--allow-incomplete": "allow_incomplete=True", "--seed": "seed="}
+_FLAG = re.compile("|".join(re.escape(flag) for flag in sorted(FLAG_PARAMETERS, key=len, reverse=True)) + r"\b")
+
+
+@contextlib.contextmanager
+def python_names():
+    """A tierwise error raised inside names TierOptimizer's parameters where it named the CLI's flags (the same
+    error object and class, its message translated)."""
+    try:
+        yield
+    except TierwiseError as error:
+        if error.args and isinstance(error.args[0], str):
+            error.args = (_FLAG.sub(lambda m: FLAG_PARAMETERS[m.group(0)], error.args[0]), *error.args[1:])
+        raise
 
 
 def overlap_note(train_rows: list[dict], hold_rows: list[dict]) -> list[str]:

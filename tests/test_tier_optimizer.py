@@ -175,11 +175,25 @@ def test_examples_without_inputs_and_a_bad_objective_are_refused():
     ({"trials": 0}, r"^trials= must be a whole number of at least 1, got 0$"),
     ({"trials": 2.5}, r"^trials= must be a whole number of at least 1, got 2\.5$"),
     ({"seed": -1}, r"^seed= must be a whole number from 0 to 4294967295, got -1$"),
+    ({"min_quality": 0.8, "match_tier": "big"}, r"^give at most one of min_quality=, match_tier=, max_cost_per_1k=$"),
+    ({"min_quality": 1.5}, r"^min_quality= must lie in \[0, 1\], got 1\.5$"),
 ])
 def test_out_of_range_settings_are_refused_by_their_python_names_before_any_call(settings, message):
     """A NaN budget capped nothing, -1 stopped the first call, holdout=0 printed nan notes: refused at once."""
     with pytest.raises(ConfigError, match=message):
         TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), **settings)
+
+
+def test_a_budget_stop_in_a_python_compile_names_budget_usd(tmp_path):
+    """The compile's own messages named the CLI's --budget-usd to a Python caller: the same BudgetExceeded, the
+    parameter's name."""
+    from pipelines.errors import BudgetExceeded
+
+    optimizer = TierOptimizer(metric=metric, tiers=fake_catalog("small", "big"), trials=3, budget_usd=0.0,
+                              storage=f"sqlite:///{tmp_path}/s.db", work_dir=tmp_path, scripts={"*": script([])})
+    with pytest.raises(BudgetExceeded, match=r"this compile has spent \$0\.000000 of budget_usd= \$0\.000000") as stop:
+        optimizer.compile(make_program(), trainset=trainset())
+    assert "--budget-usd" not in str(stop.value)
 
 
 class ImportableBank(dspy.Module):  # importable: the artifact records it as the factory
