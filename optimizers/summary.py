@@ -127,7 +127,7 @@ def render_text(summary: dict) -> str:
         savings_pct(d["cost_per_1k"], summary["baselines"][summary["reference"]]["dev"]["cost_per_1k"])
     lines.append(f"savings vs {summary['reference']}: {saving:.1f}% of {split} cost")
     if summary.get("whole_form"):  # optimize --decompose (optimizers.whole_form)
-        lines.append(whole_form_line(summary["whole_form"]))
+        lines.append(summary["whole_form"].get("skipped") or whole_form_line(summary["whole_form"]))
     on_demand = summary.get("cells_recorded", 0) - summary["full_matrix_calls"]  # calls only cascades ask for
     matrix = f"full matrix {summary['full_matrix_calls']}" + (f" + {on_demand} asked for by the search"
                                                              if on_demand > 0 else "")

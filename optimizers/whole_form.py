@@ -10,6 +10,7 @@ from dataclasses import replace
 from optimizers.select import savings_pct
 from optimizers.stages import Job, prepare
 from optimizers.summary import block, paired_gap
+from pipelines.errors import BudgetExceeded
 from pipelines.policy import Policy
 
 
@@ -18,10 +19,14 @@ def whole_form_reference(job: Job, whole_task, summary: dict, chosen_scores: dic
     (the same split: same rows, seed and share); with the chosen policy's saving and paired gap against it
     (`chosen_scores`: the chosen policy's score per holdout row id)."""
     reference = summary["reference"]
-    session = prepare(replace(job, task=whole_task, notes=[], out=None))
+    # --budget-usd covers the whole command: these calls get what the decomposed compile left of it
+    left = None if job.budget_usd is None else max(0.0, job.budget_usd - summary.get("spent_usd_compile", 0.0))
+    session = prepare(replace(job, task=whole_task, notes=[], out=None, budget_usd=left))
     try:
         results = session.evaluate(Policy.uniform(session.predictors, reference), session.hold)
         paid = session.table.budget.paid_calls
+    except BudgetExceeded as stop:
+        return {"skipped": f"the whole form on {reference} was not measured: {stop}"}
     finally:
         session.runtime.close()
     scores, costs = [r.score for r in results], [r.cost_usd for r in results]
@@ -30,4 +35,3 @@ def whole_form_reference(job: Job, whole_task, summary: dict, chosen_scores: dic
            "savings_pct": savings_pct(summary["holdout"]["cost_per_1k"], holdout["cost_per_1k"])}
     out["gap"] = paired_gap([chosen_scores[r.row_id] for r in results], scores, seed=job.seed)
     return out
-

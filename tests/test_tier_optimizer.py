@@ -876,6 +876,19 @@ def test_optimize_decompose_splits_a_task_file_predictor_kept_in_a_list(tmp_path
     assert again.exit_code == 0, again.stderr
     line = next(x for x in again.stdout.splitlines() if x.startswith("vs the whole form (not decomposed) on big:"))
     assert "paid calls" not in line and f"saving {whole['savings_pct']:.1f}% of holdout cost" in line  # cached
+    # --budget-usd covers those calls too: what the compile left of it, and none left is a line, not a failure
+    from optimizers.live import OptimizeOptions, load_all_rows
+    from optimizers.stages import Job
+    from optimizers.whole_form import whole_form_reference
+    from pipelines.decomposition import DecomposedTask
+    from pipelines.tasks import load_task
+    from pipelines.tiers import load_catalog
+
+    split = DecomposedTask(load_task(str(task)))
+    job = Job(task=split, rows=load_all_rows(split, OptimizeOptions(task=str(task))), catalog=load_catalog(tiers),
+              budget_usd=summary["spent_usd_compile"], work_dir=tmp_path / "fresh", scripts={"*": triage_script([])})
+    skipped = whole_form_reference(job, split.whole, summary, {})
+    assert skipped["skipped"].startswith("the whole form on big was not measured: budget reached"), skipped
     ran = CliRunner().invoke(cli.app, ["run", summary["artifact"], "--task", str(task), "--json",
                                        "--input", json.dumps({"message": "I lost my card"})])
     assert ran.exit_code == 0, (ran.stdout, ran.stderr, ran.exception)
