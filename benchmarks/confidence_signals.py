@@ -46,7 +46,7 @@ def top5_backend(tier):
         body.setdefault("temperature", 0.0)
         if body.get("stop") is None:
             body.pop("stop", None)
-        response = get_server(key).chat(body)
+        response, _ = get_server(key).chat(body)
         last_body[:] = [response]
         return backends.read_chat_completion(response)
 

@@ -26,7 +26,8 @@ def local_backend(tier: Tier) -> Callable[[dict], dict]:
         body.setdefault("temperature", 0.0)
         if body.get("stop") is None:
             body.pop("stop", None)
-        return read_chat_completion(get_server(key).chat(body))
+        completion, seconds = get_server(key).chat(body)
+        return {**read_chat_completion(completion), "latency_s": seconds}
 
     return call
 

@@ -51,7 +51,7 @@ class RungOutcome:
     paid_usd: float = 0.0  # what was actually spent now (0 on cache hits)
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # the models' time on its calls (as in production, cached or not)
     failed_text: str = ""  # what the tier wrote when its answer was not usable (first 200 characters)
     prediction: object = None  # live only: the dspy.Prediction
     records: list = field(default_factory=list)  # live only: ledger records of its calls
@@ -257,7 +257,7 @@ class LiveRungs:
             paid_usd=sum(c.record.cost_usd for c in trace),
             prompt_tokens=sum(c.prompt_tokens for c in trace),
             completion_tokens=sum(c.completion_tokens for c in trace),
-            latency_s=sum(c.record.latency_s for c in trace),
+            latency_s=sum(c.model_latency_s for c in trace),
             records=[c.record for c in trace] + failures,
             failed_text=trace[-1].text[:200] if outputs is None and trace else "",
         )

@@ -53,6 +53,9 @@ class CallResult:
     record: CallRecord | None = None
     cut_at: int | None = None  # max_tokens, when the answer stopped there (finish_reason "length")
     request_key: str = ""  # the request's cache key before its candidate number (see TierEngine.call)
+    # The model's time when the answer was paid for, cached or not (record.latency_s is this call's wall
+    # time: a cache read on a hit). Outcome tables and trails price latency like cost, as in production.
+    model_latency_s: float = 0.0
 
 
 def request_payload(request) -> dict:
@@ -194,15 +197,11 @@ class TierEngine:
             try:
                 with self._count_lock:
                     self.attempts += 1
-                started = time.perf_counter()
-                future = self._pool.submit(contextvars.copy_context().run, self.backend, payload)
+                future = self._pool.submit(contextvars.copy_context().run, self._timed_backend, payload)
                 try:
-                    result = future.result(timeout=timeout)
+                    return future.result(timeout=timeout)
                 except FutureTimeout:
                     raise TierTimeout(f"tier {self.tier.name} timed out after {timeout}s") from None
-                result = dict(result)
-                result["latency_s"] = time.perf_counter() - started
-                return result
             except Exception as error:
                 if attempt == retries or not transient(error):
                     raise
@@ -210,6 +209,15 @@ class TierEngine:
                     self.retries += 1
                 time.sleep(retry_delay(error, attempt, backoff))
         raise AssertionError("unreachable")
+
+    def _timed_backend(self, payload: dict) -> dict:
+        """The backend's answer with the model's time (kept in the cache with it): timed in the worker, so
+        a call queued behind others (program.batch) does not count its wait; a backend that waits for a
+        shared model (a local tier answers one request at a time) reports its own service time."""
+        started = time.perf_counter()
+        result = dict(self.backend(payload))
+        result.setdefault("latency_s", time.perf_counter() - started)
+        return result
 
     def _record_failure(self, error: Exception, latency: float) -> None:
         """A failed call is logged too (no tokens known, so no cost): uptime problems stay visible."""
@@ -246,7 +254,8 @@ class TierEngine:
             self.ledger.add(record)
         call = CallResult(result.get("text", ""), prompt, completion,
                           [tuple(x) for x in result.get("logprobs") or []], record,
-                          (int(limit) if limit else completion) if cut else None, request_key)
+                          (int(limit) if limit else completion) if cut else None, request_key,
+                          float(result.get("latency_s", latency)))
         trace = current_trace.get()
         if trace is not None:
             trace.append(call)

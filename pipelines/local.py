@@ -214,11 +214,14 @@ class LocalServer:
         self.lock = threading.Lock()
 
     def chat(self, body: dict) -> dict:
+        """The completion and the model's time on it (the wait for the lock, behind other requests, not counted)."""
         with self.lock:
+            started = time.perf_counter()
             result = self.server.handle_chat_completions(body)
+            seconds = time.perf_counter() - started
         if isinstance(result, dict) and "error" in result and "choices" not in result:
             raise RuntimeError(f"llama.cpp ({self.model.key}): {result['error']}")
-        return result
+        return result, seconds
 
 
 _servers: dict[str, LocalServer] = {}

@@ -97,7 +97,7 @@ class RunTimeEngine:
                 trail.append(Step(LABEL, 0, engine.tier.name, None, None, "run_time",
                                   engine.tier.cost(call.prompt_tokens, call.completion_tokens), cut,
                                   tokens=call.prompt_tokens + call.completion_tokens,
-                                  latency_s=call.record.latency_s if call.record else 0.0, call=ordinal))
+                                  latency_s=call.model_latency_s, call=ordinal))
             if call.record is not None and engine.ledger is not None:
                 engine.ledger.annotate(call.record, rung=0, call=ordinal, decision="run_time", error=cut)
 

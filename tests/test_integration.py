@@ -15,6 +15,7 @@ import sys
 import dspy
 import pytest
 
+import pipelines
 from conftest import ROOT, last_json_line, run_python
 from pipelines import local
 from pipelines.artifact import build, save
@@ -92,6 +93,25 @@ def test_identical_call_is_a_free_cache_hit(asked):
     frame = Ledger.read_frame(asked[0] / "ledger.jsonl")
     assert list(frame["cache_hit"]) == [False, False, False, True]
     assert frame["cost_usd"].iloc[:3].gt(0).all() and frame["cost_usd"].iloc[3] == 0.0
+
+
+def test_batched_requests_on_a_local_tier_count_the_model_time_not_the_wait(tmp_path):
+    """A local model answers one request at a time: under program.batch, each call's latency (ledger and trail)
+    is its own time on the model, not the wait behind the others. Their sum cannot exceed the batch's wall."""
+    import time
+
+    runtime = Runtime(default_catalog(), cache=CallCache(tmp_path / "cache"), ledger=Ledger())
+    program = CompiledProgram(QA(), Policy.uniform(["qa"], "cheap"), runtime)
+    examples = [dspy.Example(question=f"What is {a}+{b}?").with_inputs("question") for a, b in ((2, 3), (4, 5), (6, 7))]
+    started = time.perf_counter()
+    predictions = program.batch(examples, num_threads=3)
+    wall = time.perf_counter() - started
+    runtime.close()
+    paid = [r for r in runtime.ledger.records if not r.cache_hit]
+    assert len(paid) == 3
+    assert sum(r.latency_s for r in paid) <= wall, ([r.latency_s for r in paid], wall)
+    steps = [s for p in predictions for s in pipelines.trail_of(p)]
+    assert sorted(s.latency_s for s in steps) == pytest.approx(sorted(r.latency_s for r in paid))
 
 
 def test_a_long_input_fits_a_local_tier(tmp_path):

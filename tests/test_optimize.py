@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,11 @@ def test_new_prices_reprice_the_recorded_outcomes_without_a_paid_call(first_and_
         assert third["baselines"]["big"][split]["cost_per_1k"] == pytest.approx(
             first["baselines"]["big"][split]["cost_per_1k"] * 10)
         assert third["baselines"]["small"][split] == first["baselines"]["small"][split]
+    # cells recorded again from the cache keep the model's time they were paid with, not the cache read's
+    latency = {name: {(c["row_id"], c["predictor"], c["tier"]): c["latency_s"]
+                      for c in json.loads(Path(summary["artifact"]).read_text())["evaluation"]["cells"]}
+               for name, summary in (("first", first), ("third", third))}
+    assert latency["third"] == latency["first"] and any(latency["first"].values())
 
 
 def test_compiled_artifact_runs_the_chosen_policy(first_and_second_run):
