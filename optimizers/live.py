@@ -105,11 +105,9 @@ def optimize(options: OptimizeOptions, progress=None) -> dict:
               allow_incomplete=options.allow_incomplete)
     result = run(job, progress)
     if options.decompose:  # its saving is against its own flagship-only: also against the program as written
-        from optimizers.whole_form import whole_form_reference
+        from optimizers.whole_form import add_whole_form
 
-        chosen = {r["row_id"]: r["score"] for r in result.body["evaluation"]["chosen"] if r["split"] == "holdout"}
-        result.summary["whole_form"] = whole_form_reference(job, task.whole, result.summary, chosen)
-        result.body["summary"] = result.summary
+        add_whole_form(job, task, result)
     artifact.save(result.body, out_path, options.sign_key_env)
     if options.limit is not None and options.limit > len(all_rows):
         result.summary.setdefault("notes", []).append(

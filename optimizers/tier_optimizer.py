@@ -26,9 +26,11 @@ from optimizers.preflight import check_search_numbers
 from optimizers.semantic_search import check_declaration
 from optimizers.select import Objective
 from optimizers.stages import Job, run
+from optimizers.whole_form import add_whole_form
 from pipelines import paths
 from pipelines.artifact import load_state, program_from_body
 from pipelines.cache import CallCache
+from pipelines.decomposition import DecomposedTask, is_decomposed
 from pipelines.errors import ConfigError, TierwiseError
 from pipelines.programs import ExampleTask, example_row, factory_spec, input_keys_of
 from pipelines.tiers import Catalog, load_catalog
@@ -51,6 +53,9 @@ class TierOptimizer(Teleprompter):
     --semantic-cache`; a request answers from it only when every entity the regexes find matches.
     `allow_incomplete`: when a tier could not answer some rows (an outage, timeouts after retries), compile on
     the rows every tier answered (the summary's notes say how many were left out) instead of raising.
+    `decompose=True` compiles the program split into one predictor per output field (pipelines.decompose), as
+    `cli.py optimize --decompose` does, and measures the chosen policy against the program as written on the
+    reference tier, on the same holdout rows (`summary_["whole_form"]`: saving and paired quality gap).
 
     After `compile`: `summary_` (dict), `policy_` (pipelines.policy.Policy), `study_` (optuna.Study),
     `artifact_` (the artifact body that `compiled.save` writes)."""
@@ -59,7 +64,7 @@ class TierOptimizer(Teleprompter):
                  max_cost_per_1k: float | None = None, trials: int = defaults.TRIALS, budget_usd: float | None = None,
                  holdout: float = defaults.HOLDOUT, storage: str | None = None, seed: int = defaults.SEED,
                  predictor_correct=None, work_dir=None, progress: bool = False, scripts: dict | None = None,
-                 semantic_cache: dict | None = None, allow_incomplete: bool = False):
+                 semantic_cache: dict | None = None, allow_incomplete: bool = False, decompose: bool = False):
         if not callable(metric):
             raise ConfigError("metric must be a callable metric(example, prediction, trace=None)")
         self.metric = metric
@@ -75,6 +80,7 @@ class TierOptimizer(Teleprompter):
         self.scripts = scripts  # fake/ tiers (tests)
         self.semantic_cache = semantic_settings(semantic_cache)
         self.allow_incomplete = allow_incomplete
+        self.decompose = decompose
 
     def _catalog(self) -> Catalog:
         return self.tiers if isinstance(self.tiers, Catalog) else load_catalog(self.tiers)
@@ -89,6 +95,11 @@ class TierOptimizer(Teleprompter):
             raise ConfigError("TierOptimizer takes no teacher: it assigns tiers, it does not bootstrap demos")
         task = ExampleTask.from_examples(student, self.metric, list(trainset), source=factory_spec(student),
                                          predictor_correct=self.predictor_correct)
+        if self.decompose:
+            if is_decomposed(student):
+                raise ConfigError("decompose=True takes the program as written (the optimizer splits it and compares "
+                                  "the two forms); this one is decompose()d already")
+            task = DecomposedTask(task)
         hold_rows = None
         if valset is not None:
             valset_keys = input_keys_of(valset, "valset")
@@ -103,7 +114,7 @@ class TierOptimizer(Teleprompter):
             check_rows(hold_rows, task, "valset", program)
             check_unique_ids(task.rows + hold_rows, "trainset + valset")
         notes = overlap_note(task.rows, hold_rows or [])
-        names = [name for name, _ in student.named_predictors()]
+        names = [name for name, _ in program.named_predictors()]
         unknown = [n for n in (self.semantic_cache or {}).get("predictors", ()) if n not in names]
         if unknown:
             raise ConfigError(f"semantic_cache names predictors {unknown} that the program lacks; it has {names}")
@@ -120,6 +131,8 @@ class TierOptimizer(Teleprompter):
                 result = run(job, progress)
         else:
             result = run(job)
+        if self.decompose:
+            add_whole_form(job, task, result)
         self.summary_, self.policy_, self.study_ = result.summary, result.policy, result.study
         self.artifact_ = result.body
         program = copy.deepcopy(task.build_program())
@@ -131,7 +144,8 @@ class TierOptimizer(Teleprompter):
 # The compile's messages name the command line's flags; from Python they name this class's parameters.
 FLAG_PARAMETERS = {"--min-quality": "min_quality=", "--match-tier": "match_tier=",
                    "--max-cost-per-1k": "max_cost_per_1k=", "--holdout": "holdout=", "--budget-usd": "budget_usd=",
-                   "--trials": "trials=", "--allow-incomplete": "allow_incomplete=True", "--seed": "seed="}
+                   "--trials": "trials=", "--allow-incomplete": "allow_incomplete=True", "--seed": "seed=",
+                   "--decompose": "decompose=True"}
 _FLAG = re.compile("|".join(re.escape(flag) for flag in sorted(FLAG_PARAMETERS, key=len, reverse=True)) + r"\b")
 
 

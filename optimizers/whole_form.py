@@ -14,6 +14,13 @@ from pipelines.errors import BudgetExceeded
 from pipelines.policy import Policy
 
 
+def add_whole_form(job: Job, task, result) -> None:
+    """A decomposed compile's summary (and artifact) also get the line against the whole form (`task.whole`)."""
+    chosen = {r["row_id"]: r["score"] for r in result.body["evaluation"]["chosen"] if r["split"] == "holdout"}
+    result.summary["whole_form"] = whole_form_reference(job, task.whole, result.summary, chosen)
+    result.body["summary"] = result.summary
+
+
 def whole_form_reference(job: Job, whole_task, summary: dict, chosen_scores: dict[str, float]) -> dict:
     """The whole form's program, every predictor on `summary`'s reference tier, on the compile's holdout rows
     (the same split: same rows, seed and share); with the chosen policy's saving and paired gap against it

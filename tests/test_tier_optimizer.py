@@ -17,7 +17,7 @@ import pytest
 from conftest import answer as chat_answer
 from conftest import fake_catalog
 from optimizers import TierOptimizer
-from pipelines import load
+from pipelines import decompose, load
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 
 LABELS = ("card_lost", "balance", "fraud_report")
@@ -780,7 +780,6 @@ def triage_script(paid: list):
 def test_a_decomposed_program_tiers_each_field_and_loads_decomposed(tmp_path):
     """decompose(): one predictor per output field, so the easy field goes to the cheap tier; the artifact says so,
     and load splits the program it rebuilds (or is given) the same way."""
-    from pipelines import decompose, load
     from pipelines.cache import CallCache
 
     trainset_ = [dspy.Example(message=m, intent=label, words=len(m.split())).with_inputs("message")
@@ -811,6 +810,41 @@ def test_a_decomposed_program_tiers_each_field_and_loads_decomposed(tmp_path):
     with pytest.raises(ConfigError, match="no predictor of Predict writes several"):
         decompose(dspy.Predict("q -> a"))
     assert [n for n, _ in decompose(dspy.Predict("q -> a, b")).named_predictors()] == ["a", "b"]
+
+
+def test_decompose_true_splits_the_program_and_measures_it_against_the_whole_form(tmp_path):
+    """TierOptimizer(decompose=True), as `optimize --decompose`: the program as written is compiled split, and
+    summary_["whole_form"] puts the chosen policy beside the program as written on the reference tier, on the same
+    holdout rows (one paid call per row, cached: a second compile pays nothing)."""
+    trainset_ = [dspy.Example(message=m, intent=label, words=len(m.split())).with_inputs("message")
+                 for m, label in GOLD.items()]
+    paid: list = []
+
+    def optimizer():
+        return TierOptimizer(metric=lambda e, p, trace=None: e.intent == p.intent and e.words == p.words,
+                             tiers=fake_catalog("small", "big"), trials=20, holdout=0.3, decompose=True,
+                             storage=f"sqlite:///{tmp_path}/s.db", seed=0, work_dir=tmp_path / ".tierwise",
+                             scripts={"*": triage_script(paid)})
+
+    first = optimizer()
+    compiled = first.compile(Triage(), trainset=trainset_)
+    assert set(first.summary_["policy"]) == {"triage.intent", "triage.words"}
+    assert compiled.artifact["program"]["decomposed"] is True
+    whole = first.summary_["whole_form"]
+    assert compiled.artifact["summary"]["whole_form"] == whole
+    assert whole["tier"] == "big" and whole["holdout"]["n"] == first.summary_["holdout"]["n"] > 0
+    whole_calls = [system for tier, system in paid if "`intent` only" not in system and "`words` only" not in system]
+    assert whole["paid_calls"] == len(whole_calls) == first.summary_["holdout"]["n"]
+    assert whole["savings_pct"] > 0 and whole["gap"]["delta"] == pytest.approx(
+        first.summary_["holdout"]["quality"] - whole["holdout"]["quality"])
+    before = len(paid)
+    again = optimizer()
+    again.compile(Triage(), trainset=trainset_)
+    assert len(paid) == before and again.summary_["whole_form"]["paid_calls"] == 0
+    with pytest.raises(ConfigError, match=r"^decompose=True takes the program as written .* decompose\(\)d already$"):
+        optimizer().compile(decompose(Triage()), trainset=trainset_)
+    with pytest.raises(ConfigError, match=r"^decompose=True: no predictor of task Predict writes several output"):
+        optimizer().compile(dspy.Predict("message -> intent"), trainset=trainset_)
 
 
 TRIAGE_TASK_FILE = """
