@@ -272,25 +272,32 @@ def replay_apply(
                                               help="divide this table's scores by this (default: as when fitted)"),
 ):
     """Replay a fitted policy on an outcome table: per-id decisions, quality, cost per 1k and the saving against
-    the model the fit compared it to."""
+    the model the fit compared it to. A table without a score column (logs nobody labelled) gets the decisions
+    and costs only."""
     from optimizers.replay import apply, decision_stats, reference_comparison, write_decisions
     from pipelines.artifact import check_destination
 
     if decisions:
         check_destination(decisions, flag="--decisions", example="decisions.csv")
-    applied = apply(policy, outcomes, score_max)
+    applied = apply(policy, outcomes, score_max, unscored_table=True)
     written = write_decisions(applied, decisions) if decisions else None  # before printing: a closed pipe loses nothing
+
+    def quality(value, other=None) -> str:  # a table without scores says what it cannot
+        if value is None:
+            return "quality unknown (no scores)   "
+        return f"quality {value:.4f}" + (f" vs {other:.4f}" if other is not None else "") + "   "
+
     stats = decision_stats(applied.decisions)
-    typer.echo(f"ids: {stats['n']}   quality {stats['quality']:.4f}   cost/1k ${stats['cost_per_1k']:.6f}")
+    typer.echo(f"ids: {stats['n']}   {quality(stats['quality'])}cost/1k ${stats['cost_per_1k']:.6f}")
     versus = reference_comparison(applied)
     if versus:
         saving = "" if versus["saving_pct"] is None else f"   saving {versus['saving_pct']:.1f}%"
-        typer.echo(f"vs {versus['reference']} alone on the {versus['n']} ids it answered: quality "
-                   f"{versus['quality']:.4f} vs {versus['reference_quality']:.4f}   cost/1k "
+        typer.echo(f"vs {versus['reference']} alone on the {versus['n']} ids it answered: "
+                   f"{quality(versus['quality'], versus['reference_quality'])}cost/1k "
                    f"${versus['cost_per_1k']:.6f} vs ${versus['reference_cost_per_1k']:.6f}{saving}")
     if applied.fitted_holdout:
         h = decision_stats(applied.fitted_holdout)
-        typer.echo(f"fitted holdout ids: {h['n']}   quality {h['quality']:.4f}   cost/1k ${h['cost_per_1k']:.6f}")
+        typer.echo(f"fitted holdout ids: {h['n']}   {quality(h['quality'])}cost/1k ${h['cost_per_1k']:.6f}")
     for note in applied.notes:
         typer.echo(f"note: {note}")
     if written:

@@ -303,7 +303,7 @@ class Decision:
     final_model: str
     models_called: list[str]
     cost_usd: float
-    score: float
+    score: float | None  # None: the table has no scores
     without_row: list[str] = field(default_factory=list)  # models called that the table has no answer of
 
 
@@ -346,10 +346,11 @@ class Applied:
         return [d for d in self.decisions if d.id in held]
 
 
-def apply(policy_path, outcomes_path, score_max: float | None = None) -> Applied:
+def apply(policy_path, outcomes_path, score_max: float | None = None, unscored_table: bool = False) -> Applied:
     """Each id climbs the policy's ladder through pipelines.cascade.run_ladder itself; a cell the table lacks
     is a failed rung, and an id whose every rung failed scores 0 with final_model ''. `score_max` divides this
-    table's scores (default: what the policy was fitted with)."""
+    table's scores (default: what the policy was fitted with). `unscored_table`: a table without a score column
+    (logs nobody labelled) is read too: each decision's models and cost, its score None."""
     from pipelines.cascade import RungOutcome, run_ladder
     from pipelines.errors import AllRungsFailed
     from optimizers.replay_signals import answers_agree
@@ -360,7 +361,7 @@ def apply(policy_path, outcomes_path, score_max: float | None = None) -> Applied
         replay = {**replay, "score_max_fitted": replay.get("score_max"), "score_max": score_max}
     pp = policy[replay["predictor"]]
     plugins = tuple(replay.get("plugins") or ())
-    matrix = load_outcomes(outcomes_path, replay.get("score_max"), bool(replay.get("clip_scores")))
+    matrix = load_outcomes(outcomes_path, replay.get("score_max"), bool(replay.get("clip_scores")), unscored_table)
     missing = [m for m in pp.ladder if m not in matrix.models]
     if missing:
         raise DatasetError(f"{outcomes_path}: the policy's ladder needs models {missing}, which the table lacks "
@@ -384,7 +385,7 @@ def apply(policy_path, outcomes_path, score_max: float | None = None) -> Applied
             j = column[tier]
             called.append(tier)
             if not matrix.present[q, j]:
-                return RungOutcome(tier=tier, outputs=None, error="no scored answer in the table",
+                return RungOutcome(tier=tier, outputs=None, error="no answer in the table",
                                    cost_usd=float(matrix.cost[q, j]))
             prev = answered[-1] if answered else None
             out = matrix.outputs[q][j]
@@ -404,6 +405,7 @@ def apply(policy_path, outcomes_path, score_max: float | None = None) -> Applied
             tier, score = final.tier, float(matrix.score[q, column[final.tier]])
         except AllRungsFailed:
             tier, score = "", 0.0
+        score = score if matrix.scored else None
         decisions.append(Decision(rid, tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
                                   score, [t for t in called if not matrix.present[q, column[t]]]))
     notes = list(matrix.notes) + _apply_notes(replay, pp, matrix, decisions)
@@ -422,9 +424,10 @@ def reference_comparison(applied: Applied) -> dict | None:
         return None
     ref_cost = float(np.mean([matrix.cost[q, j] for q, _ in rows]))
     policy_cost = float(np.mean([d.cost_usd for _, d in rows]))
+    scored = matrix.scored
     return {"reference": reference, "n": len(rows),
-            "quality": float(np.mean([d.score for _, d in rows])), "cost_per_1k": 1000 * policy_cost,
-            "reference_quality": float(np.mean([matrix.score[q, j] for q, _ in rows])),
+            "quality": float(np.mean([d.score for _, d in rows])) if scored else None, "cost_per_1k": 1000 * policy_cost,
+            "reference_quality": float(np.mean([matrix.score[q, j] for q, _ in rows])) if scored else None,
             "reference_cost_per_1k": 1000 * ref_cost,
             "saving_pct": 100 * (1 - policy_cost / ref_cost) if ref_cost > 0 else None}
 
@@ -438,7 +441,7 @@ def judged_without_text(pp, matrix: OutcomeMatrix) -> bool:
 
 def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decision]) -> list[str]:
     notes = []
-    if replay.get("score_max") is not None:
+    if replay.get("score_max") is not None and matrix.scored:
         fitted = replay.get("score_max_fitted", replay["score_max"])
         if fitted == replay["score_max"]:
             notes.append(f"scores divided by --score-max {fitted:g}, as when the policy was fitted")
@@ -448,8 +451,8 @@ def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decisi
         notes.extend(scale_note(matrix, replay["score_max"]))
     unanswered = sum(not d.final_model for d in decisions)
     if unanswered:
-        notes.append(f"{unanswered} of {len(decisions)} ids had no scored answer on any rung the policy called: "
-                     "each scores 0")
+        notes.append(f"{unanswered} of {len(decisions)} ids had no " + ("scored answer on any rung the policy called: "
+                     "each scores 0" if matrix.scored else "answer on any rung the policy called"))
     if replay.get("router") and not any(text.strip() for text in matrix.inputs):
         notes.append("the policy's router reads each query's input text, which this table lacks: it routes every "
                      "query as an empty input; add an input column")
@@ -492,7 +495,11 @@ def _router_predictions(replay: dict, inputs: list[str], where) -> np.ndarray | 
 
 
 def decision_stats(decisions: list[Decision]) -> dict:
-    return block_of([d.score for d in decisions], [d.cost_usd for d in decisions])
+    """n, quality (None when the table has no scores) and cost per 1k of the decisions."""
+    scores = [d.score for d in decisions]
+    if decisions and scores[0] is None:
+        return {**block_of([0.0] * len(decisions), [d.cost_usd for d in decisions]), "quality": None}
+    return block_of(scores, [d.cost_usd for d in decisions])
 
 
 def write_decisions(applied: Applied, path) -> Path:
@@ -505,5 +512,5 @@ def write_decisions(applied: Applied, path) -> Path:
         writer.writerow(["id", "final_model", "models_called", "models_without_row", "cost_usd", "score", "segment"])
         for d in applied.decisions:
             writer.writerow([d.id, d.final_model, ";".join(d.models_called), ";".join(d.without_row), repr(d.cost_usd),
-                             repr(d.score), segment[d.id]])
+                             "" if d.score is None else repr(d.score), segment[d.id]])
     return path

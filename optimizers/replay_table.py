@@ -9,6 +9,9 @@ Tables as users have them are sparse: a query some model never answered, or a ce
 (blank score). Such a cell is kept as absent (`present` False, score 0, cost 0) and read as a rung that
 failed, as a live cascade reads a failed call: it climbs past it. `notes` says what was left out.
 Scores must lie in [0, 1]; judge scores on another scale are divided by `score_max` (e.g. 10).
+
+`replay apply` also reads a table with no score column at all (production logs nobody labelled): a cell is then
+an answer when it holds answer text or a cost, and the policy's decisions and costs are all it can say.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class OutcomeMatrix:
     prices: dict  # model -> ($/1M in, $/1M out) or None when costs came recorded
     present: np.ndarray | None = None  # (n_ids, n_models) bool: the cell holds a scored answer
     notes: list = field(default_factory=list)  # one line per kind of cell or id left out
+    scored: bool = True  # False: a table without a score column (present: the cell holds an answer; score 0)
 
     def __post_init__(self):
         if self.present is None:
@@ -55,7 +59,8 @@ class OutcomeMatrix:
         idx = list(idx)
         return OutcomeMatrix(self.source, [self.ids[i] for i in idx], [self.inputs[i] for i in idx],
                              [self.segments[i] for i in idx], self.models, self.score[idx], self.cost[idx],
-                             [self.outputs[i] for i in idx], self.prices, self.present[idx], list(self.notes))
+                             [self.outputs[i] for i in idx], self.prices, self.present[idx], list(self.notes),
+                             self.scored)
 
     def dropping_ids_without(self, model: str) -> "OutcomeMatrix":
         """Only the ids `model` answered (a reference must be scored on every id it is compared on)."""
@@ -74,7 +79,7 @@ NUMBER_COLUMNS = ("score", "cost_usd", "prompt_tokens", "completion_tokens")
 csv.field_size_limit(2**31 - 1)
 
 
-def _csv_rows(path: Path, delimiter: str | None):
+def _csv_rows(path: Path, delimiter: str | None, required=REQUIRED):
     """Yield (row_label, dict). A BOM (Excel's "CSV UTF-8") is dropped, column names are read stripped and
     lower-cased, and a header without commas but with tabs or semicolons gives the delimiter."""
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -87,7 +92,7 @@ def _csv_rows(path: Path, delimiter: str | None):
             names = [str(name).strip().lower() for name in reader.fieldnames or []]
             if not names:
                 raise DatasetError(f"{path}: no rows")
-            missing = [c for c in REQUIRED if c not in names]
+            missing = [c for c in required if c not in names]
             if missing:
                 raise DatasetError(f"{path}: no {' / '.join(repr(c) for c in missing)} column; the header has "
                                    f"{names} (columns: {', '.join(REQUIRED)}; optional input, output, cost_usd, "
@@ -111,11 +116,11 @@ def _csv_rows(path: Path, delimiter: str | None):
             raise DatasetError(f"{path}: line {reader.line_num}: not readable as CSV ({e})") from None
 
 
-def _rows(path: Path):
+def _rows(path: Path, required=REQUIRED):
     """Yield (row_label, dict) where row_label names the row for error messages."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        yield from _csv_rows(path, "\t" if suffix == ".tsv" else None)
+        yield from _csv_rows(path, "\t" if suffix == ".tsv" else None, required)
     elif suffix in (".jsonl", ".ndjson"):
         try:
             for line_no, row in iter_jsonl_objects(path):
@@ -185,9 +190,11 @@ class _Pricer:
         return self.prices[model]
 
 
-def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores: bool = False) -> OutcomeMatrix:
+def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores: bool = False,
+                  unscored_table: bool = False) -> OutcomeMatrix:
     """The table as a matrix; scores are divided by `score_max` when given, and must then lie in [0, 1]
-    (or are clipped into it with `clip_scores`, e.g. a translation metric a little below 0; noted)."""
+    (or are clipped into it with `clip_scores`, e.g. a translation metric a little below 0; noted).
+    `unscored_table`: a table whose first row has no score column is read without scores (`scored` False)."""
     path = Path(path)
     if score_max is not None and not (math.isfinite(score_max) and score_max > 0):
         raise DatasetError(f"--score-max must be a positive number, got {score_max}")
@@ -202,25 +209,36 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
     priced_models: set[str] = set()
     unscored = unpriced = repeated = 0
     clipped = [0]
-    for label, row in _rows(path):
+    scored = None  # decided by the first row
+    for label, row in _rows(path, REQUIRED[:2] if unscored_table else REQUIRED):
         where = f"{path}: {label}"
         for column in ("id", "model"):
             if _blank(row.get(column)):
                 raise DatasetError(f"{where}: missing {column}")
-        if "score" not in row:
-            raise DatasetError(f"{where}: missing score (the table needs a score column)")
+        if scored is None:
+            scored = "score" in row or not unscored_table
+        if "score" not in row and scored:
+            raise DatasetError(f"{where}: missing score (the table needs a score column"
+                               + ("; `replay apply` reads one without" if not unscored_table else "") + ")")
+        if "score" in row and not scored:
+            raise DatasetError(f"{where}: has a score where the first row has none: score every row or none")
         rid, model = _id_text(row["id"]), str(row["model"]).strip()
         for column, value in (("id", rid), ("model", model)):
             if any(ord(c) < 32 for c in value):
                 raise DatasetError(f"{where}: {column} {value!r} holds a control character")
-        score = None if _no_number(row.get("score")) else \
-            _score(row["score"], score_max, where, clipped if clip_scores else None)
-        unscored += score is None
-        if score is None and all(_no_number(row.get(c)) for c in ("cost_usd", "prompt_tokens", "completion_tokens")):
+        output = "" if _blank(row.get("output")) else str(row["output"])
+        unpriced_row = all(_no_number(row.get(c)) for c in ("cost_usd", "prompt_tokens", "completion_tokens"))
+        if scored:
+            score = None if _no_number(row.get("score")) else \
+                _score(row["score"], score_max, where, clipped if clip_scores else None)
+            unscored += score is None
+        else:  # no labels: a logged answer (text or a price) is an answer of unknown quality
+            score = None if not output and unpriced_row else 0.0
+        if score is None and unpriced_row:
             cost, unpriced = 0.0, unpriced + 1  # a failed call logged without a price: a failed rung costs nothing
         else:
             cost = _cost(row, model, where, pricer, priced_models)
-        cell = {"score": score, "cost": cost, "output": "" if _blank(row.get("output")) else str(row["output"])}
+        cell = {"score": score, "cost": cost, "output": output}
         if (rid, model) in cells:
             if cells[(rid, model)] == cell:  # the same call logged twice (a retried write): one cell
                 repeated += 1
@@ -233,7 +251,7 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
                               "segment": "all" if _blank(row.get("segment")) else str(row["segment"])})
     if not cells:
         raise DatasetError(f"{path}: no rows")
-    matrix = _pivot(path, cells, info, pricer, priced_models)
+    matrix = _pivot(path, cells, info, pricer, priced_models, scored)
     by_case: dict[str, list[str]] = {}
     for model in matrix.models:
         by_case.setdefault(model.lower(), []).append(model)
@@ -246,6 +264,11 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
                             "answer): each read once")
     if clipped[0]:
         matrix.notes.append(f"{clipped[0]} scores outside [0, 1] clipped into it (--clip-scores)")
+    if not scored:
+        matrix.notes.append("the table has no score column: the policy's decisions and costs only, no quality"
+                            + (f"; {unpriced} row{'s' * (unpriced != 1)} with neither answer text nor a cost read "
+                               "as failed calls"
+                               if unpriced else ""))
     if unscored:
         matrix.notes.append(f"{unscored} unscored cells (a blank or NA score) read as failed rungs: a ladder climbs "
                             "past them" + (f"; {unpriced} of them had no cost either, priced at 0" if unpriced else ""))
@@ -305,7 +328,7 @@ def _cost(row: dict, model: str, where: str, pricer: _Pricer, priced_models: set
     return cost
 
 
-def _pivot(path, cells, info, pricer, priced_models) -> OutcomeMatrix:
+def _pivot(path, cells, info, pricer, priced_models, scored: bool = True) -> OutcomeMatrix:
     ids = sorted(info)
     models = sorted({m for _, m in cells})
     missing = [(rid, m) for rid in ids for m in models if (rid, m) not in cells]
@@ -322,7 +345,8 @@ def _pivot(path, cells, info, pricer, priced_models) -> OutcomeMatrix:
     cost = np.array([[c["cost"] for c in row] for row in grid], float)  # an unscored call was still paid
     never = [m for j, m in enumerate(models) if not present[:, j].any()]
     if never:
-        raise DatasetError(f"{path}: model(s) {never} have no scored row; drop them or score them")
+        raise DatasetError(f"{path}: model(s) {never} have no scored row; drop them or score them" if scored else
+                           f"{path}: model(s) {never} have no answer (no answer text or cost on any row); drop them")
 
     def mean_cost(j):  # over the cells the model answered
         return cost[present[:, j], j].mean()
@@ -336,5 +360,5 @@ def _pivot(path, cells, info, pricer, priced_models) -> OutcomeMatrix:
         score=score[:, order], cost=cost[:, order],
         outputs=[[row[j]["output"] for j in order] for row in grid],
         prices={m: (pricer(m) if m in priced_models else None) for m in models},
-        present=present[:, order], notes=notes,
+        present=present[:, order], notes=notes, scored=scored,
     )

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from optimizers.replay import PREDICTOR, ReplayOptions, apply, fit, split_ids
+from optimizers.replay import PREDICTOR, ReplayOptions, apply, fit, reference_comparison, split_ids
 from optimizers.replay_eval import Signals, agreement_confidence, learned_confidence, run_ladder_vectorized
 from optimizers.answer_signals import answers_agree, final_number
 from optimizers.replay_signals import NONE, ReplayScorer, feature_row
@@ -719,6 +719,46 @@ def test_apply_prints_the_saving_and_refuses_agreement_without_answers(fitted, t
     with out.open() as f:
         first = next(r for r in csv.DictReader(f) if r["id"] == "q000")
     assert first["models_called"].startswith("cheap") and first["models_without_row"] == "cheap"
+
+
+def test_apply_reads_logs_nobody_scored_for_decisions_and_costs(fitted, tmp_path):
+    """Production logs have no labels: apply on a table without a score column gives each id's models and cost
+    (the same decisions as on the scored table), the saving against the reference in cost, and says quality is
+    unknown; a row with neither answer text nor a cost is a failed call. fit still needs scores."""
+    _, table, result = fitted
+    policy = result.summary["artifact"]
+    rows = synthetic_rows()
+    failed = {"output": "", "cost_usd": "", "score": ""}  # a failed call: no answer, no price (nor a score)
+    rows = [{**r, **failed} if (r["id"], r["model"]) == ("q003", "cheap") else r for r in rows]
+    unscored = write_csv(tmp_path / "logs.csv", rows, [c for c in COLUMNS if c != "score"])
+    labelled = write_csv(tmp_path / "labelled.csv", rows)
+    out = tmp_path / "d.csv"
+    res = CliRunner().invoke(cli.app, ["replay", "apply", policy, str(unscored), "--decisions", str(out)])
+    assert res.exit_code == 0, res.output
+    scored = {d.id: d for d in apply(policy, labelled).decisions}
+    with out.open() as f:
+        decisions = list(csv.DictReader(f))
+    assert len(decisions) == 240 and all(d["score"] == "" for d in decisions)
+    for d in decisions:
+        assert d["models_called"].split(";") == scored[d["id"]].models_called
+        assert float(d["cost_usd"]) == pytest.approx(scored[d["id"]].cost_usd)
+    versus = reference_comparison(apply(policy, unscored, unscored_table=True))
+    assert versus["quality"] is None and versus["saving_pct"] > 0
+    assert f"ids: 240   quality unknown (no scores)   cost/1k $" in res.output
+    assert f"vs big alone on the 240 ids it answered: quality unknown (no scores)   cost/1k " \
+           f"${versus['cost_per_1k']:.6f} vs ${versus['reference_cost_per_1k']:.6f}   saving {versus['saving_pct']:.1f}%" \
+           in res.output
+    assert "note: the table has no score column: the policy's decisions and costs only, no quality; 1 row with " \
+           "neither answer text nor a cost read as failed calls" in res.output
+    assert next(d for d in decisions if d["id"] == "q003")["models_without_row"] == "cheap"
+    fit_res = CliRunner().invoke(cli.app, ["replay", "fit", str(unscored), "--trials", "5"])
+    assert fit_res.exit_code == 2 and "no 'score' column" in fit_res.stderr, fit_res.output
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"id": "a", "model": "cheap", "cost_usd": 0.1}\n{"id": "a", "model": "big", "score": 1, '
+                     '"cost_usd": 0.2}\n')
+    res = CliRunner().invoke(cli.app, ["replay", "apply", policy, str(mixed)])
+    assert res.exit_code == 2 and "line 2: has a score where the first row has none: score every row or none" \
+        in res.stderr, res.output
 
 
 def test_model_names_differing_in_case_are_noted(tmp_path):
