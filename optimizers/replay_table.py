@@ -215,11 +215,12 @@ def load_outcomes(path: str | Path, score_max: float | None = None, clip_scores:
         for column in ("id", "model"):
             if _blank(row.get(column)):
                 raise DatasetError(f"{where}: missing {column}")
-        if scored is None:
+        first = scored is None
+        if first:
             scored = "score" in row or not unscored_table
         if "score" not in row and scored:
             raise DatasetError(f"{where}: missing score (the table needs a score column"
-                               + ("; `replay apply` reads one without" if not unscored_table else "") + ")")
+                               + ("; `replay apply` also reads a table without one" if first else "") + ")")
         if "score" in row and not scored:
             raise DatasetError(f"{where}: has a score where the first row has none: score every row or none")
         rid, model = _id_text(row["id"]), str(row["model"]).strip()
