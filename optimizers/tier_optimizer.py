@@ -79,6 +79,9 @@ class TierOptimizer(Teleprompter):
         self.progress = progress
         self.scripts = scripts  # fake/ tiers (tests)
         self.semantic_cache = semantic_settings(semantic_cache)
+        for name, value in (("allow_incomplete", allow_incomplete), ("decompose", decompose), ("progress", progress)):
+            if not isinstance(value, bool):  # "no" would be true: say so rather than do the opposite
+                raise ConfigError(f"{name}= takes True or False, got {value!r}")
         self.allow_incomplete = allow_incomplete
         self.decompose = decompose
 

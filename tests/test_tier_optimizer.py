@@ -177,6 +177,8 @@ def test_examples_without_inputs_and_a_bad_objective_are_refused():
     ({"seed": -1}, r"^seed= must be a whole number from 0 to 4294967295, got -1$"),
     ({"min_quality": 0.8, "match_tier": "big"}, r"^give at most one of min_quality=, match_tier=, max_cost_per_1k=$"),
     ({"min_quality": 1.5}, r"^min_quality= must lie in \[0, 1\], got 1\.5$"),
+    ({"decompose": "no"}, r"^decompose= takes True or False, got 'no'$"),
+    ({"allow_incomplete": 1}, r"^allow_incomplete= takes True or False, got 1$"),
 ])
 def test_out_of_range_settings_are_refused_by_their_python_names_before_any_call(settings, message):
     """A NaN budget capped nothing, -1 stopped the first call, holdout=0 printed nan notes: refused at once."""
