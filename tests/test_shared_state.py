@@ -338,16 +338,18 @@ with store.claim("k"):
 """
 
 
-def claim_in_thread(store, key: str) -> threading.Event:
-    """An event set once a background thread holds `store`'s claim on `key`."""
+def claim_in_thread(store, key: str) -> tuple[threading.Event, threading.Thread]:
+    """An event set once a background thread holds `store`'s claim on `key`, and that thread: join it before
+    closing the store (it releases the claim through the store's connection)."""
     got = threading.Event()
 
     def take():
         with store.claim(key):
             got.set()
 
-    threading.Thread(target=take, daemon=True).start()
-    return got
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return got, thread
 
 
 def test_a_killed_workers_claim_is_released(postgres):
@@ -362,11 +364,12 @@ def test_a_killed_workers_claim_is_released(postgres):
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     store = PostgresStore(url, "calls", "call cache")
-    got = claim_in_thread(store, "k")
+    got, taker = claim_in_thread(store, "k")
     assert not got.wait(1.0)  # held by the other process
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert got.wait(10.0)
+    taker.join(10.0)
     store.close()
 
 
@@ -391,13 +394,14 @@ def test_a_redis_claim_outlives_its_lease_while_held_and_frees_soon_after_its_ho
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     store = RedisStore(redis_server.url, "calls", "call cache", lease_s=0.6)
-    got = claim_in_thread(store, "k")
+    got, taker = claim_in_thread(store, "k")
     assert not got.wait(2.0)  # over three leases: the living holder keeps renewing
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     killed = time.monotonic()
     assert got.wait(5.0)
     assert time.monotonic() - killed < 1.5
+    taker.join(10.0)
     store.close()
 
 
