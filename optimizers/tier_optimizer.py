@@ -96,12 +96,12 @@ class TierOptimizer(Teleprompter):
     def _compile(self, student, trainset, valset, teacher):
         if teacher is not None:
             raise ConfigError("TierOptimizer takes no teacher: it assigns tiers, it does not bootstrap demos")
+        if self.decompose and is_decomposed(student):
+            raise ConfigError("decompose=True takes the program as written (the optimizer splits it and compares "
+                              "the two forms); this one is decompose()d already")
         task = ExampleTask.from_examples(student, self.metric, list(trainset), source=factory_spec(student),
                                          predictor_correct=self.predictor_correct)
         if self.decompose:
-            if is_decomposed(student):
-                raise ConfigError("decompose=True takes the program as written (the optimizer splits it and compares "
-                                  "the two forms); this one is decompose()d already")
             task = DecomposedTask(task)
         hold_rows = None
         if valset is not None:

@@ -242,11 +242,12 @@ class TierEngine:
         # Answers cached before the finish reason was kept: reaching the limit exactly says the same.
         cut = result.get("finish_reason") == "length" or (bool(limit) and completion >= int(limit))
         price = self._price(result)
+        model_latency = float(result.get("latency_s", latency))  # cached with the answer when it was paid
         record = CallRecord(
             tier=self.tier.name, model=self.tier.model, predictor=current_predictor.get(),
             prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=0.0 if hit else price, saved_usd=price if hit else 0.0,
-            latency_s=latency if hit else result.get("latency_s", latency), cache_hit=hit,
+            latency_s=latency if hit else model_latency, cache_hit=hit,
             request_id=current_request_id.get(),
             cached_tokens=int(result.get("cached_tokens", 0)), cache_write_tokens=int(result.get("cache_write_tokens", 0)),
         )
@@ -254,8 +255,7 @@ class TierEngine:
             self.ledger.add(record)
         call = CallResult(result.get("text", ""), prompt, completion,
                           [tuple(x) for x in result.get("logprobs") or []], record,
-                          (int(limit) if limit else completion) if cut else None, request_key,
-                          float(result.get("latency_s", latency)))
+                          (int(limit) if limit else completion) if cut else None, request_key, model_latency)
         trace = current_trace.get()
         if trace is not None:
             trace.append(call)

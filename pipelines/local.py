@@ -213,7 +213,7 @@ class LocalServer:
         self.model = model
         self.lock = threading.Lock()
 
-    def chat(self, body: dict) -> dict:
+    def chat(self, body: dict) -> tuple[dict, float]:
         """The completion and the model's time on it (the wait for the lock, behind other requests, not counted)."""
         with self.lock:
             started = time.perf_counter()
