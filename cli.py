@@ -217,12 +217,15 @@ def report(
     out: Path = typer.Option(Path("tierwise-report"), help="folder for the CSVs, pareto.png and report.html"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL holding the study"),
     split: str = typer.Option("all", help="rows for the per-predictor and segment tables: all, dev or holdout"),
+    signals: Optional[str] = typer.Option(None, "--signals",
+                                          help="a replay policy's own signal plug-ins, as given to `replay fit`"),
 ):
     """Trade-off report: savings, routing-fairness audit per segment, per-predictor tiers, Pareto front."""
     from metrics.report import check_out_dir, load_report, render_text, write_report
+    from optimizers.signal_plugins import parse
 
     check_out_dir(out)
-    result = load_report(source, storage=storage, split=split)
+    result = load_report(source, storage=storage, split=split, signals=parse(signals))
     written = write_report(result, out)  # before printing: a folder it cannot write is one line, not a report then one
     typer.echo(render_text(result))
     typer.echo(f"\nwrote {len(written)} files to {out}/: {', '.join(sorted(written))}")
@@ -244,8 +247,9 @@ def replay_fit(
                                               help="divide scores by this (judge scores, e.g. 10 for 1-10)"),
     clip_scores: bool = typer.Option(False, "--clip-scores", help="clip scores outside [0, 1] into it (noted)"),
     signals: Optional[str] = typer.Option(None, "--signals",
-                                          help="opt-in signal plug-ins, comma-separated (arithmetic: GSM8K-style "
-                                               "re-checks of a math answer's working)"),
+                                          help="opt-in signal plug-ins, comma-separated: arithmetic (GSM8K-style "
+                                               "re-checks of a math answer's working) or your own check, "
+                                               "file.py:function or module:function, (input, answer) -> number"),
     features: Optional[str] = typer.Option(None, "--features",
                                            help="router input features: embedding (default) or hashed-words"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
@@ -253,11 +257,11 @@ def replay_fit(
     """Search routers, cascades and routed cascades over recorded outcomes (no calls), write the policy artifact."""
     from optimizers.replay import ReplayOptions, fit
     from optimizers.select import Objective
+    from optimizers.signal_plugins import parse
     from optimizers.summary import render_text
 
-    plugins = tuple(p.strip() for p in (signals or "").split(",") if p.strip())
     fitted = fit(ReplayOptions(str(outcomes), Objective(min_quality, match_tier, max_cost_per_1k), holdout, trials,
-                               seed, storage, str(out) if out else None, score_max=score_max, plugins=plugins,
+                               seed, storage, str(out) if out else None, score_max=score_max, plugins=parse(signals),
                                features=features, clip_scores=clip_scores))
     typer.echo(_json(fitted.summary) if as_json else render_text(fitted.summary))
 
@@ -270,6 +274,9 @@ def replay_apply(
     decisions: Optional[Path] = typer.Option(None, "--decisions", help="write one decision per id to this CSV"),
     score_max: Optional[float] = typer.Option(None, "--score-max",
                                               help="divide this table's scores by this (default: as when fitted)"),
+    signals: Optional[str] = typer.Option(None, "--signals",
+                                          help="your own signal plug-ins the policy was fitted with (file.py:function, "
+                                               "as given to fit): an artifact never imports code itself"),
 ):
     """Replay a fitted policy on an outcome table: per-id decisions, quality, cost per 1k and the saving against
     the model the fit compared it to. A table without a score column (logs nobody labelled) gets the decisions
@@ -279,7 +286,9 @@ def replay_apply(
 
     if decisions:
         check_destination(decisions, flag="--decisions", example="decisions.csv")
-    applied = apply(policy, outcomes, score_max, unscored_table=True)
+    from optimizers.signal_plugins import parse
+
+    applied = apply(policy, outcomes, score_max, unscored_table=True, signals=parse(signals))
     written = write_decisions(applied, decisions) if decisions else None  # before printing: a closed pipe loses nothing
 
     def quality(value, other=None) -> str:  # a table without scores says what it cannot

@@ -95,7 +95,7 @@ def evaluate_split(table: Table, train_idx, test_idx, seed, methods, args, embed
             try:
                 with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
                     fits = tierwise_method.run(train, test, floors, table.models[strong], args.trials,
-                                               args.fit_seed, Path(tmp), args.tierwise_z)
+                                               args.fit_seed, Path(tmp), args.tierwise_z, args.tierwise_signals)
             except Exception as e:  # noqa: BLE001 - one failed fit must not lose the split's other methods
                 print(f"[{table.name} seed {seed}: tierwise failed: {type(e).__name__}: {e}]", file=sys.stderr)
                 continue
@@ -246,6 +246,17 @@ def _csv_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _plugins(text: str) -> tuple[str, ...]:
+    """--tierwise-signals: checked here, since a fit's error is reported per split and the run goes on."""
+    from optimizers.signal_plugins import parse
+    from pipelines.errors import TierwiseError
+
+    try:
+        return parse(text)
+    except TierwiseError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=_csv_list, default=list(TABLE_FILES),
@@ -256,6 +267,8 @@ def main(argv=None):
     parser.add_argument("--fit-seed", type=int, default=0, help="tierwise's own --seed (its search sampler)")
     parser.add_argument("--tierwise-z", type=float, default=None,
                         help="tierwise's safety margin in paired standard errors (default: the optimizer's own)")
+    parser.add_argument("--tierwise-signals", type=_plugins, default=(),
+                        help="tierwise's opt-in signal plug-ins, as replay fit --signals (e.g. arithmetic)")
     parser.add_argument("--methods", type=_csv_list, default=list(METHODS), help=",".join(METHODS))
     parser.add_argument("--subsample", type=int, default=None, help="keep N ids per table (development)")
     parser.add_argument("--curve-floors", type=lambda s: [float(x) for x in _csv_list(s)], default=[0.5, 0.8],

@@ -19,7 +19,7 @@ from optimizers.select import Objective
 
 
 def run(train: Table, test: Table, floors: dict[str, float], strong_model: str, trials: int, seed: int,
-        tmp: Path, safety_z: float | None = None) -> dict[str, dict]:
+        tmp: Path, safety_z: float | None = None, plugins: tuple[str, ...] = ()) -> dict[str, dict]:
     """{floor name: {"point": (cost per 1k, share calling strong_model, quality) on test, "policy", "fit_s"}}."""
     train_csv, test_csv = write_long(train, tmp / "train.csv"), write_long(test, tmp / "test.csv")
     storage = f"sqlite:///{tmp / 'studies.db'}"
@@ -28,12 +28,12 @@ def run(train: Table, test: Table, floors: dict[str, float], strong_model: str, 
         artifact = tmp / f"policy-{name}.json"
         started = time.perf_counter()
         options = ReplayOptions(str(train_csv), Objective(min_quality=min(max(floor, 0.0), 1.0)), holdout=0.0,
-                                trials=trials, seed=seed, storage=storage, out=str(artifact))
+                                trials=trials, seed=seed, storage=storage, out=str(artifact), plugins=plugins)
         if safety_z is not None:
             options.safety_z = safety_z
         fitted = fit(options)
         fit_s = time.perf_counter() - started
-        decisions = apply(str(artifact), str(test_csv)).decisions
+        decisions = apply(str(artifact), str(test_csv), signals=plugins).decisions
         n = len(decisions)
         point = (sum(d.cost_usd for d in decisions) / n * 1000,
                  sum(strong_model in d.models_called for d in decisions) / n,

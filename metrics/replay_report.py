@@ -15,7 +15,7 @@ from metrics.study_report import report_from_study
 from pipelines.errors import ConfigError, TierwiseError
 
 
-def report_from_replay(path: str | Path, body: dict, split: str):
+def report_from_replay(path: str | Path, body: dict, split: str, signals: tuple[str, ...] = ()):
     from optimizers.replay import apply
 
     replay, summary = body["replay"], body.get("summary") or {}
@@ -24,7 +24,7 @@ def report_from_replay(path: str | Path, body: dict, split: str):
     table = table if Path(table).is_file() or not beside.is_file() else str(beside)
     if not Path(table).is_file():
         raise ConfigError(f"report: {path} was fitted on {table}, which is not there; its report reads that table")
-    applied = apply(path, table)
+    applied = apply(path, table, signals=signals)
     if not applied.fitted_table:
         raise ConfigError(f"report: {table} changed since {path} was fitted on it; refit it, or read the policy "
                           "on the new table with `replay apply`")

@@ -23,15 +23,17 @@ from pipelines import paths
 from pipelines.errors import ArtifactError, ConfigError, DatasetError
 
 
-def load_report(source: str | Path, storage: str | None = None, split: str = "all") -> Report:
-    """An artifact (.json), a ledger (.jsonl) or, for anything else, an Optuna study name in `storage`."""
+def load_report(source: str | Path, storage: str | None = None, split: str = "all",
+                signals: tuple[str, ...] = ()) -> Report:
+    """An artifact (.json), a ledger (.jsonl) or, for anything else, an Optuna study name in `storage`.
+    `signals`: the user's signal plug-ins a replay policy was fitted with (optimizers.signal_plugins)."""
     if split not in SPLITS:
         raise ConfigError(f"report: --split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(source)
     if path.suffix == ".jsonl":
         return report_from_ledger(path)
     if path.suffix == ".json" or path.is_file():
-        return report_from_artifact(path, split)
+        return report_from_artifact(path, split, signals)
     return report_from_study(storage or _default_storage(), str(source))
 
 
@@ -46,7 +48,7 @@ def _default_storage() -> str:
 # --- from an artifact ----------------------------------------------------------------------------
 
 
-def report_from_artifact(path: str | Path, split: str = "all") -> Report:
+def report_from_artifact(path: str | Path, split: str = "all", signals: tuple[str, ...] = ()) -> Report:
     from pipelines import artifact
 
     if split not in SPLITS:
@@ -55,7 +57,7 @@ def report_from_artifact(path: str | Path, split: str = "all") -> Report:
     if body.get("replay"):
         from metrics.replay_report import report_from_replay
 
-        return report_from_replay(path, body, split)
+        return report_from_replay(path, body, split, signals)
     ev = body.get("evaluation")
     if not ev:
         raise ArtifactError(f"{path}: has no evaluation section (compiled by an older tierwise); "

@@ -23,7 +23,8 @@ import numpy as np
 from optimizers.preflight import check_seed
 from optimizers.replay_eval import (LadderRun, Signals, agreement_confidence, cross_fitted_confidence,
                                     learned_confidence, run_ladder_vectorized)
-from optimizers.replay_signals import NONE, ReplayScorer, feature_names, feature_row, plugin, text_features
+from optimizers.replay_signals import NONE, ReplayScorer, feature_names, feature_row, text_features
+from optimizers.signal_plugins import BUILT_IN, resolve
 from optimizers.replay_table import OutcomeMatrix, load_outcomes
 from optimizers.routing import (answer_scores, cross_fitted_answer_scores, fit_answer_model,
                                 fit_cross_fitted_router, folds_of)
@@ -65,7 +66,7 @@ class ReplayOptions:
     safety_z: float = SAFETY_Z  # standard errors a quality target must be cleared by
     score_max: float | None = None  # divide scores by this (judge scores, e.g. 10)
     clip_scores: bool = False  # clip scores into [0, 1] instead of refusing the table
-    plugins: tuple[str, ...] = ()  # opt-in signal plug-ins (replay_signals.PLUGINS)
+    plugins: tuple[str, ...] = ()  # opt-in signal plug-ins, built in or the user's (optimizers.signal_plugins)
     features: str | None = None  # the router's input feature block (default: the local embedding)
     tolerance: float = PARITY_TOLERANCE
 
@@ -97,8 +98,13 @@ def _study_name(matrix: OutcomeMatrix, digest: str, options: ReplayOptions, bloc
     """The table's content (table_digest: inputs and answers too, which the routers and signals read) and
     every option that changes what a trial scores."""
     settings = json.dumps([SIGNALS_VERSION, digest, options.seed, options.holdout, options.max_rungs,
-                           list(options.plugins), block])
+                           plugin_fingerprints(options.plugins), block])
     return f"replay-{Path(matrix.source).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
+def plugin_fingerprints(plugins) -> list[str]:
+    """Each plug-in's spec, and a user's function by its code: a changed check scores trials differently."""
+    return [resolve(spec).fingerprint for spec in plugins]
 
 
 def best_model(matrix: OutcomeMatrix, dev_idx: np.ndarray) -> str:
@@ -132,8 +138,8 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
 
     objective = options.objective
     check_seed(options.seed)
-    for name in options.plugins:
-        plugin(name)  # an unknown plug-in fails before any work
+    for spec in options.plugins:
+        resolve(spec)  # an unknown or broken plug-in fails before any work
     matrix = load_outcomes(options.outcomes, options.score_max, options.clip_scores)
     out_path = artifact.check_destination(options.out or f"{Path(matrix.source).stem}.replay.tierwise.json",
                                           example="table.replay.tierwise.json")
@@ -281,7 +287,8 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
         summary=summary, metrics={"dev": summary["dev"], "holdout": hold_block},
         extra={"replay": {"models": matrix.models, "predictor": PREDICTOR, "estimators": ESTIMATOR_DOCS,
                           "features": ["model_position", *names], "signals_version": SIGNALS_VERSION,
-                          "plugins": list(options.plugins), "score_max": options.score_max,
+                          "plugins": list(options.plugins), "plugin_code": plugin_fingerprints(options.plugins),
+                          "score_max": options.score_max,
                           "clip_scores": options.clip_scores,
                           "router": router.to_dict() if needs_router else None,
                           "answer_model": answer_model if needs_router else None,
@@ -346,11 +353,13 @@ class Applied:
         return [d for d in self.decisions if d.id in held]
 
 
-def apply(policy_path, outcomes_path, score_max: float | None = None, unscored_table: bool = False) -> Applied:
+def apply(policy_path, outcomes_path, score_max: float | None = None, unscored_table: bool = False,
+          signals: tuple[str, ...] = ()) -> Applied:
     """Each id climbs the policy's ladder through pipelines.cascade.run_ladder itself; a cell the table lacks
     is a failed rung, and an id whose every rung failed scores 0 with final_model ''. `score_max` divides this
     table's scores (default: what the policy was fitted with). `unscored_table`: a table without a score column
-    (logs nobody labelled) is read too: each decision's models and cost, its score None."""
+    (logs nobody labelled) is read too: each decision's models and cost, its score None. `signals`: the user's
+    signal plug-ins the policy was fitted with (the artifact names them; it never imports them itself)."""
     from pipelines.cascade import RungOutcome, run_ladder
     from pipelines.errors import AllRungsFailed
     from optimizers.replay_signals import answers_agree
@@ -361,6 +370,7 @@ def apply(policy_path, outcomes_path, score_max: float | None = None, unscored_t
         replay = {**replay, "score_max_fitted": replay.get("score_max"), "score_max": score_max}
     pp = policy[replay["predictor"]]
     plugins = tuple(replay.get("plugins") or ())
+    changed = checked_plugins(plugins, replay.get("plugin_code"), tuple(signals), policy_path)
     matrix = load_outcomes(outcomes_path, replay.get("score_max"), bool(replay.get("clip_scores")), unscored_table)
     missing = [m for m in pp.ladder if m not in matrix.models]
     if missing:
@@ -409,6 +419,8 @@ def apply(policy_path, outcomes_path, score_max: float | None = None, unscored_t
         decisions.append(Decision(rid, tier, list(called), float(sum(matrix.cost[q, column[t]] for t in called)),
                                   score, [t for t in called if not matrix.present[q, column[t]]]))
     notes = list(matrix.notes) + _apply_notes(replay, pp, matrix, decisions)
+    notes += [f"signal plug-in {spec}: its code changed since the fit; the policy's confidence was fitted on what "
+              "the old code said" for spec in changed]
     return Applied(decisions, body, notes, replay.get("table_digest") == table_digest(matrix), matrix)
 
 
@@ -437,6 +449,22 @@ def judged_without_text(pp, matrix: OutcomeMatrix) -> bool:
     text on any of them."""
     judged = [matrix.models.index(m) for m in pp.ladder[:-1]]
     return bool(judged) and not any(row[j].strip() for row in matrix.outputs for j in judged)
+
+
+def checked_plugins(fitted: tuple[str, ...], fitted_code, given: tuple[str, ...], policy_path) -> list[str]:
+    """The user's plug-ins the policy reads must be given (`--signals`) as they were fitted; returns those whose
+    code changed since the fit (a note: the scorer was fitted on what the old code said)."""
+    own = [spec for spec in fitted if spec not in BUILT_IN]
+    missing = [spec for spec in own if spec not in given]
+    if missing:
+        raise ConfigError(f"{policy_path} was fitted with signal plug-in(s) {', '.join(missing)}; pass --signals "
+                          f"{','.join(own)} to apply it (an artifact never imports the code it names)")
+    extra = [spec for spec in given if spec not in fitted]
+    if extra:
+        raise ConfigError(f"--signals {', '.join(extra)}: {policy_path} was not fitted with it "
+                          f"(its plug-ins: {', '.join(fitted) or 'none'})")
+    code = dict(zip(fitted, fitted_code or []))
+    return [spec for spec in own if spec in code and resolve(spec).fingerprint != code[spec]]
 
 
 def _apply_notes(replay: dict, pp, matrix: OutcomeMatrix, decisions: list[Decision]) -> list[str]:

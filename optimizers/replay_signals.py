@@ -12,7 +12,7 @@ learned (estimator "learned"): the expected score from a per-model logistic scor
     embedding through kNN and a ridge head; cross-fitted on training rows),
   - the answer model's predicted score for this answer (optimizers.routing.fit_answer_model: a ridge
     over the hashed words of the answer; cross-fitted),
-  - opt-in plug-ins (`--signals arithmetic`: optimizers.arithmetic_checks, GSM8K-shaped),
+  - opt-in plug-ins (optimizers.signal_plugins: `--signals arithmetic`, GSM8K-shaped, or your own checks),
   - whether a previous rung answered and whether this answer agrees with it.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizers.answer_signals import GENERIC_FEATURES, answer_features, answers_agree
+from optimizers.signal_plugins import resolve
 from pipelines.confidence import LogisticScorer
 
 NONE = -1  # "no previous rung"
@@ -28,35 +29,18 @@ CONTEXT_FEATURES = ("has_previous", "agrees_with_previous")
 ROUTER_FEATURES = ("predicted_score", "answer_text_score")  # pipelines.routing / optimizers.routing
 
 
-def _arithmetic():
-    from optimizers.arithmetic_checks import ARITHMETIC_FEATURES, arithmetic_features
-
-    return ARITHMETIC_FEATURES, arithmetic_features
-
-
-PLUGINS = {"arithmetic": _arithmetic}  # name -> () -> (feature names, features(input, answer))
-
-
-def plugin(name: str):
-    from pipelines.errors import ConfigError
-
-    if name not in PLUGINS:
-        raise ConfigError(f"unknown signal plug-in {name!r}; one of {sorted(PLUGINS)}")
-    return PLUGINS[name]()
-
-
 def text_feature_names(plugins: tuple[str, ...] = ()) -> tuple[str, ...]:
     names = GENERIC_FEATURES
-    for name in plugins:
-        names += plugin(name)[0]
+    for spec in plugins:
+        names += resolve(spec).feature_names
     return names
 
 
 def text_features(inputs: str, answer: str, plugins: tuple[str, ...] = ()) -> list[float]:
     """The answer-level features of one answer (generic, then each plug-in's)."""
     row = answer_features(inputs, answer)
-    for name in plugins:
-        row += plugin(name)[1](inputs, answer)
+    for spec in plugins:
+        row += resolve(spec).features(inputs, answer)
     return row
 
 

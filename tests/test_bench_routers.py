@@ -207,6 +207,26 @@ def test_tierwise_goes_through_fit_and_apply_and_reads_the_applied_decisions(tmp
     assert fits["low"]["policy"]["answer"]["ladder"] == ["A"]
 
 
+def test_tierwise_signals_option_reaches_the_fitted_artifact(tmp_path):
+    """`--tierwise-signals arithmetic`: the plug-in is on in the fit the benchmark makes, and in its artifact."""
+    import json
+
+    from benchmarks import tierwise_method
+    from benchmarks.replay_vs_routers import main
+
+    n = 40
+    score = np.ones((n, 2))
+    score[np.arange(n) % 4 < 2, 0] = 0.0
+    table = Table("hand", [f"q{i:02d}" for i in range(n)], [f"what is {i} + 1?" for i in range(n)],
+                  [[f"{i} + 1 = <<{i}+1={i + 1}>>{i + 1} #### {i + 1}"] * 2 for i in range(n)], ["all"] * n, [""] * n,
+                  ["A", "B"], score, np.tile([0.001, 0.01], (n, 1)))
+    train, test = table.subset(range(0, n, 2)), table.subset(range(1, n, 2))
+    tierwise_method.run(train, test, {"low": 0.2}, "B", trials=5, seed=0, tmp=tmp_path, plugins=("arithmetic",))
+    assert json.loads((tmp_path / "policy-low.json").read_text())["replay"]["plugins"] == ["arithmetic"]
+    with pytest.raises(SystemExit):  # an unknown plug-in is the argument's error, before any table is read
+        main(["--tables", "gsm8k", "--methods", "tierwise", "--tierwise-signals", "nonesuch", "--seeds", "1"])
+
+
 def test_main_runs_on_a_table_file_of_your_own(tmp_path, capsys):
     """`--tables NAME=PATH.csv`: the comparison on an outcome table that is not in ../shared."""
     from benchmarks.replay_vs_routers import main

@@ -868,7 +868,9 @@ def test_cli_fit_with_score_max_plugins_and_feature_block(tmp_path):
     assert body["replay"]["plugins"] == ["arithmetic"] and body["replay"]["score_max"] == 10.0
     assert "any_arith_error" in body["replay"]["features"] and "predicted_score" in body["replay"]["features"]
     res = CliRunner().invoke(cli.app, [*args, "--score-max", "10", "--signals", "astrology"])
-    assert res.exit_code == 2 and res.output.strip() == "error: unknown signal plug-in 'astrology'; one of ['arithmetic']"
+    assert res.exit_code == 2 and res.output.strip() == ("error: unknown signal plug-in 'astrology': give one of "
+                                                       "['arithmetic'], or your own as path/to/file.py:function or "
+                                                       "package.module:function")
 
 
 def test_a_table_whose_costs_are_all_zero_says_there_is_nothing_to_save(tmp_path):
