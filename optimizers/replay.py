@@ -133,7 +133,7 @@ def _catalog(matrix: OutcomeMatrix) -> Catalog:
 def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     import optuna
 
-    from optimizers.space import relative_costs, routing_seeds, suggest_routed_policy
+    from optimizers.space import relative_costs, routing_seeds, suggest_routed_policy, warm_start_prefix
     from optimizers.study import completed, open_study, run_search, write_trials
 
     objective = options.objective
@@ -212,10 +212,10 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
                                                                      n_startup_trials=20))
     stored = completed(study)
     scratch.add_trials(stored)
+    warm = routing_seeds(PREDICTOR, matrix.models, reference_name, estimators, ROUTER_LAMBDAS)
     ran = run_search(scratch, evaluate_dev, [PREDICTOR], matrix.models, estimators, options.trials,
                      on_trial=on_trial, max_rungs=options.max_rungs, suggest=suggest,
-                     seeds=routing_seeds(PREDICTOR, matrix.models, reference_name, estimators, ROUTER_LAMBDAS)
-                     [:max(options.trials // 3, len(matrix.models))])
+                     seeds=warm_start_prefix(warm, max(options.trials // 3, len(matrix.models))))
     write_trials(study, completed(scratch)[len(stored):])
 
     cands = [Candidate(str(t.number), Policy.from_dict(t.user_attrs["policy"]), t.values[0], t.values[1])

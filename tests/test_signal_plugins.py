@@ -47,7 +47,7 @@ def check_file(tmp_path):
 
 
 def _fit(table, tmp_path, plugins=(), name="p"):
-    return fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=300, seed=0, features="hashed-words",
+    return fit(ReplayOptions(str(table), Objective(), holdout=0.3, trials=60, seed=0, features="hashed-words",
                              storage=f"sqlite:///{tmp_path / 'studies.db'}", out=str(tmp_path / f"{name}.json"),
                              plugins=plugins))
 
@@ -132,3 +132,18 @@ def test_a_check_that_fails_on_some_answer_names_it_in_one_line(tmp_path, body, 
                      "q99,reverse the word abc,big,1,0.01,cba\n", encoding="utf-8")
     with pytest.raises(DatasetError, match="signal plug-in '.*bad.py:f' " + message.replace("(", r"\(")):
         _fit(table, tmp_path, (f"{tmp_path / 'bad.py'}:f",))
+
+
+def test_few_trials_still_warm_start_every_kind_of_policy():
+    """60 trials keep 20 warm starts: taken in turn from each kind, not the first 20 (single models and routers),
+    so the cascade the check makes cheap is tried even when TPE would not have gone there (the test above)."""
+    from optimizers.space import routing_seeds, warm_start_prefix
+
+    seeds = routing_seeds("answer", ["small", "mid", "big"], "big", ["learned", "agreement"], 25)
+    assert warm_start_prefix(seeds, len(seeds)) == seeds and warm_start_prefix(seeds, 500) == seeds
+    first = warm_start_prefix(seeds, 8)
+    shapes = [(p["answer:shape"], "answer:estimator" in p) for p in first]
+    assert {("cascade", False), ("router", False), ("cascade", True), ("routed", False)} <= set(shapes)
+    assert len(first) == 8 and all(p in seeds for p in first) and len({str(p) for p in first}) == 8
+    assert seeds[:8] != first and all(p["answer:shape"] in ("cascade", "router") for p in seeds[:8])
+
