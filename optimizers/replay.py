@@ -266,8 +266,10 @@ def fit(options: ReplayOptions, on_trial=None) -> Fitted:
     if not has_text:
         notes.append("the table has no answer text: estimator 'agreement' unavailable, 'learned' sees inputs only")
     if options.plugins:
+        own = [spec for spec in options.plugins if spec not in BUILT_IN]
         notes.append(f"task-specific signals on (--signals {','.join(options.plugins)}): the learned confidence also "
-                     "reads them, on this table and wherever the policy is applied")
+                     "reads them, on this table and wherever the policy is applied"
+                     + (f"; give `replay apply` and `report` --signals {','.join(own)} too" if own else ""))
     if not matrix.cost.any():
         notes.append("every cost in the table is 0: there is nothing to save, so every policy ties on cost; give "
                      "cost_usd, or prompt_tokens/completion_tokens of priced models")

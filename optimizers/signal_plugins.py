@@ -40,10 +40,6 @@ class Plugin:
     features: object  # (input, answer) -> list[float]
     fingerprint: str  # what the study name and the artifact keep of it: a changed check is a new study
 
-    @property
-    def built_in(self) -> bool:
-        return self.spec in BUILT_IN
-
 
 def parse(text: str | None) -> tuple[str, ...]:
     """`--signals a,b` as specs, each checked (resolved) now: a bad one fails before any work."""

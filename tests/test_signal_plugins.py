@@ -64,6 +64,7 @@ def test_your_own_check_lets_the_cheap_model_answer_where_it_passes(tmp_path, ch
     body = json.loads((tmp_path / "with.json").read_text())
     assert body["replay"]["plugins"] == [spec] and spec in body["replay"]["features"]
     assert "reversed_ok" in body["replay"]["plugin_code"][0]  # the check's code, kept to see it change
+    assert any(n.endswith(f"give `replay apply` and `report` --signals {spec} too") for n in with_check["notes"])
 
     # the artifact names the check and never imports it: apply needs it given again
     with pytest.raises(ConfigError, match=r"fitted with signal plug-in\(s\) .*reversed_ok; pass --signals"):
