@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import inspect
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from optimizers.code_fingerprint import code_fingerprint
 from pipelines.errors import ConfigError, DatasetError
 
 
@@ -61,7 +61,7 @@ def resolve(spec: str) -> Plugin:
     function = getattr(_module(where, spec), name, None)
     if not callable(function):
         raise ConfigError(f"signal plug-in {spec!r}: {where} has no function {name!r}")
-    return Plugin(spec, (spec,), _checked(spec, function), _source(function))
+    return Plugin(spec, (spec,), _checked(spec, function), code_fingerprint(function))
 
 
 def _module(where: str, spec: str):
@@ -96,14 +96,24 @@ def _checked(spec: str, function):
         except Exception as e:  # noqa: BLE001
             raise DatasetError(f"signal plug-in {spec!r} raised {type(e).__name__}: {e} on input "
                                f"{_start(inputs)} (answer {_start(answer)})") from None
-        if isinstance(value, bool):
-            return [float(value)]
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        number = _number(value)
+        if number is None:
             raise DatasetError(f"signal plug-in {spec!r} returned {_shortened(repr(value))} on input {_start(inputs)}: "
                                "expected a finite number or a bool")
-        return [float(value)]
+        return [number]
 
     return features
+
+
+def _number(value) -> float | None:
+    """A bool or a number (numpy's too) as a finite float; None for anything else (text, None, NaN, a list)."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _start(text: str) -> str:
@@ -113,11 +123,3 @@ def _start(text: str) -> str:
 def _shortened(text: str, width: int = 60) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[:width] + "..."
-
-
-def _source(function) -> str:
-    try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        code = getattr(function, "__code__", None)
-        return repr((code.co_code, code.co_consts)) if code is not None else repr(function)

@@ -8,7 +8,6 @@ front end (replay) can reuse the ones that fit it.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import random
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from optimizers import preflight
+from optimizers.code_fingerprint import code_fingerprint
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers, row_errors
 from optimizers.program_output import ProgramOutput
 from optimizers.recording import record_baselines
@@ -156,17 +156,7 @@ def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> 
 def scoring_fingerprint(task) -> list[str]:
     """The task's scoring parts (input names or inputs function, metric, predictor_correct) as source code;
     bytecode where the source cannot be read."""
-    return [_code(part) for part in task.scoring_parts()]
-
-
-def _code(obj) -> str:
-    if obj is None or isinstance(obj, (tuple, list)):
-        return json.dumps(obj)
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):
-        code = getattr(obj, "__code__", None)
-        return repr((code.co_code, code.co_consts)) if code is not None else type(obj).__name__
+    return [code_fingerprint(part) for part in task.scoring_parts()]
 
 
 def prepare(job: Job) -> Session:

@@ -148,3 +148,11 @@ def test_few_trials_still_warm_start_every_kind_of_policy():
     assert len(first) == 8 and all(p in seeds for p in first) and len({str(p) for p in first}) == 8
     assert seeds[:8] != first and all(p["answer:shape"] in ("cascade", "router") for p in seeds[:8])
 
+
+
+def test_a_check_may_answer_with_numpy_numbers(tmp_path):
+    (tmp_path / "np_checks.py").write_text("import numpy as np\n\ndef f(q, a):\n    return np.bool_(a == 'x')\n\n"
+                                           "def g(q, a):\n    return np.int64(len(a))\n", encoding="utf-8")
+    resolve.cache_clear()
+    assert resolve(f"{tmp_path / 'np_checks.py'}:f").features("q", "x") == [1.0]
+    assert resolve(f"{tmp_path / 'np_checks.py'}:g").features("q", "abc") == [3.0]
