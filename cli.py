@@ -282,12 +282,11 @@ def replay_apply(
     the model the fit compared it to. A table without a score column (logs nobody labelled) gets the decisions
     and costs only."""
     from optimizers.replay import apply, decision_stats, reference_comparison, write_decisions
+    from optimizers.signal_plugins import parse
     from pipelines.artifact import check_destination
 
     if decisions:
         check_destination(decisions, flag="--decisions", example="decisions.csv")
-    from optimizers.signal_plugins import parse
-
     applied = apply(policy, outcomes, score_max, unscored_table=True, signals=parse(signals))
     written = write_decisions(applied, decisions) if decisions else None  # before printing: a closed pipe loses nothing
 

@@ -170,4 +170,3 @@ def warm_start_prefix(seeds: list[dict], keep: int) -> list[dict]:
 def _kind(params: dict) -> tuple:
     shape = next(v for k, v in params.items() if k.endswith(":shape"))
     return shape, any(k.endswith(":estimator") for k in params)
-
