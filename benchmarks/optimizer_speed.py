@@ -58,7 +58,7 @@ def search_setup(opts: OptimizeOptions):
               work_dir=opts.work_dir, storage=opts.storage, scripts=opts.scripts)
     session = prepare(job)
     record(session, Silent())
-    scorers = fit_scorers(task, session.table, session.dev, catalog.flagship.name)
+    scorers = fit_scorers(task, session.table, session.dev, catalog.names, seed=opts.seed)
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else [])
 
     def evaluate_dev(policy: Policy) -> tuple[float, float]:

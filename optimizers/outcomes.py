@@ -224,7 +224,7 @@ class OutcomeTable:
             outcome = RungOutcome.from_dict(stored)
             if outcome.ok:  # features as this version computes them, for cells recorded by an older one
                 outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs,
-                                                   outcome.outputs, outcome.scores)
+                                                   outcome.outputs, outcome.scores, self.runtime.checks, name)
         else:
             outcome = self._live(name, predictor, tier, kwargs)
             if self.store is not None and not _passing_failure(outcome):
@@ -374,13 +374,14 @@ def cell_right(task, table: OutcomeTable, row: dict, cell: Cell, top_tier: str) 
 
 
 def fit_scorers(task, table: OutcomeTable, rows: list[dict], tier_names: list[str],
-                routers: dict | None = None, seed: int = 0) -> dict[str, "OutOfFoldScorer"]:
+                routers: dict | None = None, seed: int = 0, checks=None) -> dict[str, "OutOfFoldScorer"]:
     """Per predictor, P(answer right | features) from the recorded cells of `rows`. With an input router
     for the predictor, its out-of-fold P(right) for the cell's tier is one more feature. The ladder's
     features (confidence.LADDER_FEATURES) depend on which rung answered before: each cell is one sample
     as a first answer and one after each cheaper tier that answered the same request (`tier_names`:
     cheapest first; the last one is the top tier).
 
+    `checks` (pipelines.answer_checks): the user's checks whose values the cells' features end with.
     Each scorer is fitted on every row (what the artifact carries); the rows it was fitted on are scored
     out of fold (OutOfFoldScorer), so thresholds searched on them trust it no more than new requests will."""
     from optimizers.routing import folds_of
@@ -406,7 +407,7 @@ def fit_scorers(task, table: OutcomeTable, rows: list[dict], tier_names: list[st
                 ids.append(row_id)
         if len(y) >= 10 and 0 < sum(y) < len(y):
             X_, y_ = np.asarray(X), np.asarray(y)
-            full = LogisticScorer(uses_prior=router is not None).fit(X_, y_)
+            full = LogisticScorer(uses_prior=router is not None, checks=checks.names(name) if checks else ()).fit(X_, y_)
             scorers[name] = OutOfFoldScorer(full, X_, out_of_fold(X_, y_, folds_of(ids, seed), full))
     return scorers
 
@@ -424,7 +425,8 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, folds: np.ndarray, full: LogisticS
         test = folds == k
         if test.all():
             break
-        out[test] = LogisticScorer(full.l2, uses_prior=full.uses_prior).fit(X[~test], y[~test]).predict_proba(X[test])
+        out[test] = LogisticScorer(full.l2, uses_prior=full.uses_prior, checks=full.checks).fit(
+            X[~test], y[~test]).predict_proba(X[test])
     return out
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimizers.code_fingerprint import code_fingerprint
+from pipelines.answer_checks import finite_number
+from pipelines.code_fingerprint import code_fingerprint
 from pipelines.errors import ConfigError, DatasetError
 
 
@@ -96,24 +96,13 @@ def _checked(spec: str, function):
         except Exception as e:  # noqa: BLE001
             raise DatasetError(f"signal plug-in {spec!r} raised {type(e).__name__}: {e} on input "
                                f"{_start(inputs)} (answer {_start(answer)})") from None
-        number = _number(value)
+        number = finite_number(value)
         if number is None:
             raise DatasetError(f"signal plug-in {spec!r} returned {_shortened(repr(value))} on input {_start(inputs)}: "
                                "expected a finite number or a bool")
         return [number]
 
     return features
-
-
-def _number(value) -> float | None:
-    """A bool or a number (numpy's too) as a finite float; None for anything else (text, None, NaN, a list)."""
-    if value is None or isinstance(value, (str, bytes)):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _start(text: str) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from optimizers import preflight
-from optimizers.code_fingerprint import code_fingerprint
 from optimizers.outcomes import OutcomeTable, RowResult, evaluate, fit_scorers, row_errors
 from optimizers.program_output import ProgramOutput
 from optimizers.recording import record_baselines
@@ -30,9 +29,11 @@ from optimizers.space import (committee_seeds, escalation_seeds, relative_costs,
 from optimizers.study import completed, open_study, run_search_buffered
 from optimizers.summary import block, build_summary, few_rows_note, gap_note, paired_gap, split_rows
 from pipelines import artifact, paths
+from pipelines.answer_checks import AnswerChecks
 from pipelines.artifact import program_fingerprint
 from pipelines.cache import CallCache
 from pipelines.cascade import score_of
+from pipelines.code_fingerprint import code_fingerprint
 from pipelines.confidence import same_answer
 from pipelines.errors import ConfigError
 from pipelines.ledger import Ledger
@@ -141,15 +142,16 @@ class Result:
 SEARCH_VERSION = "3"
 
 
-def study_name(task, program, catalog, dev, hold, seed: int, holdout: float) -> str:
+def study_name(task, program, catalog, dev, hold, seed: int, holdout: float, checks=None) -> str:
     """One study per compile: a rerun of the same compile continues it; an edited dev set (labels included),
-    input list or metric is another compile, whose trials must not be read as this one's."""
+    input list, metric or answer check is another compile, whose trials must not be read as this one's."""
     rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in dev + hold)
     ident = json.dumps({"task": task.source, "fp": program_fingerprint(program),
                         "tiers": [t.identity() for t in catalog], "prices": [t.prices() for t in catalog],
                         "rows": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
                         "scoring": scoring_fingerprint(task), "seed": seed, "holdout": holdout,
-                        "search": SEARCH_VERSION}, sort_keys=True)
+                        "search": SEARCH_VERSION, **({"checks": checks.describe()} if checks else {})},
+                       sort_keys=True)
     return f"{task.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
@@ -173,11 +175,13 @@ def prepare(job: Job) -> Session:
         raise ConfigError(f"only {len(dev)} dev rows after the holdout split; use more rows or a smaller --holdout")
     work = paths.work_dir(job.work_dir)
     shared = job.storage if is_sql_url(job.storage) else None  # one URL for the study, cells, spend and cache
-    runtime = Runtime(catalog, cache=CallCache(paths.cache_dir(work), url=shared),
-                      ledger=Ledger(paths.ledger_file(work)), scripts=job.scripts)
     program = job.task.build_program()
     preflight.check_program_settings(program)
-    name = study_name(job.task, program, catalog, dev, hold, job.seed, job.holdout)
+    checks = AnswerChecks.of(getattr(job.task, "checks", None), f"{job.task.name}: checks").validate(
+        [n for n, _ in program.named_predictors()], f"{job.task.name}: checks")
+    runtime = Runtime(catalog, cache=CallCache(paths.cache_dir(work), url=shared),
+                      ledger=Ledger(paths.ledger_file(work)), scripts=job.scripts, checks=checks)
+    name = study_name(job.task, program, catalog, dev, hold, job.seed, job.holdout, checks)
     # --budget-usd holds for this compile (this study) across reruns, not per run.
     table = OutcomeTable(runtime, f"{job.task.source}|{program_fingerprint(program)}",
                          shared or paths.outcomes_dir(work),
@@ -242,7 +246,7 @@ def search(session: Session, progress) -> Searched:
     job = session.job
     names, top = job.catalog.names, job.catalog.flagship.name
     routers = fit_input_routers(job.task, session.table, session.dev, names, top, job.seed)
-    scorers = fit_scorers(job.task, session.table, session.dev, names, routers, job.seed)
+    scorers = fit_scorers(job.task, session.table, session.dev, names, routers, job.seed, session.runtime.checks)
     estimators = ["logprob_mean", "logprob_min"] + (["learned"] if scorers else []) + (
         ["committee"] if len(names) >= 3 else [])  # a committee needs two tiers below the top one
     study = open_study(session.study_name, session.storage, job.seed)
@@ -460,6 +464,7 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
         metrics={"dev": checked.dev, "holdout": checked.holdout},
         extra={"study": {"name": study.study_name, "storage": redact(job.storage or "default")},  # no password
                "dataset": job.dataset,
+               **({"checks": session.runtime.checks.describe()} if session.runtime.checks else {}),
                "split": {"dev": [str(r["id"]) for r in session.dev],
                          "holdout": [str(r["id"]) for r in session.hold], "seed": job.seed},
                "evaluation": evaluation_record(session, checked.results, baseline_rows, study, chosen)})

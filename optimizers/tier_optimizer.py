@@ -28,6 +28,7 @@ from optimizers.select import Objective
 from optimizers.stages import Job, run
 from optimizers.whole_form import add_whole_form
 from pipelines import paths
+from pipelines.answer_checks import AnswerChecks
 from pipelines.artifact import load_state, program_from_body
 from pipelines.cache import CallCache
 from pipelines.decomposition import DecomposedTask, is_decomposed
@@ -53,6 +54,9 @@ class TierOptimizer(Teleprompter):
     --semantic-cache`; a request answers from it only when every entity the regexes find matches.
     `allow_incomplete`: when a tier could not answer some rows (an outage, timeouts after retries), compile on
     the rows every tier answered (the summary's notes say how many were left out) instead of raising.
+    `checks`: {predictor name: check or [checks]}, your own answer checks `check(inputs, outputs) -> number or bool`
+    that the learned confidence reads beside its generic signals (pipelines.answer_checks); production passes
+    them again: `load(path, checks=...)`.
     `decompose=True` compiles the program split into one predictor per output field (pipelines.decompose), as
     `cli.py optimize --decompose` does, and measures the chosen policy against the program as written on the
     reference tier, on the same holdout rows (`summary_["whole_form"]`: saving and paired quality gap).
@@ -64,7 +68,8 @@ class TierOptimizer(Teleprompter):
                  max_cost_per_1k: float | None = None, trials: int = defaults.TRIALS, budget_usd: float | None = None,
                  holdout: float = defaults.HOLDOUT, storage: str | None = None, seed: int = defaults.SEED,
                  predictor_correct=None, work_dir=None, progress: bool = False, scripts: dict | None = None,
-                 semantic_cache: dict | None = None, allow_incomplete: bool = False, decompose: bool = False):
+                 semantic_cache: dict | None = None, allow_incomplete: bool = False, decompose: bool = False,
+                 checks: dict | None = None):
         if not callable(metric):
             raise ConfigError("metric must be a callable metric(example, prediction, trace=None)")
         self.metric = metric
@@ -75,6 +80,8 @@ class TierOptimizer(Teleprompter):
         self.trials, self.budget_usd, self.holdout = trials, budget_usd, holdout
         self.storage, self.seed = storage, seed
         self.predictor_correct = predictor_correct
+        AnswerChecks.of(checks)  # its shape checked now; its predictor names against the program at compile
+        self.checks = checks
         self.work_dir = paths.work_dir(work_dir)
         self.progress = progress
         self.scripts = scripts  # fake/ tiers (tests)
@@ -100,7 +107,7 @@ class TierOptimizer(Teleprompter):
             raise ConfigError("decompose=True takes the program as written (the optimizer splits it and compares "
                               "the two forms); this one is decompose()d already")
         task = ExampleTask.from_examples(student, self.metric, list(trainset), source=factory_spec(student),
-                                         predictor_correct=self.predictor_correct)
+                                         predictor_correct=self.predictor_correct, checks=self.checks)
         if self.decompose:
             task = DecomposedTask(task)
         hold_rows = None
@@ -141,7 +148,8 @@ class TierOptimizer(Teleprompter):
         program = copy.deepcopy(task.build_program())
         load_state(program, result.body)
         return program_from_body(result.body, program, "compiled program",
-                                 cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts)
+                                 cache=CallCache(paths.cache_dir(self.work_dir)), scripts=self.scripts,
+                                 checks=self.checks)
 
 
 # The compile's messages name the command line's flags; from Python they name this class's parameters.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -25,6 +26,7 @@ from pipelines.policy import Policy
 from pipelines.signing import canonical, sign, verify
 from pipelines.tiers import Catalog
 
+log = logging.getLogger("tierwise")
 SCHEMA_VERSION = 1
 KIND = "tierwise-artifact"
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
@@ -213,7 +215,7 @@ def read(path: str | Path, *, require_signature: bool | None = None, key_env: st
 
 def load_program(path, *, program=None, task=None, cache=None, ledger=None, scripts=None, require_signature=None,
                  key_env=None, semantic_dir=None, semantic=None, budget_usd=None, budget_url=None, budget_key=None,
-                 budget_period=None):
+                 budget_period=None, checks=None):
     """Rebuild the program (or take `program`, an instance the caller built), check it is the one
     compiled, restore its state and policy: ready to call.
 
@@ -226,7 +228,9 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     caps what this loaded program may pay for uncached calls (pipelines.spend_cap: a call that could pass it
     raises BudgetExceeded before it is paid; `program.spend_cap.spent_usd` says how much was paid); with
     `budget_url` (redis://, postgresql://) one cap for every replica loading with that URL and `budget_key`
-    (default: the artifact's file name and program fingerprint), per UTC day or month with `budget_period`."""
+    (default: the artifact's file name and program fingerprint), per UTC day or month with `budget_period`;
+    `checks` ({predictor: [check, ...]}, pipelines.answer_checks): the answer checks the artifact was compiled
+    with, which its learned confidence reads (a task file's own `checks` when the artifact rebuilds from it)."""
     from pipelines.spend_cap import spend_cap
 
     if isinstance(program, type):
@@ -235,7 +239,8 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     source = task or body["program"]["task"]
     made_by = "the program you passed has" if program is not None else f"task {source!r} builds"
     if program is None:
-        program = _rebuild(path, body, source, explicit=task is not None)
+        program, task_checks = _rebuild(path, body, source, explicit=task is not None)
+        checks = task_checks if checks is None else checks
     if body["program"].get("decomposed"):
         from pipelines.decomposition import decompose
 
@@ -253,7 +258,7 @@ def load_program(path, *, program=None, task=None, cache=None, ledger=None, scri
     cap = spend_cap(budget_usd, budget_url, budget_key, budget_period,
                     default_key=f"{Path(path).name}:{expected}")
     return program_from_body(body, program, path, cache=cache, ledger=ledger, scripts=scripts,
-                             semantic_dir=semantic_dir, semantic=semantic, spend_cap=cap)
+                             semantic_dir=semantic_dir, semantic=semantic, spend_cap=cap, checks=checks)
 
 
 SEMANTIC_OVERRIDES = ("ttl_s", "max_entries", "threshold")
@@ -287,9 +292,9 @@ def load_state(program, body: dict) -> None:
 
 
 def program_from_body(body: dict, program, where="artifact", *, cache=None, ledger=None, scripts=None,
-                      semantic_dir=None, semantic=None, spend_cap=None):
+                      semantic_dir=None, semantic=None, spend_cap=None, checks=None):
     """`program` (its state loaded, checked against the body's fingerprint) with the body's policy applied;
-    `spend_cap` (pipelines.spend_cap) guards its tiers' uncached calls."""
+    `spend_cap` (pipelines.spend_cap) guards its tiers' uncached calls; `checks`: see load_program."""
     from pipelines.cascade import CompiledProgram
     from pipelines.confidence import LogisticScorer
     from pipelines.routing import InputRouter, Router
@@ -313,15 +318,36 @@ def program_from_body(body: dict, program, where="artifact", *, cache=None, ledg
     if semantic:
         override_semantic(policy, semantic)
     runtime = Runtime(catalog, cache=cache, ledger=ledger, scripts=scripts,
-                      guard=spend_cap.reserve if spend_cap else None)
+                      guard=spend_cap.reserve if spend_cap else None,
+                      checks=checks_read(body, policy, scorers, checks, where))
     compiled = CompiledProgram(program, policy, runtime, scorers, routers=routers, semantic_dir=semantic_dir)
     compiled.artifact, compiled.write_artifact, compiled.spend_cap = body, save, spend_cap
     return compiled
 
 
+def checks_read(body: dict, policy, scorers: dict, checks, where) -> "AnswerChecks | None":
+    """The user's answer checks that the policy's learned confidence reads, matched against the artifact's record
+    (one line when one is missing or unknown; a warning when its code changed since the compile)."""
+    from pipelines.answer_checks import AnswerChecks
+
+    given = AnswerChecks.of(checks, f"load {where}: checks=", strict=False)
+    recorded = body.get("checks") or {}
+    unknown = sorted(set(given.by_predictor) - set(recorded))
+    if unknown:
+        raise ConfigError(f"load {where}: checks= names predictor {unknown[0]!r}, which was compiled without checks; "
+                          "recompile with them for its confidence to read them")
+    needed = [n for n in recorded if n in policy.predictors and policy[n].estimator == "learned"
+              and getattr(scorers.get(n), "checks", ())]
+    for note in given.match(recorded, needed, f"load {where}"):
+        log.warning("tierwise: %s", note)
+    used = AnswerChecks({n: given.by_predictor[n] for n in needed}, strict=False)
+    return used or None
+
+
 def _rebuild(path, body, source, explicit: bool):
-    """The program the artifact names: a task name, a task file (only when the caller names it: the
-    checksum is not a signature and must not choose which file runs) or an importable factory."""
+    """The program the artifact names (a task name, a task file (only when the caller names it: the
+    checksum is not a signature and must not choose which file runs) or an importable factory), and the
+    task's answer checks (pipelines.answer_checks) when it has any."""
     from pipelines.programs import build_from_factory, is_factory
     from pipelines.tasks import is_shipped_task, load_task
 
@@ -341,6 +367,7 @@ def _rebuild(path, body, source, explicit: bool):
             raise ArtifactError(f"{path}: its program is {source[:200]!r}; import {module[:200]} first (an artifact "
                                 "never makes tierwise import a module), pass the program: load(path, program=...), "
                                 f"or name it: `cli.py run --task {source[:200]}`")
-        return build_from_factory(source)
-    return load_task(source).build_program()
+        return build_from_factory(source), None
+    task = load_task(source)
+    return task.build_program(), getattr(task, "checks", None)
 

@@ -268,7 +268,8 @@ class LiveRungs:
             if estimator == "agreement":
                 scores["agreement"] = agree
             outcome.scores = scores
-            outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs, outputs, scores)
+            outcome.features = answer_features(self.runtime.catalog, predictor, tier, kwargs, outputs, scores,
+                                               self.runtime.checks, name)
         return outcome
 
     def _agreement(self, predictor, lm, kwargs, outputs) -> float:
@@ -287,11 +288,16 @@ class LiveRungs:
         return same / AGREEMENT_SAMPLES
 
 
-def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict) -> list[float]:
-    """The learned scorer's features of one answer (pipelines.confidence.ANSWER_FEATURES), its demos included."""
+def answer_features(catalog, predictor, tier: str, kwargs: dict, outputs: dict, scores: dict,
+                    checks=None, name: str = "") -> list[float]:
+    """The learned scorer's features of one answer (pipelines.confidence.ANSWER_FEATURES), its demos included,
+    then the predictor `name`'s own checks (pipelines.answer_checks); none at all when a check failed at run
+    time (no confidence: the answer escalates)."""
     rank = catalog.rank(tier) / max(len(catalog) - 1, 1)
     demos = conf.demo_input_words(getattr(predictor, "demos", ()), predictor.signature.input_fields)
-    return conf.features(kwargs, outputs, scores, rank, demos)
+    own = conf.features(kwargs, outputs, scores, rank, demos)
+    checked = checks.features(name, kwargs, outputs) if checks else []
+    return [] if checked is None else own + checked
 
 
 def _reraise_budget(error: BaseException) -> None:

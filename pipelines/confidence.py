@@ -80,6 +80,7 @@ ANSWER_FEATURES = ("logprob_mean", "logprob_min", "answer_len", "input_len", "ti
 # call before, and whether this answer says the same as that one (the agreement a policy has already paid for).
 LADDER_FEATURES = ("has_previous", "agrees_with_previous")
 FEATURES = ANSWER_FEATURES + LADDER_FEATURES
+CHECK_PREFIX = "check:"  # a user's check's feature name in an artifact: between ANSWER_ and LADDER_FEATURES
 _WORD = re.compile(r"\w+")
 
 
@@ -141,10 +142,11 @@ class LogisticScorer:
     """P(answer is right | features). L2-regularized logistic regression fitted by Newton's method,
     stored as plain numbers (no pickle) so an artifact can carry it."""
 
-    def __init__(self, l2: float = 1.0, max_iter: int = 50, uses_prior: bool = False):
+    def __init__(self, l2: float = 1.0, max_iter: int = 50, uses_prior: bool = False, checks: tuple = ()):
         self.l2 = l2
         self.max_iter = max_iter
         self.uses_prior = uses_prior  # the last feature is the input router's P(right) for the tier
+        self.checks = tuple(checks)  # the user's checks (pipelines.answer_checks), after ANSWER_FEATURES
 
     def fit(self, X, y, sample_weight=None) -> "LogisticScorer":
         """Newton's method; `sample_weight` counts a row that many times (collapsed duplicates)."""
@@ -180,11 +182,18 @@ class LogisticScorer:
     def to_dict(self) -> dict:
         return {"l2": self.l2, "mean": list(map(float, self.mean_)), "scale": list(map(float, self.scale_)),
                 "coef": list(map(float, self.coef_)), "intercept": self.intercept_,
-                "features": list(FEATURES[:self.n_answer_features_]) + (["router_prior"] if self.uses_prior else [])}
+                "features": self.feature_names()}
+
+    def feature_names(self) -> list[str]:
+        own = (list(ANSWER_FEATURES) + [CHECK_PREFIX + c for c in self.checks] + list(LADDER_FEATURES)
+               if self.checks else list(FEATURES[:self.n_answer_features_]))
+        return own + (["router_prior"] if self.uses_prior else [])
 
     @classmethod
     def from_dict(cls, data: dict) -> "LogisticScorer":
-        scorer = cls(l2=data.get("l2", 1.0), uses_prior="router_prior" in data.get("features", []))
+        names = data.get("features", [])
+        scorer = cls(l2=data.get("l2", 1.0), uses_prior="router_prior" in names,
+                     checks=[n[len(CHECK_PREFIX):] for n in names if n.startswith(CHECK_PREFIX)])
         scorer.mean_ = np.asarray(data["mean"], float)
         scorer.scale_ = np.asarray(data["scale"], float)
         scorer.coef_ = np.asarray(data["coef"], float)

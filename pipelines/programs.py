@@ -127,20 +127,21 @@ class ExampleTask:
     """A program, its metric and examples, in the shape the compiler reads (see pipelines.tasks.Task)."""
 
     def __init__(self, *, name: str, source: str | None, build, metric, input_keys, rows=None, dataset=None,
-                 predictor_correct=None, added_keys=()):
+                 predictor_correct=None, added_keys=(), checks=None):
         self.name, self.source = name, source
+        self.checks = checks  # {predictor: check or [checks]} (pipelines.answer_checks)
         self._build, self._metric, self._correct = build, metric, predictor_correct
         self.input_keys = tuple(input_keys)
         self.rows, self.dataset = rows, dataset
         self.added_keys = frozenset(added_keys)  # row keys tierwise added (id, segment): not the user's labels
 
     @classmethod
-    def from_examples(cls, program, metric, trainset, *, name=None, source=None, predictor_correct=None):
+    def from_examples(cls, program, metric, trainset, *, name=None, source=None, predictor_correct=None, checks=None):
         keys = input_keys_of(trainset)
         pristine = copy.deepcopy(program)
         return cls(name=name or type(program).__name__, source=source, build=lambda: copy.deepcopy(pristine),
                    metric=metric, input_keys=keys, rows=[example_row(e, i) for i, e in enumerate(trainset)],
-                   predictor_correct=predictor_correct, added_keys=added_row_keys(trainset))
+                   predictor_correct=predictor_correct, added_keys=added_row_keys(trainset), checks=checks)
 
     def build_program(self):
         return self._build()
@@ -230,10 +231,11 @@ def task_from_module(module, source: str, path: Path) -> ExampleTask:
             raise ConfigError(f"{path}: cannot tell which trainset fields are the program's inputs (its forward "
                               "takes **kwargs); name them: inputs = ('field', ...)")
         return ExampleTask(name=name, source=source, build=build, metric=module.metric, input_keys=keys,
-                           dataset=dataset, predictor_correct=getattr(module, "predictor_correct", None))
+                           dataset=dataset, predictor_correct=getattr(module, "predictor_correct", None),
+                           checks=getattr(module, "checks", None))
     return ExampleTask(name=name, source=source, build=build, metric=module.metric,
                        input_keys=input_keys_of(trainset, f"{path}: trainset"),
                        rows=[example_row(e, i) for i, e in enumerate(trainset)],
                        predictor_correct=getattr(module, "predictor_correct", None),
-                       added_keys=added_row_keys(trainset))
+                       added_keys=added_row_keys(trainset), checks=getattr(module, "checks", None))
 

@@ -24,7 +24,8 @@ class Runtime:
         return self
 
     def __init__(self, catalog: Catalog | None = None, cache: CallCache | None = None,
-                 ledger: Ledger | None = None, scripts: dict | None = None, guard=None):
+                 ledger: Ledger | None = None, scripts: dict | None = None, guard=None, checks=None):
+        self.checks = checks  # pipelines.answer_checks.AnswerChecks: the user's checks the learned confidence reads
         self.guard = guard  # pipelines.engine.Guard on every tier's uncached calls (a SpendCap's reserve)
         self.catalog = catalog or default_catalog()
         self.cache = cache if cache is not None else CallCache()

@@ -8,6 +8,8 @@ A task module defines:
     metric(row, prediction) -> float in [0, 1]
     predictor_correct(name, row, outputs) -> bool | None   (optional) per-predictor correctness,
                                                             used to fit the learned confidence scorer
+    checks: {predictor: [check(inputs, outputs) -> number]} (optional) your own answer checks, read by the
+                                                            learned confidence (pipelines.answer_checks)
 Users add theirs as a module here or as a file path. A task file may instead be written DSPy-style:
 `program`, `trainset` and `metric(example, prediction, trace=None)` (see pipelines.programs).
 """
@@ -51,6 +53,10 @@ class Task:
 
     def metric(self, row: dict, prediction) -> float:
         return float(self.module.metric(row, prediction))
+
+    @property
+    def checks(self):
+        return getattr(self.module, "checks", None)
 
     def predictor_correct(self, name: str, row: dict, outputs: dict):
         fn = getattr(self.module, "predictor_correct", None)
