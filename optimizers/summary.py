@@ -103,6 +103,10 @@ def render_text(summary: dict) -> str:
     lines.append("policy:")
     for name, p in summary["policy"].items():
         lines.append(f"  {name:<16} {describe_ladder(p)}")
+    for name, checks in (summary.get("checks") or {}).items():
+        read = "read by its learned confidence" if summary["policy"].get(name, {}).get("estimator") == "learned" \
+            else "not read: its policy does not use the learned confidence"
+        lines.append(f"  {name:<16} checks: {', '.join(checks)} ({read})")
     d, h = summary["dev"], summary["holdout"]
     ci = h.get("quality_ci") or [float("nan")] * 2
     lines.append(f"dev:      n={d['n']:<5} quality {d['quality']:.3f}   cost/1k ${d['cost_per_1k']:.6f}")

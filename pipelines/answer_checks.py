@@ -26,7 +26,7 @@ from pipelines.code_fingerprint import code_fingerprint
 from pipelines.errors import ConfigError, DatasetError
 
 log = logging.getLogger("tierwise")
-USAGE = "checks= takes {predictor name: function or list of functions}, each check(inputs: dict, outputs: dict)"
+USAGE = "takes {predictor name: function or list of functions}, each check(inputs: dict, outputs: dict)"
 
 
 class CheckFailed(DatasetError):
@@ -54,13 +54,14 @@ class AnswerChecks:
         if checks is None:
             return cls({}, strict)
         if not isinstance(checks, dict):
-            raise ConfigError(f"{where}: {USAGE}; got {type(checks).__name__}")
+            raise ConfigError(f"{where} {USAGE}; got {type(checks).__name__}")
         by_predictor = {}
         for name, functions in checks.items():
             functions = list(functions) if isinstance(functions, (list, tuple)) else [functions]
             for function in functions:
                 if not callable(function):
-                    raise ConfigError(f"{where}: check {function!r} for predictor {name!r} is not a function; {USAGE}")
+                    raise ConfigError(f"{where}: check {function!r} for predictor {name!r} is not a function; "
+                                      f"checks= {USAGE}")
             made = tuple(Check(_name_of(f), f, code_digest(f)) for f in functions)
             if len({c.name for c in made}) < len(made):
                 raise ConfigError(f"{where}: predictor {name!r} has two checks named alike; give each its own name")
@@ -77,7 +78,7 @@ class AnswerChecks:
     def validate(self, predictors, where: str = "checks=") -> "AnswerChecks":
         unknown = sorted(set(self.by_predictor) - set(predictors))
         if unknown:
-            raise ConfigError(f"{where}: no predictor named {unknown[0]!r}; the program's predictors are "
+            raise ConfigError(f"{where} names predictor {unknown[0]!r}, which the program lacks; its predictors are "
                               f"{list(predictors)}")
         return self
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import cli
 from conftest import answer, fake_catalog
 from optimizers import TierOptimizer
+from optimizers.summary import render_text
 from pipelines import backends, load
 from pipelines.answer_checks import AnswerChecks
 from pipelines.errors import ConfigError, DatasetError
@@ -97,6 +98,8 @@ def test_a_check_lets_the_cheap_tier_answer_where_generic_signals_cannot(compile
     scorer = with_checks.artifact_["scorers"]["reverse"]
     assert "check:reads_backwards" in scorer["features"]
     assert with_checks.artifact_["checks"]["reverse"][0]["name"] == "reads_backwards"
+    assert with_checks.summary_["checks"] == {"reverse": ["reads_backwards"]}
+    assert "checks: reads_backwards (read by its learned confidence)" in render_text(with_checks.summary_)
 
 
 def test_the_compiled_program_reads_the_check(compiled):
@@ -150,7 +153,8 @@ def test_bad_checks_are_one_line_errors(tmp_path):
         optimizer(tmp_path, checks=[reads_backwards])
     with pytest.raises(ConfigError, match="check 'yes' for predictor 'reverse' is not a function"):
         optimizer(tmp_path, checks={"reverse": "yes"})
-    with pytest.raises(ConfigError, match=r"no predictor named 'classify'; the program's predictors are \['reverse'\]"):
+    with pytest.raises(ConfigError, match=r"Reverser: checks names predictor .classify., which the program lacks; its "
+                                          r"predictors are \[.reverse.\]"):
         optimizer(tmp_path, checks={"classify": reads_backwards}).compile(Reverser(), trainset=trainset())
 
     def says_text(inputs, outputs):
@@ -210,3 +214,7 @@ def test_a_task_file_declares_its_checks_for_optimize_and_run(tmp_path, monkeypa
                                        "--json"])
     assert ran.exit_code == 0, ran.output
     assert wrong[::-1] in ran.stdout
+    listed = tmp_path / "listed_checks.py"
+    listed.write_text(TASK_FILE.replace('checks = {"reverse": reads_backwards}', "checks = [reads_backwards]"))
+    bad = CliRunner().invoke(cli.app, ["optimize", str(listed), "--tiers", str(tiers), "--out", "bad.json"])
+    assert bad.exit_code == 2 and "listed_checks: checks takes {predictor name: function" in bad.output
