@@ -23,9 +23,9 @@ _ORDER_SHAPE = re.compile(r"\b[A-Za-z]\d{5,6}\b")
 _WORD = re.compile(r"[a-z]{4,}")
 
 
-def order_id_agrees_with_message(inputs: dict, outputs: dict) -> bool:
+def order_id_agrees_with_message(inputs: dict, prediction) -> bool:
     codes = {code.upper() for code in _ORDER_SHAPE.findall(inputs["message"])}
-    said = normalize_order_id(outputs["order_id"])
+    said = normalize_order_id(prediction.order_id)
     return said in codes if said != "none" else not codes
 
 
@@ -42,9 +42,9 @@ def _intent_words() -> dict[str, set[str]]:
 INTENT_WORDS = _intent_words()
 
 
-def intent_words_in_message(inputs: dict, outputs: dict) -> float:
+def intent_words_in_message(inputs: dict, prediction) -> float:
     stems = {w[:5] for w in _WORD.findall(inputs["message"].lower())}
-    return float(bool(stems & INTENT_WORDS.get(str(outputs["intent"]).strip().lower(), set())))
+    return float(bool(stems & INTENT_WORDS.get(str(prediction.intent).strip().lower(), set())))
 
 
 checks = {"extract": [order_id_agrees_with_message], "classify": [intent_words_in_message]}

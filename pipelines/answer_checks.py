@@ -1,7 +1,9 @@
 """Your own checks of a predictor's answer, read by the live `learned` confidence beside its generic signals.
 
-A check is a function `check(inputs: dict, outputs: dict) -> number or bool`: the predictor's input fields and
-its answer's output fields, as the call saw them. One check, one feature. Declared per predictor:
+A check is a function `check(inputs: dict, prediction) -> number or bool`: the predictor's input fields, as the
+call saw them, and its answer as a dspy.Prediction (`prediction.answer` or `prediction["answer"]`): the shape of a
+dspy.BestOfN / dspy.Refine `reward_fn(args, pred)`, so a reward function you have is a check. One check, one
+feature. Declared per predictor:
 
     checks = {"extract": [order_id_in_message], "classify": label_words_in_message}
 
@@ -22,11 +24,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import dspy
+
 from pipelines.code_fingerprint import code_fingerprint
 from pipelines.errors import ConfigError, DatasetError
 
 log = logging.getLogger("tierwise")
-USAGE = "takes {predictor name: function or list of functions}, each check(inputs: dict, outputs: dict)"
+USAGE = "takes {predictor name: function or list of functions}, each check(inputs: dict, prediction) -> number"
 
 
 class CheckFailed(DatasetError):
@@ -87,7 +91,7 @@ class AnswerChecks:
         values = []
         for check in self.by_predictor.get(predictor, ()):
             try:
-                value = check.function(dict(inputs), dict(outputs))
+                value = check.function(dict(inputs), dspy.Prediction(**outputs))
                 number = finite_number(value)
                 if number is None:
                     raise CheckFailed(f"returned {_short(repr(value))}, not a finite number or a bool")

@@ -51,8 +51,8 @@ def metric(example, prediction, trace=None):
     return example.backwards == prediction.backwards
 
 
-def reads_backwards(inputs, outputs):
-    return outputs["backwards"] == inputs["word"][::-1]
+def reads_backwards(args, pred):  # as a dspy.BestOfN reward_fn is written
+    return pred.backwards == args["word"][::-1]
 
 
 def script(tier, messages):

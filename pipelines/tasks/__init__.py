@@ -8,7 +8,7 @@ A task module defines:
     metric(row, prediction) -> float in [0, 1]
     predictor_correct(name, row, outputs) -> bool | None   (optional) per-predictor correctness,
                                                             used to fit the learned confidence scorer
-    checks: {predictor: [check(inputs, outputs) -> number]} (optional) your own answer checks, read by the
+    checks: {predictor: [check(inputs, prediction) -> number]} (optional) your own answer checks, read by the
                                                             learned confidence (pipelines.answer_checks)
 Users add theirs as a module here or as a file path. A task file may instead be written DSPy-style:
 `program`, `trainset` and `metric(example, prediction, trace=None)` (see pipelines.programs).
