@@ -54,9 +54,9 @@ class TierOptimizer(Teleprompter):
     --semantic-cache`; a request answers from it only when every entity the regexes find matches.
     `allow_incomplete`: when a tier could not answer some rows (an outage, timeouts after retries), compile on
     the rows every tier answered (the summary's notes say how many were left out) instead of raising.
-    `checks`: {predictor name: check or [checks]}, your own answer checks `check(inputs, prediction) -> number or bool`
-    that the learned confidence reads beside its generic signals (pipelines.answer_checks); production passes
-    them again: `load(path, checks=...)`.
+    `checks`: {predictor name: check or [checks]}, your own answer checks `check(inputs, prediction) -> number or
+    bool` that the learned confidence reads beside its generic signals (pipelines.answer_checks); production
+    passes them again: `load(path, checks=...)`.
     `decompose=True` compiles the program split into one predictor per output field (pipelines.decompose), as
     `cli.py optimize --decompose` does, and measures the chosen policy against the program as written on the
     reference tier, on the same holdout rows (`summary_["whole_form"]`: saving and paired quality gap).
