@@ -30,7 +30,7 @@ def order_id_agrees_with_message(inputs: dict, prediction) -> bool:
 
 
 def _intent_words() -> dict[str, set[str]]:
-    """label -> the stems (first 5 letters) of the words its line in the instructions gives (`billing = charges, ...`)."""
+    """label -> the stems (first 5 letters) of the words on its line of the instructions (`billing = charges`)."""
     found = {}
     for line in ClassifyIntent.__doc__.splitlines():
         label, sep, words = line.strip().partition(" = ")
