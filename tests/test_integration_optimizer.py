@@ -56,3 +56,37 @@ def test_the_python_snippet_compiles_saves_and_loads_on_local_tiers(tmp_path):
     again = load(path, program=bank.BankTriage())
     assert again.policy.to_dict() == optimizer.policy_.to_dict()
     assert "forward" not in vars(program.classify)  # the caller's program was not wrapped
+
+
+def test_a_check_reads_the_local_tiers_real_answers_at_compile_and_in_production(tmp_path):
+    """pipelines.answer_checks on real answers: the check sees every recorded cell's typed prediction, the artifact
+    names it, and production loads it again (or is told, in one line, that it must)."""
+    from optimizers import TierOptimizer
+    from pipelines.errors import ConfigError
+
+    bank = bank_module()
+    rows = {r["id"]: r for r in map(json.loads, open(ROOT / "datasets" / "bank_intents.jsonl"))}
+    examples = [dspy.Example(message=rows[i]["message"], intent=rows[i]["intent"]).with_inputs("message")
+                for i in ROWS]
+    seen = []
+
+    def intent_word_in_message(args, pred):
+        seen.append(pred.intent)
+        return any(part in args["message"].lower() for part in str(pred.intent).split("_"))
+
+    checks = {"classify": intent_word_in_message}
+    optimizer = TierOptimizer(metric=bank.metric, trials=12, holdout=0.3, seed=0, checks=checks,
+                              storage=f"sqlite:///{tmp_path}/studies.db", work_dir=tmp_path / ".tierwise")
+    compiled = optimizer.compile(bank.BankTriage(), trainset=examples[:4], valset=examples[4:])
+    assert len(seen) >= 6 and set(seen) <= set(bank.LABELS)  # every answered cell's typed answer (a failed one has none)
+    assert optimizer.artifact_["checks"]["classify"][0]["name"] == "intent_word_in_message"
+    assert optimizer.summary_["checks"] == {"classify": ["intent_word_in_message"]}
+    scorer = optimizer.artifact_["scorers"].get("classify")
+    if scorer is not None:  # fitted when the recorded answers were both right and wrong
+        assert "check:intent_word_in_message" in scorer["features"]
+    path = compiled.save(tmp_path / "bank-checks.tierwise.json")
+    again = load(path, program=bank.BankTriage(), checks=checks)
+    assert again(message=rows["b002"]["message"]).intent in bank.LABELS
+    if optimizer.policy_["classify"].estimator == "learned":
+        with pytest.raises(ConfigError, match="was compiled with checks"):
+            load(path, program=bank.BankTriage())
