@@ -457,8 +457,7 @@ def make_artifact(session: Session, baseline_rows: dict, searched: Searched, cho
         trials_run_now=searched.ran, noise=chosen.info["noise"], holdout_vs_reference=checked.gap,
         study=study.study_name, storage=redact(job.storage or f"default ({paths.studies_db(job.work_dir)})"),
         cells_recorded=table.calls_recorded(), notes=checked.notes,
-        **({"checks": {n: list(session.runtime.checks.names(n)) for n in session.runtime.checks.by_predictor}}
-           if session.runtime.checks else {}),
+        **({"checks": session.runtime.checks.named()} if session.runtime.checks else {}),
     )
     body = artifact.build(
         task_source=job.task.source, program=job.task.build_program(), catalog=job.catalog,

@@ -106,6 +106,10 @@ class AnswerChecks:
             values.append(number)
         return values
 
+    def named(self) -> dict[str, list[str]]:
+        """Each predictor's check names (what a compile's summary lists)."""
+        return {name: list(self.names(name)) for name in self.by_predictor}
+
     def describe(self) -> dict:
         """What an artifact records: each predictor's check names and code digests (never the code)."""
         return {name: [{"name": c.name, "code": c.code} for c in checks] for name, checks in self.by_predictor.items()}
