@@ -14,6 +14,19 @@ from pipelines.errors import BudgetExceeded
 from pipelines.policy import Policy
 
 
+class AsWritten:
+    """The task as written without its answer checks: those name the split predictors, and the whole form runs on
+    the reference tier alone, where no confidence reads them."""
+
+    checks = None
+
+    def __init__(self, task):
+        self._task = task
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+
 def add_whole_form(job: Job, task, result) -> None:
     """A decomposed compile's summary (and artifact) also get the line against the whole form (`task.whole`)."""
     chosen = {r["row_id"]: r["score"] for r in result.body["evaluation"]["chosen"] if r["split"] == "holdout"}
@@ -28,7 +41,7 @@ def whole_form_reference(job: Job, whole_task, summary: dict, chosen_scores: dic
     reference = summary["reference"]
     # --budget-usd covers the whole command: these calls get what the decomposed compile left of it
     left = None if job.budget_usd is None else max(0.0, job.budget_usd - summary.get("spent_usd_compile", 0.0))
-    session = prepare(replace(job, task=whole_task, notes=[], out=None, budget_usd=left))
+    session = prepare(replace(job, task=AsWritten(whole_task), notes=[], out=None, budget_usd=left))
     try:
         results = session.evaluate(Policy.uniform(session.predictors, reference), session.hold)
         paid = session.table.budget.paid_calls

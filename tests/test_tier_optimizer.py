@@ -1178,3 +1178,32 @@ def test_the_shipped_chat_example_compiles_with_its_json_histories(tmp_path):
                                        out=str(tmp_path / "chat.json"), scripts={"*": answer}))
     assert summary["dev"]["n"] + summary["holdout"]["n"] == len(rows) == 12
     assert summary["baselines"]["big"]["dev"]["quality"] == 1.0 and summary["baselines"]["small"]["dev"]["quality"] == 0
+
+
+def test_checks_on_a_decomposed_program_name_its_split_predictors(tmp_path):
+    """A check is declared for the predictors the compile tiers: after decompose(), the split ones (`triage.words`);
+    the program's own name is refused with the split names, and load applies the checks after splitting again."""
+    trainset_ = [dspy.Example(message=m, intent=label, words=len(m.split())).with_inputs("message")
+                 for m, label in GOLD.items()]
+    seen: list = []
+
+    def words_counted(args, pred):
+        seen.append(pred.words)
+        return pred.words == len(args["message"].split())
+
+    def optimizer(checks):
+        return TierOptimizer(metric=lambda e, p, trace=None: e.intent == p.intent and e.words == p.words,
+                             tiers=fake_catalog("small", "big"), trials=20, holdout=0.3, decompose=True, checks=checks,
+                             storage=f"sqlite:///{tmp_path}/s.db", seed=0, work_dir=tmp_path / ".tierwise",
+                             scripts={"*": triage_script([])})
+
+    with pytest.raises(ConfigError, match=r"checks names predictor 'triage', which the program lacks; its predictors "
+                                          r"are \['triage.intent', 'triage.words'\]"):
+        optimizer({"triage": words_counted}).compile(Triage(), trainset=trainset_)
+    checks = {"triage.words": words_counted}
+    compiled = optimizer(checks).compile(Triage(), trainset=trainset_)
+    assert compiled.artifact["checks"]["triage.words"][0]["name"] == "words_counted"
+    assert seen and all(isinstance(w, int) for w in seen)  # big's typed answers (small's "several" fails to parse)
+    path = compiled.save(tmp_path / "triage-checks.tierwise.json")
+    again = load(path, program=Triage(), checks=checks, scripts={"*": triage_script([])})
+    assert again(message="I lost my card").words == 4
