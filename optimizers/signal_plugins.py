@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.answer_checks import finite_number
+from pipelines.answer_checks import finite_number, shortened
 from pipelines.code_fingerprint import code_fingerprint
 from pipelines.errors import ConfigError, DatasetError
 
@@ -98,17 +98,12 @@ def _checked(spec: str, function):
                                f"{_start(inputs)} (answer {_start(answer)})") from None
         number = finite_number(value)
         if number is None:
-            raise DatasetError(f"signal plug-in {spec!r} returned {_shortened(repr(value))} on input {_start(inputs)}: "
-                               "expected a finite number or a bool")
+            raise DatasetError(f"signal plug-in {spec!r} returned {shortened(repr(value), 60)} on input "
+                               f"{_start(inputs)}: expected a finite number or a bool")
         return [number]
 
     return features
 
 
 def _start(text: str) -> str:
-    return repr(_shortened(text))
-
-
-def _shortened(text: str, width: int = 60) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[:width] + "..."
+    return repr(shortened(text, 60))

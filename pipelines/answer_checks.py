@@ -53,8 +53,6 @@ class AnswerChecks:
 
     @classmethod
     def of(cls, checks, where: str = "checks=", strict: bool = True) -> "AnswerChecks":
-        if isinstance(checks, AnswerChecks):
-            return cls(checks.by_predictor, strict)
         if checks is None:
             return cls({}, strict)
         if not isinstance(checks, dict):
@@ -94,11 +92,11 @@ class AnswerChecks:
                 value = check.function(dict(inputs), dspy.Prediction(**outputs))
                 number = finite_number(value)
                 if number is None:
-                    raise CheckFailed(f"returned {_short(repr(value))}, not a finite number or a bool")
+                    raise CheckFailed(f"returned {shortened(repr(value))}, not a finite number or a bool")
             except Exception as e:  # noqa: BLE001 - the user's code: named in one line, never a traceback
-                why = str(e) if isinstance(e, CheckFailed) else f"raised {type(e).__name__}: {_short(str(e))}"
+                why = str(e) if isinstance(e, CheckFailed) else f"raised {type(e).__name__}: {shortened(str(e))}"
                 message = (f"check {check.name!r} of predictor {predictor!r} {why} on inputs "
-                           f"{_short(repr(dict(inputs)))}")
+                           f"{shortened(repr(dict(inputs)))}")
                 if self.strict:
                     raise CheckFailed(message) from None
                 log.warning("tierwise: %s; the answer is not trusted (escalates)", message)
@@ -116,8 +114,12 @@ class AnswerChecks:
 
     def match(self, recorded: dict, needed, where: str) -> list[str]:
         """Check these against an artifact's record (`needed`: the predictors whose policy reads their checks).
-        Raises ConfigError when a needed predictor's checks are missing or differ; returns notes of checks
-        whose code changed since the compile."""
+        Raises ConfigError when a predictor has checks the compile did not, or a needed one's are missing or
+        differ; returns notes of checks whose code changed since the compile."""
+        unknown = sorted(set(self.by_predictor) - set(recorded))
+        if unknown:
+            raise ConfigError(f"{where}: checks= names predictor {unknown[0]!r}, which was compiled without checks; "
+                              "recompile with them for its confidence to read them")
         notes = []
         for name in needed:
             expected = [c["name"] for c in recorded.get(name, [])]
@@ -151,6 +153,7 @@ def finite_number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _short(text: str, width: int = 80) -> str:
+def shortened(text: str, width: int = 80) -> str:
+    """One line of at most `width` characters (and "..."), for an error that quotes the user's data."""
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[:width] + "..."

@@ -332,10 +332,6 @@ def checks_read(body: dict, policy, scorers: dict, checks, where) -> "AnswerChec
 
     given = AnswerChecks.of(checks, f"load {where}: checks=", strict=False)
     recorded = body.get("checks") or {}
-    unknown = sorted(set(given.by_predictor) - set(recorded))
-    if unknown:
-        raise ConfigError(f"load {where}: checks= names predictor {unknown[0]!r}, which was compiled without checks; "
-                          "recompile with them for its confidence to read them")
     needed = [n for n in recorded if n in policy.predictors and policy[n].estimator == "learned"
               and getattr(scorers.get(n), "checks", ())]
     for note in given.match(recorded, needed, f"load {where}"):
